@@ -1,0 +1,340 @@
+//! The enrolment aggregate: one stream per enrolment instance, i.e. per SEMCO booking.
+//!
+//! Cross-stream facts (is the booking ID taken, the user's other periods in the course) are
+//! looked up by the single writer from its authoritative index and handed in with the
+//! command; because that writer decides one command at a time, the facts cannot go stale
+//! between lookup and append (see docs/ARCHITECTURE.md, "Invariants").
+
+use super::event::{Change, EnrolmentEvent, UnenrolReason};
+use super::ids::{BookingId, CourseId, InstanceId, RoleId, UserEnrolmentId, UserId};
+use super::period::{EnrolmentPeriod, OverlapRule};
+use super::recompletion::RecompletionFacts;
+use super::DomainError;
+
+/// A live SEMCO enrolment: its instance and its one user enrolment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveEnrolment {
+    pub instance_id: InstanceId,
+    pub user_enrolment_id: UserEnrolmentId,
+    pub user_id: UserId,
+    pub course_id: CourseId,
+    pub booking_id: BookingId,
+    pub period: EnrolmentPeriod,
+    pub suspended: bool,
+    pub role_id: RoleId,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum EnrolmentState {
+    /// No event yet.
+    #[default]
+    New,
+    Live(LiveEnrolment),
+    /// The user was deleted: the instance is empty but still holds its booking ID.
+    Orphaned {
+        instance_id: InstanceId,
+        course_id: CourseId,
+        booking_id: BookingId,
+    },
+    /// Unenrolled and instance removed: nothing can happen to this stream any more.
+    Closed,
+}
+
+impl EnrolmentState {
+    pub fn live(&self) -> Option<&LiveEnrolment> {
+        match self {
+            Self::Live(enrolment) => Some(enrolment),
+            _ => None,
+        }
+    }
+}
+
+/// `enrol_semco_enrol_user`, with the facts its checks need.
+#[derive(Debug, Clone)]
+pub struct EnrolUser {
+    pub plugin_enabled: bool,
+    pub course_id: CourseId,
+    pub course_exists: bool,
+    pub user_id: UserId,
+    pub user_exists: bool,
+    pub booking_id: String,
+    pub booking_id_taken: bool,
+    pub timestart: i64,
+    pub timeend: i64,
+    pub suspend: bool,
+    pub require_recompletion: bool,
+    pub recompletion: RecompletionFacts,
+    /// Periods of the user's other SEMCO enrolments in the course.
+    pub other_periods: Vec<EnrolmentPeriod>,
+    pub overlap_rule: OverlapRule,
+    pub role_id: RoleId,
+    pub new_instance_id: InstanceId,
+    pub new_user_enrolment_id: UserEnrolmentId,
+    pub sortorder: i64,
+}
+
+/// `enrol_semco_edit_enrolment`: `None` means the parameter was not sent.
+#[derive(Debug, Clone)]
+pub struct EditEnrolment {
+    pub plugin_enabled: bool,
+    pub requested_id: i64,
+    pub user_exists: bool,
+    pub booking_id: Option<String>,
+    pub booking_id_taken: bool,
+    pub timestart: Option<i64>,
+    pub timeend: Option<i64>,
+    pub suspend: Option<bool>,
+    /// Periods of the user's other SEMCO enrolments in the course, this one excluded.
+    pub other_periods: Vec<EnrolmentPeriod>,
+    pub overlap_rule: OverlapRule,
+}
+
+#[derive(Debug, Clone)]
+pub enum EnrolmentCommand {
+    Enrol(EnrolUser),
+    Edit(EditEnrolment),
+    /// `enrol_semco_unenrol_user`.
+    Unenrol {
+        plugin_enabled: bool,
+        requested_id: i64,
+        user_exists: bool,
+    },
+    /// The user was deleted: end the user enrolment, keep the instance.
+    UnenrolDeletedUser,
+    /// The orphan clean-up removes an empty instance.
+    RemoveOrphan,
+}
+
+pub struct Enrolment;
+
+impl esrs::Aggregate for Enrolment {
+    const NAME: &'static str = "enrolment";
+    type State = EnrolmentState;
+    type Command = EnrolmentCommand;
+    type Event = EnrolmentEvent;
+    type Error = DomainError;
+
+    fn handle_command(state: &Self::State, command: Self::Command) -> Result<Vec<Self::Event>, Self::Error> {
+        match command {
+            EnrolmentCommand::Enrol(cmd) => enrol(state, cmd),
+            EnrolmentCommand::Edit(cmd) => edit(state, cmd),
+            EnrolmentCommand::Unenrol {
+                plugin_enabled,
+                requested_id,
+                user_exists,
+            } => {
+                let live = existing(state, plugin_enabled, requested_id, user_exists)?;
+                Ok(vec![unenrolled(live, UnenrolReason::Semco)])
+            }
+            EnrolmentCommand::UnenrolDeletedUser => {
+                Ok(state.live().map(|live| unenrolled(live, UnenrolReason::UserDeleted)).into_iter().collect())
+            }
+            EnrolmentCommand::RemoveOrphan => Ok(match state {
+                EnrolmentState::Orphaned {
+                    instance_id, course_id, ..
+                } => vec![EnrolmentEvent::InstanceDeleted {
+                    instance_id: *instance_id,
+                    course_id: *course_id,
+                    reason: UnenrolReason::OrphanCleanup,
+                }],
+                _ => Vec::new(),
+            }),
+        }
+    }
+
+    fn apply_event(state: Self::State, event: Self::Event) -> Self::State {
+        match (state, event) {
+            (
+                EnrolmentState::New,
+                EnrolmentEvent::Enrolled {
+                    instance_id,
+                    user_enrolment_id,
+                    user_id,
+                    course_id,
+                    booking_id,
+                    timestart,
+                    timeend,
+                    suspended,
+                    role_id,
+                    ..
+                },
+            ) => EnrolmentState::Live(LiveEnrolment {
+                instance_id,
+                user_enrolment_id,
+                user_id,
+                course_id,
+                booking_id,
+                period: EnrolmentPeriod { timestart, timeend },
+                suspended,
+                role_id,
+            }),
+            (
+                EnrolmentState::Live(mut live),
+                EnrolmentEvent::EnrolmentEdited {
+                    timestart,
+                    timeend,
+                    suspended,
+                    ..
+                },
+            ) => {
+                if let Some(change) = timestart {
+                    live.period.timestart = change.new;
+                }
+                if let Some(change) = timeend {
+                    live.period.timeend = change.new;
+                }
+                if let Some(change) = suspended {
+                    live.suspended = change.new;
+                }
+                EnrolmentState::Live(live)
+            }
+            (EnrolmentState::Live(mut live), EnrolmentEvent::BookingIdChanged { new, .. }) => {
+                live.booking_id = new;
+                EnrolmentState::Live(live)
+            }
+            (EnrolmentState::Live(live), EnrolmentEvent::Unenrolled { reason, .. }) => match reason {
+                UnenrolReason::UserDeleted => EnrolmentState::Orphaned {
+                    instance_id: live.instance_id,
+                    course_id: live.course_id,
+                    booking_id: live.booking_id,
+                },
+                _ => EnrolmentState::Closed,
+            },
+            (EnrolmentState::Orphaned { .. }, EnrolmentEvent::InstanceDeleted { .. }) => EnrolmentState::Closed,
+            (state, event) => panic!("event {event:?} cannot follow state {state:?}: the log is corrupt"),
+        }
+    }
+}
+
+fn enrol(state: &EnrolmentState, cmd: EnrolUser) -> Result<Vec<EnrolmentEvent>, DomainError> {
+    debug_assert_eq!(*state, EnrolmentState::New, "an enrol opens a new stream");
+    if !cmd.plugin_enabled {
+        return Err(DomainError::PluginNotEnabled);
+    }
+    if !cmd.course_exists {
+        return Err(DomainError::CourseNotExist(cmd.course_id));
+    }
+    if !cmd.user_exists {
+        return Err(DomainError::UserNotExist(cmd.user_id));
+    }
+    let booking_id = BookingId::parse(&cmd.booking_id).ok_or(DomainError::BookingIdEmpty)?;
+    if cmd.booking_id_taken {
+        return Err(DomainError::BookingIdDuplicate(cmd.booking_id));
+    }
+    check_times(Some(cmd.timestart), Some(cmd.timeend))?;
+    let period = EnrolmentPeriod {
+        timestart: cmd.timestart,
+        timeend: cmd.timeend,
+    };
+    if cmd.overlap_rule.conflicts(period, &cmd.other_periods) {
+        return Err(DomainError::BookingOverlap);
+    }
+    if cmd.require_recompletion {
+        if !cmd.recompletion.available {
+            return Err(DomainError::RecompletionNotExpectable);
+        }
+        cmd.recompletion.require_on_demand(cmd.course_id)?;
+    }
+    Ok(vec![EnrolmentEvent::Enrolled {
+        instance_id: cmd.new_instance_id,
+        user_enrolment_id: cmd.new_user_enrolment_id,
+        user_id: cmd.user_id,
+        course_id: cmd.course_id,
+        booking_id,
+        timestart: cmd.timestart,
+        timeend: cmd.timeend,
+        suspended: cmd.suspend,
+        role_id: cmd.role_id,
+        sortorder: cmd.sortorder,
+    }])
+}
+
+fn edit(state: &EnrolmentState, cmd: EditEnrolment) -> Result<Vec<EnrolmentEvent>, DomainError> {
+    let live = existing(state, cmd.plugin_enabled, cmd.requested_id, cmd.user_exists)?;
+    let new_booking_id = match &cmd.booking_id {
+        None => None,
+        Some(raw) => {
+            let parsed = BookingId::parse(raw).ok_or(DomainError::BookingIdEmpty)?;
+            // Resending the enrolment's own booking ID is a duplicate too (plugin quirk).
+            if cmd.booking_id_taken {
+                return Err(DomainError::BookingIdDuplicateMustChange(raw.clone()));
+            }
+            Some(parsed)
+        }
+    };
+    check_times(cmd.timestart, cmd.timeend)?;
+    let period = EnrolmentPeriod {
+        timestart: cmd.timestart.unwrap_or(live.period.timestart),
+        timeend: cmd.timeend.unwrap_or(live.period.timeend),
+    };
+    let times_given = cmd.timestart.is_some() || cmd.timeend.is_some();
+    if times_given && cmd.overlap_rule.conflicts(period, &cmd.other_periods) {
+        return Err(DomainError::BookingOverlap);
+    }
+
+    let mut events = Vec::new();
+    if times_given || cmd.suspend.is_some() {
+        // Plugin quirk: a missing `suspend` next to a given time means "active".
+        let suspended = cmd.suspend.unwrap_or(false);
+        let timestart = Change::between(live.period.timestart, period.timestart);
+        let timeend = Change::between(live.period.timeend, period.timeend);
+        let suspended = Change::between(live.suspended, suspended);
+        if timestart.is_some() || timeend.is_some() || suspended.is_some() {
+            events.push(EnrolmentEvent::EnrolmentEdited {
+                user_enrolment_id: live.user_enrolment_id,
+                timestart,
+                timeend,
+                suspended,
+            });
+        }
+    }
+    if let Some(new) = new_booking_id {
+        events.push(EnrolmentEvent::BookingIdChanged {
+            old: live.booking_id.clone(),
+            new,
+        });
+    }
+    Ok(events)
+}
+
+/// The shared preamble of unenrol and edit: plugin enabled, user enrolment found, user exists.
+fn existing(
+    state: &EnrolmentState,
+    plugin_enabled: bool,
+    requested_id: i64,
+    user_exists: bool,
+) -> Result<&LiveEnrolment, DomainError> {
+    if !plugin_enabled {
+        return Err(DomainError::PluginNotEnabled);
+    }
+    let live = state.live().ok_or(DomainError::EnrolNoUserInstance(requested_id))?;
+    if !user_exists {
+        return Err(DomainError::UserNotExist(live.user_id));
+    }
+    Ok(live)
+}
+
+/// timestart ≥ 0, timeend ≥ 0, and when both are set and positive, start ≤ end.
+fn check_times(timestart: Option<i64>, timeend: Option<i64>) -> Result<(), DomainError> {
+    if timestart.is_some_and(|t| t < 0) {
+        return Err(DomainError::TimestartInvalid);
+    }
+    if timeend.is_some_and(|t| t < 0) {
+        return Err(DomainError::TimeendInvalid);
+    }
+    if let (Some(start), Some(end)) = (timestart, timeend) {
+        if start > 0 && end > 0 && start > end {
+            return Err(DomainError::TimestartEndOrder);
+        }
+    }
+    Ok(())
+}
+
+fn unenrolled(live: &LiveEnrolment, reason: UnenrolReason) -> EnrolmentEvent {
+    EnrolmentEvent::Unenrolled {
+        user_enrolment_id: live.user_enrolment_id,
+        user_id: live.user_id,
+        course_id: live.course_id,
+        reason,
+    }
+}

@@ -1,0 +1,46 @@
+//! Business-rule failures, one variant per rule, declared in the order the checks run.
+//!
+//! Only `api::errors` knows the Moodle error codes and messages these become.
+
+use super::ids::{CourseId, UserId};
+use thiserror::Error;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DomainError {
+    #[error("the SEMCO enrolment plugin is disabled")]
+    PluginNotEnabled,
+    #[error("recompletion is switched off")]
+    RecompletionNotInstalled,
+    #[error("course {0} does not exist")]
+    CourseNotExist(CourseId),
+    #[error("no user enrolment {0}")]
+    EnrolNoUserInstance(i64),
+    #[error("user {0} does not exist")]
+    UserNotExist(UserId),
+    #[error("booking ID is empty")]
+    BookingIdEmpty,
+    #[error("booking ID {0} is taken")]
+    BookingIdDuplicate(String),
+    #[error("booking ID {0} is taken (edit)")]
+    BookingIdDuplicateMustChange(String),
+    #[error("timestart < 0")]
+    TimestartInvalid,
+    #[error("timeend < 0")]
+    TimeendInvalid,
+    #[error("timestart > timeend")]
+    TimestartEndOrder,
+    #[error("enrolment periods overlap")]
+    BookingOverlap,
+    #[error("recompletion was required but is switched off")]
+    RecompletionNotExpectable,
+    #[error("recompletion is disabled in course {0}")]
+    RecompletionNotEnabled(CourseId),
+    #[error("recompletion is not on demand in course {0}")]
+    RecompletionNotOnDemand(CourseId),
+    #[error("timecompleted must be > 0")]
+    TimeCompletedInvalid,
+    #[error("unknown setting {0}")]
+    UnknownSetting(String),
+    #[error("invalid value {value:?} for setting {name}")]
+    InvalidSettingValue { name: String, value: String },
+}

@@ -1,0 +1,6 @@
+//! enrol-ledger: an event-sourced ledger of Moodle course enrolments.
+//!
+//! `domain` decides (pure), `store` keeps the log, `projection` folds it into read models,
+//! `registry` holds mutable personal data, `app` runs the single writer, `api` speaks HTTP.
+
+pub mod domain;
