@@ -4,3 +4,5 @@
 //! `registry` holds mutable personal data, `app` runs the single writer, `api` speaks HTTP.
 
 pub mod domain;
+pub mod projection;
+pub mod store;

@@ -290,6 +290,7 @@ fn edit(state: &EnrolmentState, cmd: EditEnrolment) -> Result<Vec<EnrolmentEvent
     }
     if let Some(new) = new_booking_id {
         events.push(EnrolmentEvent::BookingIdChanged {
+            instance_id: live.instance_id,
             old: live.booking_id.clone(),
             new,
         });

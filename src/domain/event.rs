@@ -89,6 +89,7 @@ pub enum EnrolmentEvent {
         suspended: Option<Change<bool>>,
     },
     BookingIdChanged {
+        instance_id: InstanceId,
         old: BookingId,
         new: BookingId,
     },

@@ -1,0 +1,70 @@
+-- The append-only event log. Never dropped, never rewritten: the triggers refuse UPDATE and DELETE.
+CREATE TABLE events (
+    position        INTEGER PRIMARY KEY,      -- global, gap-free commit order, assigned by the single writer
+    stream_id       TEXT    NOT NULL,         -- UUID v5 of stream_type/key
+    stream_type     TEXT    NOT NULL,         -- enrolment | completion | course | config
+    stream_key      TEXT    NOT NULL,         -- readable key: instance id, "user/course", course id, "site"
+    stream_version  INTEGER NOT NULL,         -- 1, 2, ... within the stream (optimistic concurrency)
+    event_type      TEXT    NOT NULL,
+    schema_version  INTEGER NOT NULL,
+    recorded_at     INTEGER NOT NULL,         -- microseconds since the Unix epoch
+    actor_user_id   INTEGER,                  -- the service user, or NULL for the CLI
+    actor_token_id  INTEGER,                  -- the token's id, never the token
+    request_id      TEXT    NOT NULL,
+    booking_id      TEXT,                     -- the SEMCO booking ID the event concerns
+    payload         TEXT    NOT NULL,         -- JSON, no personal data
+    hash            TEXT    NOT NULL,         -- SHA-256 chaining this event to the previous one
+    UNIQUE (stream_id, stream_version)
+);
+CREATE INDEX events_booking_id ON events (booking_id) WHERE booking_id IS NOT NULL;
+CREATE INDEX events_recorded_at ON events (recorded_at);
+
+CREATE TRIGGER events_refuse_update BEFORE UPDATE ON events
+BEGIN
+    SELECT RAISE(ABORT, 'the event log is append-only: UPDATE refused');
+END;
+CREATE TRIGGER events_refuse_delete BEFORE DELETE ON events
+BEGIN
+    SELECT RAISE(ABORT, 'the event log is append-only: DELETE refused');
+END;
+
+-- Mutable, erasable registries: personal data lives here and never in the log.
+CREATE TABLE users (
+    id           INTEGER PRIMARY KEY,
+    username     TEXT    NOT NULL,
+    auth         TEXT    NOT NULL DEFAULT 'manual',
+    firstname    TEXT    NOT NULL DEFAULT '',
+    lastname     TEXT    NOT NULL DEFAULT '',
+    email        TEXT    NOT NULL DEFAULT '',
+    idnumber     TEXT    NOT NULL DEFAULT '',
+    lang         TEXT    NOT NULL DEFAULT 'en',
+    suspended    INTEGER NOT NULL DEFAULT 0,
+    deleted      INTEGER NOT NULL DEFAULT 0,
+    timecreated  INTEGER NOT NULL,
+    timemodified INTEGER NOT NULL
+);
+CREATE INDEX users_username ON users (username);
+CREATE TABLE user_profile_data (
+    userid    INTEGER NOT NULL,
+    shortname TEXT    NOT NULL,
+    data      TEXT    NOT NULL,
+    PRIMARY KEY (userid, shortname)
+);
+CREATE TABLE courses (
+    id               INTEGER PRIMARY KEY,
+    fullname         TEXT    NOT NULL,
+    shortname        TEXT    NOT NULL,
+    categoryid       INTEGER NOT NULL DEFAULT 1,
+    idnumber         TEXT    NOT NULL DEFAULT '',
+    summary          TEXT    NOT NULL DEFAULT '',
+    visible          INTEGER NOT NULL DEFAULT 1,
+    enablecompletion INTEGER NOT NULL DEFAULT 0,
+    startdate        INTEGER NOT NULL DEFAULT 0,
+    enddate          INTEGER NOT NULL DEFAULT 0,
+    timecreated      INTEGER NOT NULL,
+    timemodified     INTEGER NOT NULL
+);
+CREATE TABLE projection_meta (
+    name     TEXT PRIMARY KEY,
+    version  INTEGER NOT NULL
+);

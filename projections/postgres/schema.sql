@@ -1,0 +1,87 @@
+-- Read models folded from the event log. Disposable: dropped and rebuilt from the log whenever
+-- PROJECTION_VERSION (src/projection/mod.rs) changes. Columns follow Moodle's tables.
+CREATE TABLE enrol (
+    id           BIGINT PRIMARY KEY,          -- enrolment instance id
+    enrol        TEXT    NOT NULL,             -- always 'semco'
+    status       INTEGER NOT NULL,             -- 0 = ENROL_INSTANCE_ENABLED
+    courseid     BIGINT NOT NULL,
+    sortorder    BIGINT NOT NULL,
+    roleid       BIGINT NOT NULL,
+    customchar1  TEXT,                         -- the SEMCO booking ID
+    timecreated  BIGINT NOT NULL,
+    timemodified BIGINT NOT NULL
+);
+CREATE INDEX enrol_courseid ON enrol (courseid);
+CREATE UNIQUE INDEX enrol_customchar1 ON enrol (customchar1);
+
+CREATE TABLE user_enrolments (
+    id           BIGINT PRIMARY KEY,          -- what enrol_semco calls enrolid
+    status       INTEGER NOT NULL,             -- 0 active, 1 suspended
+    enrolid      BIGINT NOT NULL,             -- enrol.id
+    userid       BIGINT NOT NULL,
+    timestart    BIGINT NOT NULL,
+    timeend      BIGINT NOT NULL,             -- 0 = no end
+    modifierid   BIGINT NOT NULL,
+    timecreated  BIGINT NOT NULL,
+    timemodified BIGINT NOT NULL
+);
+CREATE INDEX user_enrolments_enrolid ON user_enrolments (enrolid);
+CREATE INDEX user_enrolments_userid ON user_enrolments (userid);
+
+CREATE TABLE course_completions (
+    userid        BIGINT NOT NULL,
+    course        BIGINT NOT NULL,
+    timecompleted BIGINT NOT NULL,
+    finalgrade    DOUBLE PRECISION,
+    grademin      DOUBLE PRECISION,
+    grademax      DOUBLE PRECISION,
+    gradepass     DOUBLE PRECISION,
+    PRIMARY KEY (userid, course)
+);
+
+CREATE TABLE recompletion_history (
+    id             BIGINT PRIMARY KEY,        -- the log position of the reset
+    userid         BIGINT NOT NULL,
+    course         BIGINT NOT NULL,
+    enrolid        BIGINT NOT NULL,           -- the user enrolment the reset came through
+    semcobookingid TEXT,
+    timecompleted  BIGINT,                    -- the archived completion; NULL when there was none
+    finalgrade     DOUBLE PRECISION,
+    grademin       DOUBLE PRECISION,
+    grademax       DOUBLE PRECISION,
+    gradepass      DOUBLE PRECISION,
+    timereset      BIGINT NOT NULL
+);
+CREATE INDEX recompletion_history_user_course ON recompletion_history (userid, course);
+
+CREATE TABLE course_recompletion (
+    course           BIGINT PRIMARY KEY,
+    recompletiontype TEXT    NOT NULL
+);
+
+CREATE TABLE ledger_config (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+-- The SEMCO enrolment report (enrol_semco's enrolreport.php columns); personal data joined from the registry.
+CREATE VIEW semco_enrolment_report AS
+SELECT u.id            AS moodleuserid,
+       p.data          AS semcouserid,
+       u.username      AS username,
+       u.lastname      AS lastname,
+       u.firstname     AS firstname,
+       u.email         AS email,
+       u.suspended     AS suspended,
+       ue.id           AS enrolid,
+       c.id            AS courseid,
+       c.fullname      AS course,
+       e.customchar1   AS semcobookingid,
+       ue.timestart    AS enrolstart,
+       ue.timeend      AS enrolend,
+       ue.status       AS enrolstatus
+FROM user_enrolments ue
+JOIN enrol e ON e.id = ue.enrolid AND e.enrol = 'semco'
+JOIN users u ON u.id = ue.userid AND u.deleted = 0
+JOIN courses c ON c.id = e.courseid
+LEFT JOIN user_profile_data p ON p.userid = u.id AND p.shortname = 'semco_userid';

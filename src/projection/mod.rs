@@ -1,0 +1,14 @@
+//! Read models folded from the log: Moodle's `enrol` and `user_enrolments`, current course
+//! completions, the recompletion history, course recompletion types and the settings.
+//!
+//! `state` is the pure fold (also used for rebuild, verify and "as of" queries); `tables` maps it
+//! to SQL rows; `schema` creates the tables and rebuilds them when `PROJECTION_VERSION` changes.
+
+pub mod schema;
+pub mod state;
+pub mod tables;
+
+pub use state::ProjectionState;
+
+/// Bump when a projection's definition changes: the next start drops and rebuilds them all.
+pub const PROJECTION_VERSION: i64 = 1;

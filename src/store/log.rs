@@ -1,0 +1,232 @@
+//! The event log: stored envelopes, the integrity hash chain, batch append and ordered reads.
+//!
+//! Positions and hashes are assigned by the single writer (`app::writer`) before the batch is
+//! written, so an append is one multi-row INSERT and never touches a shared "head" row.
+
+use crate::domain::LedgerEvent;
+use esrs::event::Upcaster;
+use sha2::{Digest, Sha256};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyConnection, Row};
+
+use super::{Db, StoreError};
+
+/// The `prev` hash of the first event.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Rows per multi-row INSERT: 14 columns each stays far below both backends' parameter limits.
+pub const INSERT_ROWS_MAX: usize = 500;
+/// Rows fetched per round trip when replaying the whole log.
+pub const REPLAY_PAGE_ROWS: i64 = 10_000;
+
+/// Which stream an event belongs to: its aggregate type and readable key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamRef {
+    pub stream_type: &'static str,
+    pub key: String,
+}
+
+impl StreamRef {
+    pub fn new(stream_type: &'static str, key: impl Into<String>) -> Self {
+        Self {
+            stream_type,
+            key: key.into(),
+        }
+    }
+
+    /// The stream's UUID (v5 of `type/key`), the id esrs knows streams by.
+    pub fn uuid(&self) -> uuid::Uuid {
+        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("enrol-ledger/{}/{}", self.stream_type, self.key).as_bytes())
+    }
+}
+
+/// Who caused an event and in which request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Actor {
+    pub user_id: Option<i64>,
+    pub token_id: Option<i64>,
+    pub request_id: String,
+}
+
+/// One row of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub position: i64,
+    pub stream_id: String,
+    pub stream_type: String,
+    pub stream_key: String,
+    pub stream_version: i64,
+    pub event_type: String,
+    pub schema_version: i64,
+    pub recorded_at: i64,
+    pub actor_user_id: Option<i64>,
+    pub actor_token_id: Option<i64>,
+    pub request_id: String,
+    pub booking_id: Option<String>,
+    pub payload: String,
+    pub hash: String,
+}
+
+impl StoredEvent {
+    /// The domain event, upcast from its stored schema version.
+    pub fn event(&self) -> Result<LedgerEvent, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            position: self.position,
+            reason,
+        };
+        let value: serde_json::Value = serde_json::from_str(&self.payload).map_err(|e| corrupt(e.to_string()))?;
+        let event = LedgerEvent::upcast(value, Some(self.schema_version as i32)).map_err(|e| corrupt(e.to_string()))?;
+        if event.event_type() != self.event_type {
+            return Err(corrupt(format!("payload is a {} but the row says {}", event.event_type(), self.event_type)));
+        }
+        Ok(event)
+    }
+
+    /// SHA-256 over the previous hash and every column but `hash`, each length-prefixed so no
+    /// two different rows can produce the same input.
+    pub fn chain_hash(&self, prev_hash: &str) -> String {
+        let mut hasher = Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            hasher.update((bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        };
+        let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+        field(prev_hash.as_bytes());
+        field(self.position.to_string().as_bytes());
+        field(self.stream_id.as_bytes());
+        field(self.stream_type.as_bytes());
+        field(self.stream_key.as_bytes());
+        field(self.stream_version.to_string().as_bytes());
+        field(self.event_type.as_bytes());
+        field(self.schema_version.to_string().as_bytes());
+        field(self.recorded_at.to_string().as_bytes());
+        field(opt(self.actor_user_id).as_bytes());
+        field(opt(self.actor_token_id).as_bytes());
+        field(self.request_id.as_bytes());
+        field(self.booking_id.as_deref().map(|b| format!("+{b}")).unwrap_or_default().as_bytes());
+        field(self.payload.as_bytes());
+        hex::encode(hasher.finalize())
+    }
+
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            position: row.try_get("position")?,
+            stream_id: row.try_get("stream_id")?,
+            stream_type: row.try_get("stream_type")?,
+            stream_key: row.try_get("stream_key")?,
+            stream_version: row.try_get("stream_version")?,
+            event_type: row.try_get("event_type")?,
+            schema_version: row.try_get::<i32, _>("schema_version").map(i64::from).or_else(|_| row.try_get("schema_version"))?,
+            recorded_at: row.try_get("recorded_at")?,
+            actor_user_id: row.try_get("actor_user_id")?,
+            actor_token_id: row.try_get("actor_token_id")?,
+            request_id: row.try_get("request_id")?,
+            booking_id: row.try_get("booking_id")?,
+            payload: row.try_get("payload")?,
+            hash: row.try_get("hash")?,
+        })
+    }
+}
+
+const COLUMNS: &str = "position, stream_id, stream_type, stream_key, stream_version, event_type, schema_version, \
+     recorded_at, actor_user_id, actor_token_id, request_id, booking_id, payload, hash";
+
+/// Appends events in one or a few multi-row INSERTs inside the caller's transaction.
+pub async fn append(conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<(), StoreError> {
+    for chunk in events.chunks(INSERT_ROWS_MAX) {
+        let mut sql = format!("INSERT INTO events ({COLUMNS}) VALUES ");
+        push_placeholders(&mut sql, chunk.len(), 14);
+        let mut query = sqlx::query::<Any>(&sql);
+        for e in chunk {
+            query = query
+                .bind(e.position)
+                .bind(e.stream_id.clone())
+                .bind(e.stream_type.clone())
+                .bind(e.stream_key.clone())
+                .bind(e.stream_version)
+                .bind(e.event_type.clone())
+                .bind(e.schema_version as i32)
+                .bind(e.recorded_at)
+                .bind(e.actor_user_id)
+                .bind(e.actor_token_id)
+                .bind(e.request_id.clone())
+                .bind(e.booking_id.clone())
+                .bind(e.payload.clone())
+                .bind(e.hash.clone());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Writes `rows` groups of `columns` numbered placeholders: `($1, $2), ($3, $4)`.
+pub fn push_placeholders(sql: &mut String, rows: usize, columns: usize) {
+    use std::fmt::Write;
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..columns {
+            let _ = write!(sql, "{}${}", if c == 0 { "" } else { ", " }, r * columns + c + 1);
+        }
+        sql.push(')');
+    }
+}
+
+/// Events with `position > after`, in order, at most `limit` of them.
+pub async fn read_after(db: &Db, after: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2");
+    fetch(db, sqlx::query(&sql).bind(after).bind(limit)).await
+}
+
+/// Every event of one stream, in order.
+pub async fn read_stream(db: &Db, stream_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM events WHERE stream_id = $1 ORDER BY position");
+    fetch(db, sqlx::query(&sql).bind(stream_id.to_owned())).await
+}
+
+/// Every event that concerns a booking: those tagged with it, and all events of the streams
+/// that ever held it (so an unenrolment or a later booking ID change is included).
+pub async fn read_booking(db: &Db, booking_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events WHERE booking_id = $1 \
+         OR stream_id IN (SELECT stream_id FROM events WHERE booking_id = $1 AND stream_type = 'enrolment') \
+         ORDER BY position"
+    );
+    fetch(db, sqlx::query(&sql).bind(booking_id.to_owned())).await
+}
+
+/// Replays the whole log (or up to `until`, inclusive) page by page into `visit`.
+pub async fn replay<F>(db: &Db, until: Option<i64>, mut visit: F) -> Result<(), StoreError>
+where
+    F: FnMut(StoredEvent) -> Result<(), StoreError>,
+{
+    let mut after = 0;
+    loop {
+        let page = read_after(db, after, REPLAY_PAGE_ROWS).await?;
+        let Some(last) = page.last() else { return Ok(()) };
+        after = last.position;
+        for event in page {
+            if until.is_some_and(|u| event.position > u) {
+                return Ok(());
+            }
+            visit(event)?;
+        }
+    }
+}
+
+async fn fetch<'q>(
+    db: &Db,
+    query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let rows = query.fetch_all(&db.pool).await?;
+    rows.iter().map(|r| StoredEvent::from_row(r).map_err(StoreError::from)).collect()
+}
+
+/// The last position and hash of the log (0 and the genesis hash when empty).
+pub async fn head(db: &Db) -> Result<(i64, String), StoreError> {
+    let row = sqlx::query("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(match row {
+        Some(row) => (row.try_get("position")?, row.try_get("hash")?),
+        None => (0, GENESIS_HASH.to_owned()),
+    })
+}
