@@ -3,6 +3,10 @@
 //! `domain` decides (pure), `store` keeps the log, `projection` folds it into read models,
 //! `registry` holds mutable personal data, `app` runs the single writer, `api` speaks HTTP.
 
+pub mod api;
+pub mod app;
+pub mod cli;
 pub mod domain;
 pub mod projection;
+pub mod registry;
 pub mod store;

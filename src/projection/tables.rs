@@ -9,7 +9,7 @@ use sqlx::{Any, AnyConnection, Row};
 use super::state::{ProjectionState, RowKey};
 use crate::domain::event::{CourseCompletion, Grade};
 use crate::store::log::push_placeholders;
-use crate::store::{Db, StoreError};
+use crate::store::StoreError;
 
 /// Rows per multi-row upsert statement.
 pub const UPSERT_ROWS_MAX: usize = 400;
@@ -354,13 +354,13 @@ pub async fn write_all(conn: &mut AnyConnection, state: &ProjectionState) -> Res
 }
 
 /// Reads every projection table back as SQL values, in key order, for comparison.
-pub async fn read_all(db: &Db) -> Result<TableRows, StoreError> {
+pub async fn read_all(conn: &mut AnyConnection) -> Result<TableRows, StoreError> {
     let mut out = TableRows::new();
     for table in ALL {
         let names: Vec<&str> = table.columns.iter().map(|(n, _)| *n).collect();
         let keys = names[..table.key_len].join(", ");
         let sql = format!("SELECT {} FROM {} ORDER BY {keys}", names.join(", "), table.name);
-        let rows = sqlx::query(&sql).fetch_all(&db.pool).await?;
+        let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
         let mut values = rows.iter().map(|row| read_row(row, table)).collect::<Result<Vec<_>, _>>()?;
         values.sort_by(|a, b| key_order(a, b));
         out.insert(table.name, values);

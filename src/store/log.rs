@@ -171,15 +171,15 @@ pub fn push_placeholders(sql: &mut String, rows: usize, columns: usize) {
 }
 
 /// Events with `position > after`, in order, at most `limit` of them.
-pub async fn read_after(db: &Db, after: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+pub async fn read_after(conn: &mut AnyConnection, after: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2");
-    fetch(db, sqlx::query(&sql).bind(after).bind(limit)).await
+    fetch(conn, sqlx::query(&sql).bind(after).bind(limit)).await
 }
 
 /// Every event of one stream, in order.
 pub async fn read_stream(db: &Db, stream_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM events WHERE stream_id = $1 ORDER BY position");
-    fetch(db, sqlx::query(&sql).bind(stream_id.to_owned())).await
+    fetch(&mut *db.pool.acquire().await?, sqlx::query(&sql).bind(stream_id.to_owned())).await
 }
 
 /// Every event that concerns a booking: those tagged with it, and all events of the streams
@@ -190,17 +190,18 @@ pub async fn read_booking(db: &Db, booking_id: &str) -> Result<Vec<StoredEvent>,
          OR stream_id IN (SELECT stream_id FROM events WHERE booking_id = $1 AND stream_type = 'enrolment') \
          ORDER BY position"
     );
-    fetch(db, sqlx::query(&sql).bind(booking_id.to_owned())).await
+    fetch(&mut *db.pool.acquire().await?, sqlx::query(&sql).bind(booking_id.to_owned())).await
 }
 
-/// Replays the whole log (or up to `until`, inclusive) page by page into `visit`.
-pub async fn replay<F>(db: &Db, until: Option<i64>, mut visit: F) -> Result<(), StoreError>
+/// Replays the whole log (or up to `until`, inclusive) page by page into `visit`. Run it in a
+/// transaction on `conn` when the replay must see one consistent snapshot.
+pub async fn replay<F>(conn: &mut AnyConnection, until: Option<i64>, mut visit: F) -> Result<(), StoreError>
 where
     F: FnMut(StoredEvent) -> Result<(), StoreError>,
 {
     let mut after = 0;
     loop {
-        let page = read_after(db, after, REPLAY_PAGE_ROWS).await?;
+        let page = read_after(conn, after, REPLAY_PAGE_ROWS).await?;
         let Some(last) = page.last() else { return Ok(()) };
         after = last.position;
         for event in page {
@@ -213,10 +214,10 @@ where
 }
 
 async fn fetch<'q>(
-    db: &Db,
+    conn: &mut AnyConnection,
     query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let rows = query.fetch_all(&db.pool).await?;
+    let rows = query.fetch_all(conn).await?;
     rows.iter().map(|r| StoredEvent::from_row(r).map_err(StoreError::from)).collect()
 }
 

@@ -1,0 +1,67 @@
+//! HTTP: the only place that knows axum and Moodle's wire formats.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+
+use crate::app::Ledger;
+
+/// Per-server settings the handlers need.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub base_url: String,
+    pub debug: bool,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub ledger: Ledger,
+    pub settings: Arc<Settings>,
+}
+
+pub fn router(ledger: Ledger, settings: Settings) -> Router {
+    let state = AppState {
+        ledger,
+        settings: Arc::new(settings),
+    };
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    match sqlx::query("SELECT 1").execute(&state.ledger.db.pool).await {
+        Ok(_) => (StatusCode::OK, "ready\n"),
+        Err(error) => {
+            tracing::warn!(%error, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n")
+        }
+    }
+}
+
+/// Serves until Ctrl-C or SIGTERM, then lets in-flight requests finish.
+pub async fn serve(ledger: Ledger, listen: &str, settings: Settings) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(address = %listener.local_addr()?, base_url = %settings.base_url, "enrol-ledger listening");
+    axum::serve(listener, router(ledger, settings)).with_graceful_shutdown(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            signal.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+    tracing::info!("shutting down");
+}

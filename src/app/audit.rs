@@ -1,0 +1,238 @@
+//! What auditors and operators run against the log: rebuild, verify, history, as-of, export.
+//!
+//! Each reads the log inside one transaction so it sees a single consistent snapshot even
+//! while a server keeps appending.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use serde_json::json;
+use sqlx::AnyConnection;
+
+use crate::projection::state::UserEnrolmentRow;
+use crate::projection::{tables, ProjectionState};
+use crate::store::log::{self, StoredEvent, GENESIS_HASH};
+use crate::store::{Backend, Db, StoreError};
+
+/// Folds the log (up to `until` position, inclusive) into projection rows.
+pub async fn fold(conn: &mut AnyConnection, until: Option<i64>) -> Result<(ProjectionState, i64), StoreError> {
+    let mut state = ProjectionState::default();
+    let mut count = 0;
+    log::replay(conn, until, |stored| {
+        let event = stored.event()?;
+        state.apply(&stored, &event, &mut BTreeSet::new());
+        count += 1;
+        Ok(())
+    })
+    .await?;
+    Ok((state, count))
+}
+
+/// Drops every projection row and writes them again from the log. Returns the events replayed.
+pub async fn rebuild(db: &Db) -> Result<i64, StoreError> {
+    let mut tx = db.pool.begin().await?;
+    block_appends(&mut tx, db.backend).await?;
+    let (state, count) = fold(&mut tx, None).await?;
+    tables::write_all(&mut tx, &state).await?;
+    tx.commit().await?;
+    Ok(count)
+}
+
+/// Takes the log's write lock for the rest of the transaction, so the fold and the rewrite see
+/// the same log.
+async fn block_appends(conn: &mut AnyConnection, backend: Backend) -> Result<(), StoreError> {
+    let sql = match backend {
+        Backend::Postgres => "LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE",
+        // Any write takes SQLite's single write lock; this one changes nothing.
+        Backend::Sqlite => "DELETE FROM projection_meta WHERE name IS NULL",
+    };
+    sqlx::query(sql).execute(conn).await?;
+    Ok(())
+}
+
+/// The result of `verify`: how much was checked and every problem found.
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    pub events: i64,
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Recomputes the hash chain, checks positions and stream versions, and compares every
+/// projection row with a fresh fold of the log.
+pub async fn verify(db: &Db) -> Result<VerifyReport, StoreError> {
+    let mut tx = db.pool.begin().await?;
+    if db.backend == Backend::Postgres {
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
+    }
+    let mut report = VerifyReport::default();
+    let mut state = ProjectionState::default();
+    let mut prev_position = 0;
+    let mut prev_hash = GENESIS_HASH.to_owned();
+    let mut versions: HashMap<String, i64> = HashMap::new();
+    let problems = &mut report.problems;
+    let mut count = 0;
+    log::replay(&mut tx, None, |stored| {
+        count += 1;
+        check_event(&stored, prev_position, &prev_hash, &mut versions, problems);
+        match stored.event() {
+            Ok(event) => state.apply(&stored, &event, &mut BTreeSet::new()),
+            Err(error) => problems.push(error.to_string()),
+        }
+        prev_position = stored.position;
+        prev_hash = stored.hash;
+        Ok(())
+    })
+    .await?;
+    report.events = count;
+    let live = tables::read_all(&mut tx).await?;
+    compare_tables(&state.table_rows(), &live, &mut report.problems);
+    tx.commit().await?;
+    Ok(report)
+}
+
+fn check_event(
+    stored: &StoredEvent,
+    prev_position: i64,
+    prev_hash: &str,
+    versions: &mut HashMap<String, i64>,
+    problems: &mut Vec<String>,
+) {
+    let p = stored.position;
+    if p != prev_position + 1 {
+        problems.push(format!(
+            "position {p} follows position {prev_position}: {} event(s) missing",
+            p - prev_position - 1
+        ));
+    }
+    if stored.chain_hash(prev_hash) != stored.hash {
+        problems.push(format!(
+            "position {p}: hash does not match its content and its predecessor (altered, removed or reordered event)"
+        ));
+    }
+    let expected = versions.get(&stored.stream_id).copied().unwrap_or(0) + 1;
+    if stored.stream_version != expected {
+        problems.push(format!(
+            "position {p}: stream {} version {} where {expected} was expected",
+            stored.stream_key, stored.stream_version
+        ));
+    }
+    versions.insert(stored.stream_id.clone(), stored.stream_version);
+}
+
+fn compare_tables(expected: &tables::TableRows, live: &tables::TableRows, problems: &mut Vec<String>) {
+    for (table, rows) in expected {
+        let live_rows = live.get(table).cloned().unwrap_or_default();
+        let as_text = |rows: &[Vec<tables::SqlValue>]| rows.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>();
+        let want: HashSet<String> = as_text(rows).into_iter().collect();
+        let have: HashSet<String> = as_text(&live_rows).into_iter().collect();
+        for row in as_text(rows).iter().filter(|r| !have.contains(*r)) {
+            problems.push(format!("projection {table}: row missing or different, the log says {row}"));
+        }
+        for row in as_text(&live_rows).iter().filter(|r| !want.contains(*r)) {
+            problems.push(format!("projection {table}: row not justified by the log: {row}"));
+        }
+    }
+}
+
+/// One line of `history`: the event with who did it and why.
+pub fn describe(stored: &StoredEvent) -> serde_json::Value {
+    let event = stored.event().ok();
+    json!({
+        "position": stored.position,
+        "recorded_at": rfc3339(stored.recorded_at),
+        "stream": format!("{}/{}", stored.stream_type, stored.stream_key),
+        "stream_version": stored.stream_version,
+        "event_type": stored.event_type,
+        "booking_id": stored.booking_id,
+        "actor_user_id": stored.actor_user_id,
+        "actor_token_id": stored.actor_token_id,
+        "request_id": stored.request_id,
+        "reason": event.as_ref().and_then(|e| e.reason()),
+        "payload": serde_json::from_str::<serde_json::Value>(&stored.payload).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+/// The export form of an event: every column, the payload as JSON.
+pub fn export_line(stored: &StoredEvent) -> serde_json::Value {
+    json!({
+        "position": stored.position,
+        "stream_id": stored.stream_id,
+        "stream_type": stored.stream_type,
+        "stream_key": stored.stream_key,
+        "stream_version": stored.stream_version,
+        "event_type": stored.event_type,
+        "schema_version": stored.schema_version,
+        "recorded_at": rfc3339(stored.recorded_at),
+        "recorded_at_us": stored.recorded_at,
+        "actor_user_id": stored.actor_user_id,
+        "actor_token_id": stored.actor_token_id,
+        "request_id": stored.request_id,
+        "booking_id": stored.booking_id,
+        "payload": serde_json::from_str::<serde_json::Value>(&stored.payload).unwrap_or(serde_json::Value::Null),
+        "hash": stored.hash,
+    })
+}
+
+pub fn rfc3339(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_default()
+}
+
+/// A user enrolment as it was at some past moment, with its instance's course and booking.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EnrolmentAsOf {
+    pub enrolid: i64,
+    pub userid: i64,
+    pub courseid: i64,
+    pub semcobookingid: Option<String>,
+    pub timestart: i64,
+    pub timeend: i64,
+    pub suspended: bool,
+}
+
+/// The SEMCO user enrolments that existed after every event recorded at or before `time_micros`.
+pub async fn as_of_time(db: &Db, time_micros: i64, course: Option<i64>) -> Result<Vec<EnrolmentAsOf>, StoreError> {
+    let mut conn = db.pool.acquire().await?;
+    let last: Option<i64> = sqlx::query_scalar("SELECT MAX(position) FROM events WHERE recorded_at <= $1")
+        .bind(time_micros)
+        .fetch_one(&mut *conn)
+        .await?;
+    as_of_position(&mut conn, last.unwrap_or(0), course).await
+}
+
+/// The SEMCO user enrolments after the event at `position` (0 = before the first event).
+pub async fn as_of_position(
+    conn: &mut AnyConnection,
+    position: i64,
+    course: Option<i64>,
+) -> Result<Vec<EnrolmentAsOf>, StoreError> {
+    let (state, _) = fold(conn, Some(position)).await?;
+    Ok(enrolments(&state, course))
+}
+
+pub fn enrolments(state: &ProjectionState, course: Option<i64>) -> Vec<EnrolmentAsOf> {
+    let by_instance: BTreeMap<i64, (i64, Option<String>)> =
+        state.enrol.values().map(|e| (e.id, (e.courseid, e.customchar1.clone()))).collect();
+    state
+        .user_enrolments
+        .values()
+        .filter_map(|ue: &UserEnrolmentRow| {
+            let (courseid, booking) = by_instance.get(&ue.enrolid)?.clone();
+            (course.is_none() || course == Some(courseid)).then_some(EnrolmentAsOf {
+                enrolid: ue.id,
+                userid: ue.userid,
+                courseid,
+                semcobookingid: booking,
+                timestart: ue.timestart,
+                timeend: ue.timeend,
+                suspended: ue.status == 1,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,116 @@
+//! What the shell asks the ledger to do, what it answers, and how it can fail.
+
+use crate::domain::completion::GradeInput;
+use crate::domain::DomainError;
+use crate::registry::{NewCourse, NewUser};
+
+/// One write request. Every state change of the ledger is one of these.
+#[derive(Debug, Clone)]
+pub enum Request {
+    Enrol {
+        user_id: i64,
+        course_id: i64,
+        booking_id: String,
+        timestart: i64,
+        timeend: i64,
+        suspend: bool,
+        require_recompletion: bool,
+    },
+    Unenrol {
+        enrolid: i64,
+    },
+    Edit {
+        enrolid: i64,
+        booking_id: Option<String>,
+        timestart: Option<i64>,
+        timeend: Option<i64>,
+        suspend: Option<bool>,
+    },
+    ResetCompletion {
+        enrolid: i64,
+    },
+    RecordCompletion {
+        user_id: i64,
+        course_id: i64,
+        timecompleted: i64,
+        grade: GradeInput,
+    },
+    SetRecompletion {
+        course_id: i64,
+        recompletion_type: String,
+    },
+    SetConfig {
+        name: String,
+        value: String,
+    },
+    /// All or nothing, like `core_user_create_users`.
+    CreateUsers(Vec<UserInput>),
+    /// All or nothing, like `core_user_delete_users`.
+    DeleteUsers(Vec<i64>),
+    CreateCourses(Vec<NewCourse>),
+    CleanupOrphans,
+}
+
+/// A user to create, with the password facts Moodle checks (the ledger stores no password).
+#[derive(Debug, Clone, Default)]
+pub struct UserInput {
+    pub user: NewUser,
+    pub password_given: bool,
+    pub createpassword: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Enrolled {
+        enrolid: i64,
+        user_id: i64,
+        course_id: i64,
+        booking_id: String,
+    },
+    Done,
+    UsersCreated(Vec<(i64, String)>),
+    CoursesCreated(Vec<(i64, String)>),
+    Removed(i64),
+}
+
+/// Registry rules (users and courses), in Moodle's words where it has them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    #[error("The field {0} cannot be blank")]
+    FieldBlank(&'static str),
+    #[error("Invalid authentication type: {0}")]
+    InvalidAuth(String),
+    #[error("Username already exists: {0}")]
+    UsernameExists(String),
+    #[error("Invalid language code: {0}")]
+    InvalidLang(String),
+    #[error("Invalid password: you must provide a password, or set createpassword.")]
+    PasswordRequired,
+    #[error("Email address is invalid: {0}")]
+    EmailInvalid(String),
+    #[error("Email address already exists: {0}")]
+    EmailExists(String),
+    #[error("user {0} does not exist")]
+    UserMissing(i64),
+    #[error("administrator accounts cannot be deleted")]
+    AdminNoDelete,
+    #[error("a user cannot delete itself")]
+    SelfDelete,
+    #[error("Short name is already used for another course ({0})")]
+    ShortnameTaken(String),
+    #[error("ID number is already used for another course ({0})")]
+    IdnumberTaken(String),
+    #[error("category {0} does not exist")]
+    CategoryMissing(i64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The batch could not be made durable; nothing of it was kept.
+    #[error("the ledger could not store the change: {0}")]
+    Unavailable(String),
+}

@@ -1,0 +1,394 @@
+//! Turns a request into events and registry changes against the writer's current state.
+//!
+//! Pure like the domain: it looks facts up in `LedgerState`, builds the aggregate's command and
+//! calls the esrs `Aggregate`; it never touches the database or the clock.
+
+use esrs::Aggregate;
+
+use super::command::{LedgerError, Outcome, RegistryError, Request, UserInput};
+use super::state::LedgerState;
+use crate::domain::completion::{Completion, CompletionCommand, ResetTarget};
+use crate::domain::config::{Config, SetConfig};
+use crate::domain::course::{Course, SetRecompletionType};
+use crate::domain::enrolment::{EditEnrolment, EnrolUser, Enrolment, EnrolmentCommand};
+use crate::domain::ids::{CourseId, InstanceId, RoleId, UserEnrolmentId, UserId};
+use crate::domain::recompletion::RecompletionFacts;
+use crate::domain::LedgerEvent;
+use crate::registry::{RegistryOp, SEMCO_PROFILE_FIELDS};
+use crate::store::log::StreamRef;
+
+/// Moodle's role ids on a fresh site (manager … frontpage).
+pub const KNOWN_ROLES: [i64; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
+/// The site administrator's user id on a fresh Moodle.
+pub const ADMIN_USER_ID: i64 = 2;
+const LANGUAGES: [&str; 1] = ["en"];
+const AUTH_PLUGINS: [&str; 8] = ["manual", "nologin", "email", "ldap", "oauth2", "cas", "db", "shibboleth"];
+
+/// Events for one stream, tagged with the booking ID they concern.
+#[derive(Debug, Clone)]
+pub struct StreamEvents {
+    pub stream: StreamRef,
+    pub booking_id: Option<String>,
+    pub events: Vec<LedgerEvent>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub streams: Vec<StreamEvents>,
+    pub registry: Vec<RegistryOp>,
+    pub outcome: Outcome,
+}
+
+impl Decision {
+    fn one(stream: StreamRef, booking_id: Option<String>, events: Vec<LedgerEvent>, outcome: Outcome) -> Self {
+        Self {
+            streams: vec![StreamEvents {
+                stream,
+                booking_id,
+                events,
+            }],
+            registry: Vec::new(),
+            outcome,
+        }
+    }
+}
+
+pub fn enrolment_stream(instance: i64) -> StreamRef {
+    StreamRef::new(Enrolment::NAME, instance.to_string())
+}
+pub fn completion_stream(user: i64, course: i64) -> StreamRef {
+    StreamRef::new(Completion::NAME, format!("{user}/{course}"))
+}
+pub fn course_stream(course: i64) -> StreamRef {
+    StreamRef::new(Course::NAME, course.to_string())
+}
+pub fn config_stream() -> StreamRef {
+    StreamRef::new(Config::NAME, "site")
+}
+
+fn wrap<E: Into<LedgerEvent>>(events: Vec<E>) -> Vec<LedgerEvent> {
+    events.into_iter().map(Into::into).collect()
+}
+
+/// `now` is Unix seconds; `actor_user_id` is who asks (for the self-deletion rule).
+pub fn decide(
+    state: &LedgerState,
+    request: Request,
+    now: i64,
+    actor_user_id: Option<i64>,
+) -> Result<Decision, LedgerError> {
+    let settings = &state.config.state;
+    let recompletion = |course: i64| RecompletionFacts {
+        available: settings.recompletion,
+        course_type: state.courses.get(&course).map(|c| c.state.recompletion_type).unwrap_or_default(),
+    };
+    match request {
+        Request::Enrol {
+            user_id,
+            course_id,
+            booking_id,
+            timestart,
+            timeend,
+            suspend,
+            require_recompletion,
+        } => {
+            let instance = state.next_instance_id;
+            let user_enrolment = state.next_user_enrolment_id;
+            let command = EnrolmentCommand::Enrol(EnrolUser {
+                plugin_enabled: settings.enabled,
+                course_id: CourseId(course_id),
+                course_exists: state.registry.course_exists(course_id),
+                user_id: UserId(user_id),
+                user_exists: state.registry.user_exists(user_id),
+                booking_id_taken: state.bookings.contains_key(&booking_id),
+                booking_id: booking_id.clone(),
+                timestart,
+                timeend,
+                suspend,
+                require_recompletion,
+                recompletion: recompletion(course_id),
+                other_periods: state.periods(user_id, course_id, None),
+                overlap_rule: settings.overlap_rule,
+                role_id: settings.role,
+                new_instance_id: InstanceId(instance),
+                new_user_enrolment_id: UserEnrolmentId(user_enrolment),
+                sortorder: state.next_sortorder(course_id),
+            });
+            let events = Enrolment::handle_command(&Default::default(), command)?;
+            let outcome = Outcome::Enrolled {
+                enrolid: user_enrolment,
+                user_id,
+                course_id,
+                booking_id: booking_id.clone(),
+            };
+            Ok(Decision::one(enrolment_stream(instance), Some(booking_id), wrap(events), outcome))
+        }
+        Request::Unenrol { enrolid } => {
+            let (instance, current) = enrolment_of(state, enrolid);
+            let user_exists = current.as_ref().is_some_and(|s| s.live().is_some_and(|l| state.registry.user_exists(l.user_id.0)));
+            let command = EnrolmentCommand::Unenrol {
+                plugin_enabled: settings.enabled,
+                requested_id: enrolid,
+                user_exists,
+            };
+            let current = current.unwrap_or_default();
+            let events = Enrolment::handle_command(&current, command)?;
+            let booking = current.live().map(|l| l.booking_id.to_string());
+            Ok(Decision::one(enrolment_stream(instance), booking, wrap(events), Outcome::Done))
+        }
+        Request::Edit {
+            enrolid,
+            booking_id,
+            timestart,
+            timeend,
+            suspend,
+        } => {
+            let (instance, current) = enrolment_of(state, enrolid);
+            let current = current.unwrap_or_default();
+            let live = current.live();
+            let command = EnrolmentCommand::Edit(EditEnrolment {
+                plugin_enabled: settings.enabled,
+                requested_id: enrolid,
+                user_exists: live.is_some_and(|l| state.registry.user_exists(l.user_id.0)),
+                booking_id_taken: booking_id.as_ref().is_some_and(|b| state.bookings.contains_key(b)),
+                booking_id: booking_id.clone(),
+                timestart,
+                timeend,
+                suspend,
+                other_periods: live
+                    .map(|l| state.periods(l.user_id.0, l.course_id.0, Some(instance)))
+                    .unwrap_or_default(),
+                overlap_rule: settings.overlap_rule,
+            });
+            let events = Enrolment::handle_command(&current, command)?;
+            let booking = booking_id.or_else(|| live.map(|l| l.booking_id.to_string()));
+            Ok(Decision::one(enrolment_stream(instance), booking, wrap(events), Outcome::Done))
+        }
+        Request::ResetCompletion { enrolid } => {
+            let target = state.live_by_user_enrolment(enrolid).map(|l| ResetTarget {
+                user_enrolment_id: l.user_enrolment_id,
+                user_id: l.user_id,
+                course_id: l.course_id,
+                booking_id: l.booking_id.clone(),
+                user_exists: state.registry.user_exists(l.user_id.0),
+            });
+            let (user, course) = target.as_ref().map_or((0, 0), |t| (t.user_id.0, t.course_id.0));
+            let booking = target.as_ref().map(|t| t.booking_id.to_string());
+            let current = state.completions.get(&(user, course)).map(|c| c.state.clone()).unwrap_or_default();
+            let command = CompletionCommand::Reset {
+                plugin_enabled: settings.enabled,
+                requested_id: enrolid,
+                target,
+                recompletion: recompletion(course),
+            };
+            let events = Completion::handle_command(&current, command)?;
+            Ok(Decision::one(completion_stream(user, course), booking, wrap(events), Outcome::Done))
+        }
+        Request::RecordCompletion {
+            user_id,
+            course_id,
+            timecompleted,
+            grade,
+        } => {
+            let current = state.completions.get(&(user_id, course_id)).map(|c| c.state.clone()).unwrap_or_default();
+            let command = CompletionCommand::Record {
+                user_id: UserId(user_id),
+                user_exists: state.registry.user_exists(user_id),
+                course_id: CourseId(course_id),
+                course_exists: state.registry.course_exists(course_id),
+                timecompleted,
+                grade,
+            };
+            let events = Completion::handle_command(&current, command)?;
+            // The booking it concerns: the user's newest live SEMCO enrolment in the course.
+            let booking = state
+                .live_by_user_course
+                .get(&(user_id, course_id))
+                .and_then(|set| set.last())
+                .and_then(|i| state.enrolments.get(i)?.state.live().map(|l| l.booking_id.to_string()));
+            Ok(Decision::one(completion_stream(user_id, course_id), booking, wrap(events), Outcome::Done))
+        }
+        Request::SetRecompletion {
+            course_id,
+            recompletion_type,
+        } => {
+            let current = state.courses.get(&course_id).map(|c| c.state.clone()).unwrap_or_default();
+            let command = SetRecompletionType {
+                course_id: CourseId(course_id),
+                course_exists: state.registry.course_exists(course_id),
+                recompletion_type,
+            };
+            let events = Course::handle_command(&current, command)?;
+            Ok(Decision::one(course_stream(course_id), None, wrap(events), Outcome::Done))
+        }
+        Request::SetConfig { name, value } => {
+            let command = SetConfig {
+                name,
+                value,
+                known_roles: KNOWN_ROLES.iter().map(|r| RoleId(*r)).collect(),
+            };
+            let events = Config::handle_command(&state.config.state, command)?;
+            Ok(Decision::one(config_stream(), None, wrap(events), Outcome::Done))
+        }
+        Request::CreateUsers(users) => create_users(state, users, now),
+        Request::DeleteUsers(ids) => delete_users(state, ids, now, actor_user_id),
+        Request::CreateCourses(courses) => create_courses(state, courses, now),
+        Request::CleanupOrphans => {
+            let mut streams = Vec::new();
+            for instance in &state.orphans {
+                let current = &state.enrolments[instance].state;
+                let events = Enrolment::handle_command(current, EnrolmentCommand::RemoveOrphan)?;
+                let booking = match current {
+                    crate::domain::enrolment::EnrolmentState::Orphaned { booking_id, .. } => Some(booking_id.to_string()),
+                    _ => None,
+                };
+                streams.push(StreamEvents {
+                    stream: enrolment_stream(*instance),
+                    booking_id: booking,
+                    events: wrap(events),
+                });
+            }
+            let removed = streams.len() as i64;
+            Ok(Decision {
+                streams,
+                registry: Vec::new(),
+                outcome: Outcome::Removed(removed),
+            })
+        }
+    }
+}
+
+/// The instance behind a user enrolment id and its state (`None` when unknown).
+fn enrolment_of(
+    state: &LedgerState,
+    enrolid: i64,
+) -> (i64, Option<crate::domain::enrolment::EnrolmentState>) {
+    match state.instance_of.get(&enrolid) {
+        Some(instance) => (*instance, state.enrolments.get(instance).map(|v| v.state.clone())),
+        None => (0, None),
+    }
+}
+
+fn create_users(state: &LedgerState, users: Vec<UserInput>, now: i64) -> Result<Decision, LedgerError> {
+    let mut index = state.registry.clone();
+    let mut ops = Vec::new();
+    let mut created = Vec::new();
+    for input in users {
+        let user = &input.user;
+        for (field, value) in [("username", &user.username), ("firstname", &user.firstname), ("lastname", &user.lastname)] {
+            if value.trim().is_empty() {
+                return Err(RegistryError::FieldBlank(field).into());
+            }
+        }
+        if !AUTH_PLUGINS.contains(&user.auth.as_str()) {
+            return Err(RegistryError::InvalidAuth(user.auth.clone()).into());
+        }
+        if index.username_taken(&user.username) {
+            return Err(RegistryError::UsernameExists(user.username.clone()).into());
+        }
+        if !LANGUAGES.contains(&user.lang.as_str()) {
+            return Err(RegistryError::InvalidLang(user.lang.clone()).into());
+        }
+        if user.auth == "manual" && !input.password_given && !input.createpassword {
+            return Err(RegistryError::PasswordRequired.into());
+        }
+        if !valid_email(&user.email) {
+            return Err(RegistryError::EmailInvalid(user.email.clone()).into());
+        }
+        if !state.config.state.allow_accounts_same_email && index.email_taken(&user.email) {
+            return Err(RegistryError::EmailExists(user.email.clone()).into());
+        }
+        let id = index.next_user_id;
+        let mut user = user.clone();
+        // Only the known profile fields are kept, as Moodle ignores unknown shortnames.
+        user.profile.retain(|(name, _)| SEMCO_PROFILE_FIELDS.iter().any(|(f, _)| f == name));
+        let op = RegistryOp::CreateUser { id, user, now };
+        op.apply_to_index(&mut index);
+        created.push((id, input.user.username.clone()));
+        ops.push(op);
+    }
+    Ok(Decision {
+        streams: Vec::new(),
+        registry: ops,
+        outcome: Outcome::UsersCreated(created),
+    })
+}
+
+fn delete_users(state: &LedgerState, ids: Vec<i64>, now: i64, actor: Option<i64>) -> Result<Decision, LedgerError> {
+    let mut streams = Vec::new();
+    let mut ops = Vec::new();
+    let mut index = state.registry.clone();
+    for id in ids {
+        if !index.user_exists(id) {
+            return Err(RegistryError::UserMissing(id).into());
+        }
+        if id == ADMIN_USER_ID {
+            return Err(RegistryError::AdminNoDelete.into());
+        }
+        if Some(id) == actor {
+            return Err(RegistryError::SelfDelete.into());
+        }
+        let instances: Vec<i64> = state
+            .live_by_user_course
+            .iter()
+            .filter(|((user, _), _)| *user == id)
+            .flat_map(|(_, set)| set.iter().copied())
+            .collect();
+        for instance in instances {
+            let current = &state.enrolments[&instance].state;
+            let events = Enrolment::handle_command(current, EnrolmentCommand::UnenrolDeletedUser)?;
+            streams.push(StreamEvents {
+                stream: enrolment_stream(instance),
+                booking_id: current.live().map(|l| l.booking_id.to_string()),
+                events: wrap(events),
+            });
+        }
+        let op = RegistryOp::EraseUser { id, now };
+        op.apply_to_index(&mut index);
+        ops.push(op);
+    }
+    streams.sort_by_key(|s| s.stream.key.parse::<i64>().unwrap_or_default());
+    Ok(Decision {
+        streams,
+        registry: ops,
+        outcome: Outcome::Done,
+    })
+}
+
+fn create_courses(state: &LedgerState, courses: Vec<crate::registry::NewCourse>, now: i64) -> Result<Decision, LedgerError> {
+    let mut index = state.registry.clone();
+    let mut ops = Vec::new();
+    let mut created = Vec::new();
+    for course in courses {
+        if course.categoryid != 1 {
+            return Err(RegistryError::CategoryMissing(course.categoryid).into());
+        }
+        if index.courses.values().any(|c| c.shortname == course.shortname) {
+            return Err(RegistryError::ShortnameTaken(course.shortname.clone()).into());
+        }
+        if !course.idnumber.is_empty() && index.courses.values().any(|c| c.idnumber == course.idnumber) {
+            return Err(RegistryError::IdnumberTaken(course.idnumber.clone()).into());
+        }
+        let id = index.next_course_id;
+        created.push((id, course.shortname.clone()));
+        let op = RegistryOp::CreateCourse { id, course, now };
+        op.apply_to_index(&mut index);
+        ops.push(op);
+    }
+    Ok(Decision {
+        streams: Vec::new(),
+        registry: ops,
+        outcome: Outcome::CoursesCreated(created),
+    })
+}
+
+/// A plain address check: one `@`, a non-empty local part and a dotted domain, no spaces.
+fn valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else { return false };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !email.chars().any(|c| c.is_whitespace() || c == ',' || c == '<' || c == '>')
+        && !domain.contains('@')
+}

@@ -1,0 +1,11 @@
+//! Use cases around the pure core: the single writer (decide, append, project in one
+//! transaction) and the audit operations (rebuild, verify, history, as-of, export).
+
+pub mod audit;
+pub mod command;
+pub mod decide;
+pub mod state;
+pub mod writer;
+
+pub use command::{LedgerError, Outcome, Request};
+pub use writer::Ledger;

@@ -1,0 +1,191 @@
+//! The single writer: every state change of the ledger goes through this one task.
+//!
+//! Requests queue on a channel. The writer takes whatever has queued (up to
+//! `BATCH_REQUESTS_MAX`), decides each against its in-memory state in arrival order (so every
+//! decision sees the ones before it: booking IDs and overlaps cannot race), assigns positions
+//! and chains hashes, then writes the whole batch — events, projection rows, registry rows —
+//! in one transaction: one disk flush for many requests (group commit). Replies go out only
+//! after the commit, so an acknowledged request is durable. If the commit fails, every
+//! request of the batch gets an error and the state is reloaded from the database.
+
+use std::collections::BTreeSet;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::command::{LedgerError, Outcome, Request};
+use super::decide::{decide, Decision};
+use super::state::LedgerState;
+use crate::domain::event::{EnrolmentEvent, SCHEMA_VERSION};
+use crate::domain::LedgerEvent;
+use crate::projection::state::RowKey;
+use crate::projection::tables;
+use crate::registry::RegistryOp;
+use crate::store::log::{self, Actor, StoredEvent};
+use crate::store::{Backend, Db, StoreError};
+
+/// Requests decided and committed together at most.
+pub const BATCH_REQUESTS_MAX: usize = 256;
+/// Requests that may wait for the writer before `submit` itself waits.
+pub const QUEUE_REQUESTS_MAX: usize = 4096;
+/// The PostgreSQL advisory lock key held by the one writing process.
+const WRITER_LOCK_KEY: i64 = 0x656e_726f_6c5f_6c64;
+
+struct Job {
+    request: Request,
+    actor: Actor,
+    reply: oneshot::Sender<Result<Outcome, LedgerError>>,
+}
+
+/// A handle to the ledger: submit write requests; read through `db`.
+#[derive(Clone)]
+pub struct Ledger {
+    sender: mpsc::Sender<Job>,
+    pub db: Db,
+}
+
+impl Ledger {
+    /// Loads the state from the log and starts the writer. The database must be migrated and
+    /// its projections current (`cli::open`).
+    pub async fn start(db: Db) -> Result<Self, StoreError> {
+        let writer_db = db.writer_connection().await?;
+        if writer_db.backend == Backend::Postgres {
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(WRITER_LOCK_KEY)
+                .fetch_one(&writer_db.pool)
+                .await?;
+            if !locked {
+                return Err(StoreError::WriterLocked);
+            }
+        }
+        let state = LedgerState::load(&writer_db).await?;
+        let (sender, receiver) = mpsc::channel(QUEUE_REQUESTS_MAX);
+        tokio::spawn(run(state, writer_db, receiver));
+        Ok(Self { sender, db })
+    }
+
+    /// Decides and durably records one request; answers after the commit.
+    pub async fn submit(&self, request: Request, actor: Actor) -> Result<Outcome, LedgerError> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || LedgerError::Unavailable("the writer has stopped".into());
+        self.sender.send(Job { request, actor, reply }).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// What one batch writes.
+#[derive(Default)]
+struct Batch {
+    events: Vec<StoredEvent>,
+    registry: Vec<RegistryOp>,
+    touched: BTreeSet<RowKey>,
+    booking_moved: BTreeSet<i64>,
+}
+
+async fn run(mut state: LedgerState, db: Db, mut receiver: mpsc::Receiver<Job>) {
+    while let Some(first) = receiver.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < BATCH_REQUESTS_MAX {
+            match receiver.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let now_micros = Db::now_micros().max(state.head_recorded_at);
+        let mut batch = Batch::default();
+        let results: Vec<_> = jobs
+            .iter()
+            .map(|job| {
+                let decision = decide(&state, job.request.clone(), now_micros / 1_000_000, job.actor.user_id)?;
+                Ok(record(&mut state, &mut batch, decision, &job.actor, now_micros))
+            })
+            .collect();
+        match commit(&db, &state, &batch).await {
+            Ok(()) => {
+                for (job, result) in jobs.into_iter().zip(results) {
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, requests = jobs.len(), "batch commit failed; nothing of it was kept");
+                for job in jobs {
+                    let _ = job.reply.send(Err(LedgerError::Unavailable(error.to_string())));
+                }
+                state = reload(&db).await;
+            }
+        }
+    }
+}
+
+/// Rebuilds the in-memory state from the database after a failed commit, retrying until it can.
+async fn reload(db: &Db) -> LedgerState {
+    loop {
+        match LedgerState::load(db).await {
+            Ok(state) => return state,
+            Err(error) => {
+                tracing::error!(%error, "cannot reload the ledger state; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Turns a decision into stored events (position, version, hash) and folds them into the state.
+fn record(state: &mut LedgerState, batch: &mut Batch, decision: Decision, actor: &Actor, now_micros: i64) -> Outcome {
+    for op in decision.registry {
+        op.apply_to_index(&mut state.registry);
+        batch.registry.push(op);
+    }
+    for stream_events in decision.streams {
+        for event in stream_events.events {
+            let stored = envelope(state, &stream_events.stream, stream_events.booking_id.clone(), &event, actor, now_micros);
+            if let LedgerEvent::Enrolment(EnrolmentEvent::BookingIdChanged { instance_id, .. }) = &event {
+                batch.booking_moved.insert(instance_id.0);
+            }
+            state.apply(&stored, &event, &mut batch.touched);
+            batch.events.push(stored);
+        }
+    }
+    decision.outcome
+}
+
+fn envelope(
+    state: &LedgerState,
+    stream: &log::StreamRef,
+    booking_id: Option<String>,
+    event: &LedgerEvent,
+    actor: &Actor,
+    now_micros: i64,
+) -> StoredEvent {
+    let mut stored = StoredEvent {
+        position: state.head_position + 1,
+        stream_id: stream.uuid().to_string(),
+        stream_type: stream.stream_type.to_owned(),
+        stream_key: stream.key.clone(),
+        stream_version: state.next_version(stream),
+        event_type: event.event_type().to_owned(),
+        schema_version: i64::from(SCHEMA_VERSION),
+        recorded_at: now_micros,
+        actor_user_id: actor.user_id,
+        actor_token_id: actor.token_id,
+        request_id: actor.request_id.clone(),
+        booking_id,
+        payload: serde_json::to_string(event).expect("events always serialise"),
+        hash: String::new(),
+    };
+    stored.hash = stored.chain_hash(&state.head_hash);
+    stored
+}
+
+async fn commit(db: &Db, state: &LedgerState, batch: &Batch) -> Result<(), StoreError> {
+    if batch.events.is_empty() && batch.registry.is_empty() {
+        return Ok(());
+    }
+    let mut tx = db.pool.begin().await?;
+    for op in &batch.registry {
+        op.apply(&mut tx).await?;
+    }
+    log::append(&mut tx, &batch.events).await?;
+    tables::write_touched(&mut tx, &state.projection, &batch.touched, &batch.booking_moved).await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! Users and courses: mutable, erasable records. Names, e-mail addresses and profile fields
+//! live only here, never in the event log, so erasing a person never breaks a replay.
+//!
+//! `RegistryIndex` is the writer's in-memory view (existence, usernames, e-mails, course flags);
+//! `RegistryOp` is a change the writer applies inside its batch transaction.
+
+use std::collections::HashMap;
+
+use sqlx::{Any, AnyConnection, Row};
+
+use crate::store::{Db, StoreError};
+
+/// The SEMCO profile fields the installer creates (shortname, name).
+pub const SEMCO_PROFILE_FIELDS: [(&str, &str); 5] = [
+    ("semco_userid", "SEMCO User ID"),
+    ("semco_usercompany", "SEMCO User company"),
+    ("semco_userbirthday", "SEMCO User birthday"),
+    ("semco_userplaceofbirth", "SEMCO User place of birth"),
+    ("semco_branchtoken", "SEMCO Tenant shortname"),
+];
+
+/// A user as `core_user_create_users` gives it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewUser {
+    pub username: String,
+    pub auth: String,
+    pub firstname: String,
+    pub lastname: String,
+    pub email: String,
+    pub idnumber: String,
+    pub lang: String,
+    /// Profile field shortname and value.
+    pub profile: Vec<(String, String)>,
+}
+
+/// A course as `core_course_create_courses` gives it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewCourse {
+    pub fullname: String,
+    pub shortname: String,
+    pub categoryid: i64,
+    pub idnumber: String,
+    pub summary: String,
+    pub visible: bool,
+    pub enablecompletion: bool,
+    pub startdate: i64,
+    pub enddate: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserEntry {
+    pub username: String,
+    pub email: String,
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CourseEntry {
+    pub shortname: String,
+    pub idnumber: String,
+    pub enablecompletion: bool,
+}
+
+/// What the writer must know about users and courses to decide commands.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryIndex {
+    pub users: HashMap<i64, UserEntry>,
+    pub courses: HashMap<i64, CourseEntry>,
+    pub next_user_id: i64,
+    pub next_course_id: i64,
+}
+
+impl RegistryIndex {
+    /// A user that exists and is not deleted.
+    pub fn user_exists(&self, id: i64) -> bool {
+        self.users.get(&id).is_some_and(|u| !u.deleted)
+    }
+
+    pub fn course_exists(&self, id: i64) -> bool {
+        self.courses.contains_key(&id)
+    }
+
+    pub fn username_taken(&self, username: &str) -> bool {
+        self.users.values().any(|u| !u.deleted && u.username == username)
+    }
+
+    pub fn email_taken(&self, email: &str) -> bool {
+        self.users.values().any(|u| !u.deleted && u.email.eq_ignore_ascii_case(email))
+    }
+
+    pub async fn load(db: &Db) -> Result<Self, StoreError> {
+        let mut index = Self::default();
+        for row in sqlx::query("SELECT id, username, email, deleted FROM users").fetch_all(&db.pool).await? {
+            let id: i64 = row.try_get("id")?;
+            let deleted: i32 = row.try_get("deleted")?;
+            index.users.insert(
+                id,
+                UserEntry {
+                    username: row.try_get("username")?,
+                    email: row.try_get("email")?,
+                    deleted: deleted != 0,
+                },
+            );
+        }
+        for row in sqlx::query("SELECT id, shortname, idnumber, enablecompletion FROM courses")
+            .fetch_all(&db.pool)
+            .await?
+        {
+            let enablecompletion: i32 = row.try_get("enablecompletion")?;
+            index.courses.insert(
+                row.try_get("id")?,
+                CourseEntry {
+                    shortname: row.try_get("shortname")?,
+                    idnumber: row.try_get("idnumber")?,
+                    enablecompletion: enablecompletion != 0,
+                },
+            );
+        }
+        // Ids are never reused: deleted users keep their row, so max + 1 is always fresh.
+        index.next_user_id = index.users.keys().max().copied().unwrap_or(1) + 1;
+        index.next_course_id = index.courses.keys().max().copied().unwrap_or(1) + 1;
+        Ok(index)
+    }
+}
+
+/// A registry change, applied in the writer's batch transaction.
+#[derive(Debug, Clone)]
+pub enum RegistryOp {
+    CreateUser { id: i64, user: NewUser, now: i64 },
+    CreateCourse { id: i64, course: NewCourse, now: i64 },
+    /// Keeps the row (ids are never reused) but erases every personal field.
+    EraseUser { id: i64, now: i64 },
+}
+
+impl RegistryOp {
+    pub async fn apply(&self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+        match self {
+            Self::CreateUser { id, user, now } => {
+                sqlx::query::<Any>(
+                    "INSERT INTO users (id, username, auth, firstname, lastname, email, idnumber, lang, \
+                     suspended, deleted, timecreated, timemodified) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9, $10)",
+                )
+                .bind(*id)
+                .bind(user.username.clone())
+                .bind(user.auth.clone())
+                .bind(user.firstname.clone())
+                .bind(user.lastname.clone())
+                .bind(user.email.clone())
+                .bind(user.idnumber.clone())
+                .bind(user.lang.clone())
+                .bind(*now)
+                .bind(*now)
+                .execute(&mut *conn)
+                .await?;
+                for (shortname, data) in &user.profile {
+                    sqlx::query::<Any>("INSERT INTO user_profile_data (userid, shortname, data) VALUES ($1, $2, $3)")
+                        .bind(*id)
+                        .bind(shortname.clone())
+                        .bind(data.clone())
+                        .execute(&mut *conn)
+                        .await?;
+                }
+            }
+            Self::CreateCourse { id, course, now } => {
+                sqlx::query::<Any>(
+                    "INSERT INTO courses (id, fullname, shortname, categoryid, idnumber, summary, visible, \
+                     enablecompletion, startdate, enddate, timecreated, timemodified) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(*id)
+                .bind(course.fullname.clone())
+                .bind(course.shortname.clone())
+                .bind(course.categoryid)
+                .bind(course.idnumber.clone())
+                .bind(course.summary.clone())
+                .bind(i32::from(course.visible))
+                .bind(i32::from(course.enablecompletion))
+                .bind(course.startdate)
+                .bind(course.enddate)
+                .bind(*now)
+                .bind(*now)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Self::EraseUser { id, now } => {
+                // Moodle keeps deleted users with a placeholder username; the e-mail is freed.
+                sqlx::query::<Any>(
+                    "UPDATE users SET deleted = 1, username = $2, firstname = '', lastname = '', email = '', \
+                     idnumber = '', timemodified = $3 WHERE id = $1",
+                )
+                .bind(*id)
+                .bind(format!("deleted-{id}"))
+                .bind(*now)
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query::<Any>("DELETE FROM user_profile_data WHERE userid = $1")
+                    .bind(*id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Mirrors the change in the writer's index (after it is decided, before commit).
+    pub fn apply_to_index(&self, index: &mut RegistryIndex) {
+        match self {
+            Self::CreateUser { id, user, .. } => {
+                index.users.insert(
+                    *id,
+                    UserEntry {
+                        username: user.username.clone(),
+                        email: user.email.clone(),
+                        deleted: false,
+                    },
+                );
+                index.next_user_id = index.next_user_id.max(id + 1);
+            }
+            Self::CreateCourse { id, course, .. } => {
+                index.courses.insert(
+                    *id,
+                    CourseEntry {
+                        shortname: course.shortname.clone(),
+                        idnumber: course.idnumber.clone(),
+                        enablecompletion: course.enablecompletion,
+                    },
+                );
+                index.next_course_id = index.next_course_id.max(id + 1);
+            }
+            Self::EraseUser { id, .. } => {
+                if let Some(user) = index.users.get_mut(id) {
+                    user.deleted = true;
+                    user.username = format!("deleted-{id}");
+                    user.email.clear();
+                }
+            }
+        }
+    }
+}
