@@ -12,7 +12,11 @@ use crate::store::log::{self, Actor};
 use crate::store::{Db, DEFAULT_DATABASE_URL};
 
 #[derive(Debug, Parser)]
-#[command(name = "enrol-ledger", version, about = "Event-sourced ledger of Moodle enrolments speaking enrol_semco's web services")]
+#[command(
+    name = "enrol-ledger",
+    version,
+    about = "Event-sourced ledger of Moodle enrolments speaking enrol_semco's web services"
+)]
 pub struct Cli {
     /// postgres://... for PostgreSQL, or a SQLite file (default: enrol-ledger.db in the working directory).
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
@@ -62,7 +66,8 @@ pub enum Command {
 pub fn main(cli: Cli) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -165,9 +170,5 @@ async fn run(cli: Cli) -> CliResult {
 
 /// The actor recorded for changes made from the command line.
 pub fn cli_actor(what: &str) -> Actor {
-    Actor {
-        user_id: None,
-        token_id: None,
-        request_id: format!("cli-{what}-{}", std::process::id()),
-    }
+    Actor { user_id: None, token_id: None, request_id: format!("cli-{what}-{}", std::process::id()) }
 }

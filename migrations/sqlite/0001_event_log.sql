@@ -68,3 +68,10 @@ CREATE TABLE projection_meta (
     name     TEXT PRIMARY KEY,
     version  INTEGER NOT NULL
 );
+
+-- A fresh Moodle's first users: guest (1) and the site administrator (2); the SEMCO service
+-- user (3) as the plugin's installer creates it.
+INSERT INTO users (id, username, auth, firstname, lastname, email, timecreated, timemodified) VALUES
+    (1, 'guest', 'manual', 'Guest user', ' ', 'root@localhost', 0, 0),
+    (2, 'admin', 'manual', 'Admin', 'User', 'admin@localhost', 0, 0),
+    (3, 'semcowebservice', 'webservice', 'SEMCO', 'Webservice', 'semcowebservice@localhost', 0, 0);

@@ -23,14 +23,8 @@ pub struct AppState {
 }
 
 pub fn router(ledger: Ledger, settings: Settings) -> Router {
-    let state = AppState {
-        ledger,
-        settings: Arc::new(settings),
-    };
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .with_state(state)
+    let state = AppState { ledger, settings: Arc::new(settings) };
+    Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(readyz)).with_state(state)
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {

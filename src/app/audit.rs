@@ -104,10 +104,8 @@ fn check_event(
 ) {
     let p = stored.position;
     if p != prev_position + 1 {
-        problems.push(format!(
-            "position {p} follows position {prev_position}: {} event(s) missing",
-            p - prev_position - 1
-        ));
+        problems
+            .push(format!("position {p} follows position {prev_position}: {} event(s) missing", p - prev_position - 1));
     }
     if stored.chain_hash(prev_hash) != stored.hash {
         problems.push(format!(

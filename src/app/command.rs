@@ -61,12 +61,7 @@ pub struct UserInput {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Enrolled {
-        enrolid: i64,
-        user_id: i64,
-        course_id: i64,
-        booking_id: String,
-    },
+    Enrolled { enrolid: i64, user_id: i64, course_id: i64, booking_id: String },
     Done,
     UsersCreated(Vec<(i64, String)>),
     CoursesCreated(Vec<(i64, String)>),

@@ -41,15 +41,7 @@ pub struct Decision {
 
 impl Decision {
     fn one(stream: StreamRef, booking_id: Option<String>, events: Vec<LedgerEvent>, outcome: Outcome) -> Self {
-        Self {
-            streams: vec![StreamEvents {
-                stream,
-                booking_id,
-                events,
-            }],
-            registry: Vec::new(),
-            outcome,
-        }
+        Self { streams: vec![StreamEvents { stream, booking_id, events }], registry: Vec::new(), outcome }
     }
 }
 
@@ -83,15 +75,7 @@ pub fn decide(
         course_type: state.courses.get(&course).map(|c| c.state.recompletion_type).unwrap_or_default(),
     };
     match request {
-        Request::Enrol {
-            user_id,
-            course_id,
-            booking_id,
-            timestart,
-            timeend,
-            suspend,
-            require_recompletion,
-        } => {
+        Request::Enrol { user_id, course_id, booking_id, timestart, timeend, suspend, require_recompletion } => {
             let instance = state.next_instance_id;
             let user_enrolment = state.next_user_enrolment_id;
             let command = EnrolmentCommand::Enrol(EnrolUser {
@@ -115,34 +99,22 @@ pub fn decide(
                 sortorder: state.next_sortorder(course_id),
             });
             let events = Enrolment::handle_command(&Default::default(), command)?;
-            let outcome = Outcome::Enrolled {
-                enrolid: user_enrolment,
-                user_id,
-                course_id,
-                booking_id: booking_id.clone(),
-            };
+            let outcome =
+                Outcome::Enrolled { enrolid: user_enrolment, user_id, course_id, booking_id: booking_id.clone() };
             Ok(Decision::one(enrolment_stream(instance), Some(booking_id), wrap(events), outcome))
         }
         Request::Unenrol { enrolid } => {
             let (instance, current) = enrolment_of(state, enrolid);
-            let user_exists = current.as_ref().is_some_and(|s| s.live().is_some_and(|l| state.registry.user_exists(l.user_id.0)));
-            let command = EnrolmentCommand::Unenrol {
-                plugin_enabled: settings.enabled,
-                requested_id: enrolid,
-                user_exists,
-            };
+            let user_exists =
+                current.as_ref().is_some_and(|s| s.live().is_some_and(|l| state.registry.user_exists(l.user_id.0)));
+            let command =
+                EnrolmentCommand::Unenrol { plugin_enabled: settings.enabled, requested_id: enrolid, user_exists };
             let current = current.unwrap_or_default();
             let events = Enrolment::handle_command(&current, command)?;
             let booking = current.live().map(|l| l.booking_id.to_string());
             Ok(Decision::one(enrolment_stream(instance), booking, wrap(events), Outcome::Done))
         }
-        Request::Edit {
-            enrolid,
-            booking_id,
-            timestart,
-            timeend,
-            suspend,
-        } => {
+        Request::Edit { enrolid, booking_id, timestart, timeend, suspend } => {
             let (instance, current) = enrolment_of(state, enrolid);
             let current = current.unwrap_or_default();
             let live = current.live();
@@ -184,12 +156,7 @@ pub fn decide(
             let events = Completion::handle_command(&current, command)?;
             Ok(Decision::one(completion_stream(user, course), booking, wrap(events), Outcome::Done))
         }
-        Request::RecordCompletion {
-            user_id,
-            course_id,
-            timecompleted,
-            grade,
-        } => {
+        Request::RecordCompletion { user_id, course_id, timecompleted, grade } => {
             let current = state.completions.get(&(user_id, course_id)).map(|c| c.state.clone()).unwrap_or_default();
             let command = CompletionCommand::Record {
                 user_id: UserId(user_id),
@@ -208,10 +175,7 @@ pub fn decide(
                 .and_then(|i| state.enrolments.get(i)?.state.live().map(|l| l.booking_id.to_string()));
             Ok(Decision::one(completion_stream(user_id, course_id), booking, wrap(events), Outcome::Done))
         }
-        Request::SetRecompletion {
-            course_id,
-            recompletion_type,
-        } => {
+        Request::SetRecompletion { course_id, recompletion_type } => {
             let current = state.courses.get(&course_id).map(|c| c.state.clone()).unwrap_or_default();
             let command = SetRecompletionType {
                 course_id: CourseId(course_id),
@@ -222,11 +186,7 @@ pub fn decide(
             Ok(Decision::one(course_stream(course_id), None, wrap(events), Outcome::Done))
         }
         Request::SetConfig { name, value } => {
-            let command = SetConfig {
-                name,
-                value,
-                known_roles: KNOWN_ROLES.iter().map(|r| RoleId(*r)).collect(),
-            };
+            let command = SetConfig { name, value, known_roles: KNOWN_ROLES.iter().map(|r| RoleId(*r)).collect() };
             let events = Config::handle_command(&state.config.state, command)?;
             Ok(Decision::one(config_stream(), None, wrap(events), Outcome::Done))
         }
@@ -239,7 +199,9 @@ pub fn decide(
                 let current = &state.enrolments[instance].state;
                 let events = Enrolment::handle_command(current, EnrolmentCommand::RemoveOrphan)?;
                 let booking = match current {
-                    crate::domain::enrolment::EnrolmentState::Orphaned { booking_id, .. } => Some(booking_id.to_string()),
+                    crate::domain::enrolment::EnrolmentState::Orphaned { booking_id, .. } => {
+                        Some(booking_id.to_string())
+                    }
                     _ => None,
                 };
                 streams.push(StreamEvents {
@@ -249,20 +211,13 @@ pub fn decide(
                 });
             }
             let removed = streams.len() as i64;
-            Ok(Decision {
-                streams,
-                registry: Vec::new(),
-                outcome: Outcome::Removed(removed),
-            })
+            Ok(Decision { streams, registry: Vec::new(), outcome: Outcome::Removed(removed) })
         }
     }
 }
 
 /// The instance behind a user enrolment id and its state (`None` when unknown).
-fn enrolment_of(
-    state: &LedgerState,
-    enrolid: i64,
-) -> (i64, Option<crate::domain::enrolment::EnrolmentState>) {
+fn enrolment_of(state: &LedgerState, enrolid: i64) -> (i64, Option<crate::domain::enrolment::EnrolmentState>) {
     match state.instance_of.get(&enrolid) {
         Some(instance) => (*instance, state.enrolments.get(instance).map(|v| v.state.clone())),
         None => (0, None),
@@ -275,7 +230,9 @@ fn create_users(state: &LedgerState, users: Vec<UserInput>, now: i64) -> Result<
     let mut created = Vec::new();
     for input in users {
         let user = &input.user;
-        for (field, value) in [("username", &user.username), ("firstname", &user.firstname), ("lastname", &user.lastname)] {
+        for (field, value) in
+            [("username", &user.username), ("firstname", &user.firstname), ("lastname", &user.lastname)]
+        {
             if value.trim().is_empty() {
                 return Err(RegistryError::FieldBlank(field).into());
             }
@@ -307,11 +264,7 @@ fn create_users(state: &LedgerState, users: Vec<UserInput>, now: i64) -> Result<
         created.push((id, input.user.username.clone()));
         ops.push(op);
     }
-    Ok(Decision {
-        streams: Vec::new(),
-        registry: ops,
-        outcome: Outcome::UsersCreated(created),
-    })
+    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::UsersCreated(created) })
 }
 
 fn delete_users(state: &LedgerState, ids: Vec<i64>, now: i64, actor: Option<i64>) -> Result<Decision, LedgerError> {
@@ -348,14 +301,14 @@ fn delete_users(state: &LedgerState, ids: Vec<i64>, now: i64, actor: Option<i64>
         ops.push(op);
     }
     streams.sort_by_key(|s| s.stream.key.parse::<i64>().unwrap_or_default());
-    Ok(Decision {
-        streams,
-        registry: ops,
-        outcome: Outcome::Done,
-    })
+    Ok(Decision { streams, registry: ops, outcome: Outcome::Done })
 }
 
-fn create_courses(state: &LedgerState, courses: Vec<crate::registry::NewCourse>, now: i64) -> Result<Decision, LedgerError> {
+fn create_courses(
+    state: &LedgerState,
+    courses: Vec<crate::registry::NewCourse>,
+    now: i64,
+) -> Result<Decision, LedgerError> {
     let mut index = state.registry.clone();
     let mut ops = Vec::new();
     let mut created = Vec::new();
@@ -375,11 +328,7 @@ fn create_courses(state: &LedgerState, courses: Vec<crate::registry::NewCourse>,
         op.apply_to_index(&mut index);
         ops.push(op);
     }
-    Ok(Decision {
-        streams: Vec::new(),
-        registry: ops,
-        outcome: Outcome::CoursesCreated(created),
-    })
+    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::CoursesCreated(created) })
 }
 
 /// A plain address check: one `@`, a non-empty local part and a dotted domain, no spaces.

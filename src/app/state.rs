@@ -78,10 +78,7 @@ impl Default for LedgerState {
 impl LedgerState {
     /// Replays the log and loads the registries.
     pub async fn load(db: &Db) -> Result<Self, StoreError> {
-        let mut state = Self {
-            registry: RegistryIndex::load(db).await?,
-            ..Self::default()
-        };
+        let mut state = Self { registry: RegistryIndex::load(db).await?, ..Self::default() };
         let mut conn = db.pool.acquire().await?;
         log::replay(&mut conn, None, |stored| {
             let event = stored.event()?;
@@ -119,10 +116,10 @@ impl LedgerState {
             }
             LedgerEvent::Course(e) => {
                 let crate::domain::event::CourseEvent::RecompletionTypeSet { course_id, .. } = e;
-                let entry = self.courses.entry(course_id.0).or_insert_with(|| Versioned {
-                    state: CourseState::default(),
-                    version: 0,
-                });
+                let entry = self
+                    .courses
+                    .entry(course_id.0)
+                    .or_insert_with(|| Versioned { state: CourseState::default(), version: 0 });
                 entry.state = Course::apply_event(std::mem::take(&mut entry.state), e.clone());
                 entry.version = version;
             }
@@ -149,13 +146,7 @@ impl LedgerState {
 
     /// Keeps the cross-stream indexes in step with one enrolment stream's transition.
     fn reindex(&mut self, instance: i64, before: &EnrolmentState, after: &EnrolmentState, event: &EnrolmentEvent) {
-        if let EnrolmentEvent::Enrolled {
-            user_enrolment_id,
-            course_id,
-            sortorder,
-            ..
-        } = event
-        {
+        if let EnrolmentEvent::Enrolled { user_enrolment_id, course_id, sortorder, .. } = event {
             self.next_instance_id = self.next_instance_id.max(instance + 1);
             self.next_user_enrolment_id = self.next_user_enrolment_id.max(user_enrolment_id.0 + 1);
             self.course_instances.entry(course_id.0).or_default().insert((*sortorder, instance));

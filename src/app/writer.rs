@@ -10,7 +10,10 @@
 
 use std::collections::BTreeSet;
 
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::task::JoinHandle;
 
 use super::command::{LedgerError, Outcome, Request};
 use super::decide::{decide, Decision};
@@ -27,8 +30,8 @@ use crate::store::{Backend, Db, StoreError};
 pub const BATCH_REQUESTS_MAX: usize = 256;
 /// Requests that may wait for the writer before `submit` itself waits.
 pub const QUEUE_REQUESTS_MAX: usize = 4096;
-/// The PostgreSQL advisory lock key held by the one writing process.
-const WRITER_LOCK_KEY: i64 = 0x656e_726f_6c5f_6c64;
+/// The PostgreSQL advisory lock class held by the one writing process (per schema).
+const WRITER_LOCK_CLASS: i32 = 0x656e_726f;
 
 struct Job {
     request: Request,
@@ -36,10 +39,20 @@ struct Job {
     reply: oneshot::Sender<Result<Outcome, LedgerError>>,
 }
 
+enum Message {
+    Job(Job),
+    /// Finish what was queued before, close the connection, stop.
+    Stop,
+}
+
+/// How long `start` waits for another writer (e.g. a process shutting down) to let go.
+pub const WRITER_LOCK_WAIT_MS: u64 = 5_000;
+
 /// A handle to the ledger: submit write requests; read through `db`.
 #[derive(Clone)]
 pub struct Ledger {
-    sender: mpsc::Sender<Job>,
+    sender: mpsc::Sender<Message>,
+    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
     pub db: Db,
 }
 
@@ -49,26 +62,47 @@ impl Ledger {
     pub async fn start(db: Db) -> Result<Self, StoreError> {
         let writer_db = db.writer_connection().await?;
         if writer_db.backend == Backend::Postgres {
-            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(WRITER_LOCK_KEY)
-                .fetch_one(&writer_db.pool)
-                .await?;
-            if !locked {
-                return Err(StoreError::WriterLocked);
-            }
+            take_writer_lock(&writer_db).await?;
         }
         let state = LedgerState::load(&writer_db).await?;
         let (sender, receiver) = mpsc::channel(QUEUE_REQUESTS_MAX);
-        tokio::spawn(run(state, writer_db, receiver));
-        Ok(Self { sender, db })
+        let writer = tokio::spawn(run(state, writer_db, receiver));
+        Ok(Self { sender, writer: Arc::new(Mutex::new(Some(writer))), db })
+    }
+
+    /// Stops accepting requests, lets the writer finish what is queued and closes its
+    /// connection (releasing the writer lock). Other clones of this handle stop working.
+    pub async fn shutdown(self) {
+        let _ = self.sender.send(Message::Stop).await;
+        if let Some(handle) = self.writer.lock().await.take() {
+            let _ = handle.await;
+        }
     }
 
     /// Decides and durably records one request; answers after the commit.
     pub async fn submit(&self, request: Request, actor: Actor) -> Result<Outcome, LedgerError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || LedgerError::Unavailable("the writer has stopped".into());
-        self.sender.send(Job { request, actor, reply }).await.map_err(|_| stopped())?;
+        self.sender.send(Message::Job(Job { request, actor, reply })).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// One process writes to a ledger (a PostgreSQL schema) at a time.
+async fn take_writer_lock(db: &Db) -> Result<(), StoreError> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(WRITER_LOCK_WAIT_MS);
+    loop {
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext(current_schema()))")
+            .bind(WRITER_LOCK_CLASS)
+            .fetch_one(&db.pool)
+            .await?;
+        if locked {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StoreError::WriterLocked);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 
@@ -81,12 +115,18 @@ struct Batch {
     booking_moved: BTreeSet<i64>,
 }
 
-async fn run(mut state: LedgerState, db: Db, mut receiver: mpsc::Receiver<Job>) {
-    while let Some(first) = receiver.recv().await {
+async fn run(mut state: LedgerState, db: Db, mut receiver: mpsc::Receiver<Message>) {
+    let mut stopping = false;
+    while !stopping {
+        let Some(Message::Job(first)) = receiver.recv().await else { break };
         let mut jobs = vec![first];
         while jobs.len() < BATCH_REQUESTS_MAX {
             match receiver.try_recv() {
-                Ok(job) => jobs.push(job),
+                Ok(Message::Job(job)) => jobs.push(job),
+                Ok(Message::Stop) => {
+                    stopping = true;
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -114,6 +154,8 @@ async fn run(mut state: LedgerState, db: Db, mut receiver: mpsc::Receiver<Job>) 
             }
         }
     }
+    receiver.close();
+    db.pool.close().await;
 }
 
 /// Rebuilds the in-memory state from the database after a failed commit, retrying until it can.
@@ -137,7 +179,8 @@ fn record(state: &mut LedgerState, batch: &mut Batch, decision: Decision, actor:
     }
     for stream_events in decision.streams {
         for event in stream_events.events {
-            let stored = envelope(state, &stream_events.stream, stream_events.booking_id.clone(), &event, actor, now_micros);
+            let stored =
+                envelope(state, &stream_events.stream, stream_events.booking_id.clone(), &event, actor, now_micros);
             if let LedgerEvent::Enrolment(EnrolmentEvent::BookingIdChanged { instance_id, .. }) = &event {
                 batch.booking_moved.insert(instance_id.0);
             }

@@ -44,15 +44,15 @@ pub enum CompletionCommand {
         grade: GradeInput,
     },
     /// `enrol_semco_reset_course_completion`.
-    Reset {
-        plugin_enabled: bool,
-        requested_id: i64,
-        target: Option<ResetTarget>,
-        recompletion: RecompletionFacts,
-    },
+    Reset { plugin_enabled: bool, requested_id: i64, target: Option<ResetTarget>, recompletion: RecompletionFacts },
 }
 
 pub struct Completion;
+
+/// Moodle keeps grades as numeric(10,5): five decimals are all that is recorded.
+pub fn grade_precision(value: f64) -> f64 {
+    (value * 100_000.0).round() / 100_000.0
+}
 
 impl esrs::Aggregate for Completion {
     const NAME: &'static str = "completion";
@@ -63,29 +63,22 @@ impl esrs::Aggregate for Completion {
 
     fn handle_command(state: &Self::State, command: Self::Command) -> Result<Vec<Self::Event>, Self::Error> {
         match command {
-            CompletionCommand::Record {
-                user_id,
-                user_exists,
-                course_id,
-                course_exists,
-                timecompleted,
-                grade,
-            } => {
-                // Course before user: the ledger's own functions check in that order.
+            CompletionCommand::Record { user_id, user_exists, course_id, course_exists, timecompleted, grade } => {
+                // Parameter validation first, then course before user (WS-CONTRACT §7).
+                if timecompleted <= 0 {
+                    return Err(DomainError::TimeCompletedInvalid);
+                }
                 if !course_exists {
                     return Err(DomainError::CourseNotExist(course_id));
                 }
                 if !user_exists {
                     return Err(DomainError::UserNotExist(user_id));
                 }
-                if timecompleted <= 0 {
-                    return Err(DomainError::TimeCompletedInvalid);
-                }
                 let grade = grade.finalgrade.map(|finalgrade| Grade {
-                    finalgrade,
-                    grademin: grade.grademin.unwrap_or(0.0),
-                    grademax: grade.grademax.unwrap_or(100.0),
-                    gradepass: grade.gradepass.unwrap_or(0.0),
+                    finalgrade: grade_precision(finalgrade),
+                    grademin: grade_precision(grade.grademin.unwrap_or(0.0)),
+                    grademax: grade_precision(grade.grademax.unwrap_or(100.0)),
+                    gradepass: grade_precision(grade.gradepass.unwrap_or(0.0)),
                 });
                 Ok(vec![CompletionEvent::CompletionRecorded {
                     user_id,
@@ -93,12 +86,7 @@ impl esrs::Aggregate for Completion {
                     completion: CourseCompletion { timecompleted, grade },
                 }])
             }
-            CompletionCommand::Reset {
-                plugin_enabled,
-                requested_id,
-                target,
-                recompletion,
-            } => {
+            CompletionCommand::Reset { plugin_enabled, requested_id, target, recompletion } => {
                 if !plugin_enabled {
                     return Err(DomainError::PluginNotEnabled);
                 }
@@ -122,9 +110,7 @@ impl esrs::Aggregate for Completion {
 
     fn apply_event(_state: Self::State, event: Self::Event) -> Self::State {
         match event {
-            CompletionEvent::CompletionRecorded { completion, .. } => CompletionState {
-                current: Some(completion),
-            },
+            CompletionEvent::CompletionRecorded { completion, .. } => CompletionState { current: Some(completion) },
             CompletionEvent::CompletionReset { .. } => CompletionState { current: None },
         }
     }

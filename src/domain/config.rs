@@ -85,10 +85,7 @@ impl esrs::Aggregate for Config {
 
     fn handle_command(state: &Self::State, cmd: Self::Command) -> Result<Vec<Self::Event>, Self::Error> {
         let old = state.get(&cmd.name).ok_or_else(|| DomainError::UnknownSetting(cmd.name.clone()))?;
-        let invalid = || DomainError::InvalidSettingValue {
-            name: cmd.name.clone(),
-            value: cmd.value.clone(),
-        };
+        let invalid = || DomainError::InvalidSettingValue { name: cmd.name.clone(), value: cmd.value.clone() };
         let mut next = state.clone();
         next.set(&cmd.name, &cmd.value).ok_or_else(invalid)?;
         if cmd.name == "role" && !cmd.known_roles.contains(&next.role) {
@@ -99,14 +96,7 @@ impl esrs::Aggregate for Config {
         if new != cmd.value {
             return Err(invalid());
         }
-        Ok((old != new)
-            .then_some(ConfigEvent::ConfigChanged {
-                name: cmd.name,
-                old,
-                new,
-            })
-            .into_iter()
-            .collect())
+        Ok((old != new).then_some(ConfigEvent::ConfigChanged { name: cmd.name, old, new }).into_iter().collect())
     }
 
     fn apply_event(mut state: Self::State, event: Self::Event) -> Self::State {

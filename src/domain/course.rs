@@ -28,20 +28,17 @@ impl esrs::Aggregate for Course {
     type Error = DomainError;
 
     fn handle_command(state: &Self::State, cmd: Self::Command) -> Result<Vec<Self::Event>, Self::Error> {
-        if !cmd.course_exists {
-            return Err(DomainError::CourseNotExist(cmd.course_id));
-        }
+        // The type is a parameter: validated before the course check (WS-CONTRACT §7).
         let new = RecompletionType::parse(&cmd.recompletion_type).ok_or_else(|| DomainError::InvalidSettingValue {
             name: "recompletiontype".into(),
             value: cmd.recompletion_type.clone(),
         })?;
+        if !cmd.course_exists {
+            return Err(DomainError::CourseNotExist(cmd.course_id));
+        }
         let old = state.recompletion_type;
         Ok((old != new)
-            .then_some(CourseEvent::RecompletionTypeSet {
-                course_id: cmd.course_id,
-                old,
-                new,
-            })
+            .then_some(CourseEvent::RecompletionTypeSet { course_id: cmd.course_id, old, new })
             .into_iter()
             .collect())
     }

@@ -118,11 +118,7 @@ impl esrs::Aggregate for Enrolment {
         match command {
             EnrolmentCommand::Enrol(cmd) => enrol(state, cmd),
             EnrolmentCommand::Edit(cmd) => edit(state, cmd),
-            EnrolmentCommand::Unenrol {
-                plugin_enabled,
-                requested_id,
-                user_exists,
-            } => {
+            EnrolmentCommand::Unenrol { plugin_enabled, requested_id, user_exists } => {
                 let live = existing(state, plugin_enabled, requested_id, user_exists)?;
                 Ok(vec![unenrolled(live, UnenrolReason::Semco)])
             }
@@ -130,9 +126,7 @@ impl esrs::Aggregate for Enrolment {
                 Ok(state.live().map(|live| unenrolled(live, UnenrolReason::UserDeleted)).into_iter().collect())
             }
             EnrolmentCommand::RemoveOrphan => Ok(match state {
-                EnrolmentState::Orphaned {
-                    instance_id, course_id, ..
-                } => vec![EnrolmentEvent::InstanceDeleted {
+                EnrolmentState::Orphaned { instance_id, course_id, .. } => vec![EnrolmentEvent::InstanceDeleted {
                     instance_id: *instance_id,
                     course_id: *course_id,
                     reason: UnenrolReason::OrphanCleanup,
@@ -168,15 +162,7 @@ impl esrs::Aggregate for Enrolment {
                 suspended,
                 role_id,
             }),
-            (
-                EnrolmentState::Live(mut live),
-                EnrolmentEvent::EnrolmentEdited {
-                    timestart,
-                    timeend,
-                    suspended,
-                    ..
-                },
-            ) => {
+            (EnrolmentState::Live(mut live), EnrolmentEvent::EnrolmentEdited { timestart, timeend, suspended, .. }) => {
                 if let Some(change) = timestart {
                     live.period.timestart = change.new;
                 }
@@ -222,10 +208,7 @@ fn enrol(state: &EnrolmentState, cmd: EnrolUser) -> Result<Vec<EnrolmentEvent>, 
         return Err(DomainError::BookingIdDuplicate(cmd.booking_id));
     }
     check_times(Some(cmd.timestart), Some(cmd.timeend))?;
-    let period = EnrolmentPeriod {
-        timestart: cmd.timestart,
-        timeend: cmd.timeend,
-    };
+    let period = EnrolmentPeriod { timestart: cmd.timestart, timeend: cmd.timeend };
     if cmd.overlap_rule.conflicts(period, &cmd.other_periods) {
         return Err(DomainError::BookingOverlap);
     }

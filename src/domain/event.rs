@@ -113,11 +113,7 @@ pub enum EnrolmentEvent {
 #[serde(tag = "type")]
 pub enum CompletionEvent {
     /// The LMS reported a completion; it replaces the current one.
-    CompletionRecorded {
-        user_id: UserId,
-        course_id: CourseId,
-        completion: CourseCompletion,
-    },
+    CompletionRecorded { user_id: UserId, course_id: CourseId, completion: CourseCompletion },
     /// SEMCO reset the completion through a user enrolment; `archived` is what was cleared.
     CompletionReset {
         user_id: UserId,
@@ -130,21 +126,13 @@ pub enum CompletionEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum CourseEvent {
-    RecompletionTypeSet {
-        course_id: CourseId,
-        old: RecompletionType,
-        new: RecompletionType,
-    },
+    RecompletionTypeSet { course_id: CourseId, old: RecompletionType, new: RecompletionType },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum ConfigEvent {
-    ConfigChanged {
-        name: String,
-        old: String,
-        new: String,
-    },
+    ConfigChanged { name: String, old: String, new: String },
 }
 
 /// Any event of the log.

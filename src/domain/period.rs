@@ -57,10 +57,7 @@ fn enrol_semco_overlap(new: EnrolmentPeriod, old: EnrolmentPeriod) -> bool {
         (true, false) => old_unbounded || (s == 0 && e >= start) || e == 0 || s >= start,
         (false, true) => old_unbounded || (e == 0 && s <= end) || s == 0 || (e > 0 && e <= end),
         (true, true) => {
-            old_unbounded
-                || (start <= s && s <= end)
-                || (e > 0 && start <= e && e <= end)
-                || (s <= start && e >= end)
+            old_unbounded || (start <= s && s <= end) || (e > 0 && start <= e && e <= end) || (s <= start && e >= end)
         }
     }
 }

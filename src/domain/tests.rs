@@ -10,12 +10,9 @@
 use super::completion::{Completion, CompletionCommand, CompletionState, GradeInput, ResetTarget};
 use super::config::{Config, SetConfig, Settings, DEFAULT_ROLE, SETTING_NAMES};
 use super::course::{Course, CourseState, SetRecompletionType};
-use super::enrolment::{
-    EditEnrolment, EnrolUser, Enrolment, EnrolmentCommand, EnrolmentState, LiveEnrolment,
-};
+use super::enrolment::{EditEnrolment, EnrolUser, Enrolment, EnrolmentCommand, EnrolmentState, LiveEnrolment};
 use super::event::{
-    Change, CompletionEvent, ConfigEvent, CourseCompletion, CourseEvent, EnrolmentEvent, Grade,
-    UnenrolReason,
+    Change, CompletionEvent, ConfigEvent, CourseCompletion, CourseEvent, EnrolmentEvent, Grade, UnenrolReason,
 };
 use super::ids::{BookingId, CourseId, InstanceId, RoleId, UserEnrolmentId, UserId};
 use super::period::{EnrolmentPeriod, OverlapRule};
@@ -35,18 +32,13 @@ struct Given<A: Aggregate> {
 
 /// Folds `events` with `A::apply_event`, starting from `A::State::default()`.
 fn given<A: Aggregate>(events: Vec<A::Event>) -> Given<A> {
-    Given {
-        state: events.into_iter().fold(A::State::default(), A::apply_event),
-    }
+    Given { state: events.into_iter().fold(A::State::default(), A::apply_event) }
 }
 
 impl<A: Aggregate> Given<A> {
     fn when(self, command: A::Command) -> Then<A> {
         let result = A::handle_command(&self.state, command);
-        Then {
-            state: self.state,
-            result,
-        }
+        Then { state: self.state, result }
     }
 }
 
@@ -88,25 +80,19 @@ where
 #[test]
 #[should_panic(expected = "got error PluginNotEnabled")]
 fn harness_then_events_fails_on_an_error() {
-    given::<Enrolment>(vec![])
-        .when(enrol_with(|c| c.plugin_enabled = false))
-        .then_events(vec![]);
+    given::<Enrolment>(vec![]).when(enrol_with(|c| c.plugin_enabled = false)).then_events(vec![]);
 }
 
 #[test]
 #[should_panic(expected = "got events []")]
 fn harness_then_error_fails_on_events() {
-    given::<Enrolment>(vec![])
-        .when(EnrolmentCommand::RemoveOrphan)
-        .then_error(DomainError::PluginNotEnabled);
+    given::<Enrolment>(vec![]).when(EnrolmentCommand::RemoveOrphan).then_error(DomainError::PluginNotEnabled);
 }
 
 #[test]
 #[should_panic(expected = "emitted events")]
 fn harness_then_events_fails_on_other_events() {
-    given::<Enrolment>(vec![])
-        .when(EnrolmentCommand::Enrol(enrol_cmd()))
-        .then_events(vec![]);
+    given::<Enrolment>(vec![]).when(EnrolmentCommand::Enrol(enrol_cmd())).then_events(vec![]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -132,10 +118,7 @@ fn period(timestart: i64, timeend: i64) -> EnrolmentPeriod {
 }
 
 fn recompletion(available: bool, course_type: RecompletionType) -> RecompletionFacts {
-    RecompletionFacts {
-        available,
-        course_type,
-    }
+    RecompletionFacts { available, course_type }
 }
 
 /// Recompletion installed and the course set to "On demand": every recompletion check passes.
@@ -196,11 +179,7 @@ fn edit_with(change: impl FnOnce(&mut EditEnrolment)) -> EnrolmentCommand {
 }
 
 fn unenrol(plugin_enabled: bool, requested_id: i64, user_exists: bool) -> EnrolmentCommand {
-    EnrolmentCommand::Unenrol {
-        plugin_enabled,
-        requested_id,
-        user_exists,
-    }
+    EnrolmentCommand::Unenrol { plugin_enabled, requested_id, user_exists }
 }
 
 /// `enrol_semco_unenrol_user` of enrolment `REQUESTED` in which every check passes.
@@ -238,20 +217,11 @@ fn edited(
     timeend: Option<Change<i64>>,
     suspended: Option<Change<bool>>,
 ) -> EnrolmentEvent {
-    EnrolmentEvent::EnrolmentEdited {
-        user_enrolment_id: UE,
-        timestart,
-        timeend,
-        suspended,
-    }
+    EnrolmentEvent::EnrolmentEdited { user_enrolment_id: UE, timestart, timeend, suspended }
 }
 
 fn booking_changed(old: &str, new: &str) -> EnrolmentEvent {
-    EnrolmentEvent::BookingIdChanged {
-        instance_id: INSTANCE,
-        old: booking(old),
-        new: booking(new),
-    }
+    EnrolmentEvent::BookingIdChanged { instance_id: INSTANCE, old: booking(old), new: booking(new) }
 }
 
 fn change<T>(old: T, new: T) -> Option<Change<T>> {
@@ -259,26 +229,15 @@ fn change<T>(old: T, new: T) -> Option<Change<T>> {
 }
 
 fn unenrolled(reason: UnenrolReason) -> EnrolmentEvent {
-    EnrolmentEvent::Unenrolled {
-        user_enrolment_id: UE,
-        user_id: USER,
-        course_id: COURSE,
-        reason,
-    }
+    EnrolmentEvent::Unenrolled { user_enrolment_id: UE, user_id: USER, course_id: COURSE, reason }
 }
 
 fn orphaned_history() -> Vec<EnrolmentEvent> {
-    vec![
-        enrolled(1000, 2000, false),
-        unenrolled(UnenrolReason::UserDeleted),
-    ]
+    vec![enrolled(1000, 2000, false), unenrolled(UnenrolReason::UserDeleted)]
 }
 
 fn closed_history() -> Vec<EnrolmentEvent> {
-    vec![
-        enrolled(1000, 2000, false),
-        unenrolled(UnenrolReason::Semco),
-    ]
+    vec![enrolled(1000, 2000, false), unenrolled(UnenrolReason::Semco)]
 }
 
 fn live_state(timestart: i64, timeend: i64, suspended: bool) -> EnrolmentState {
@@ -304,12 +263,7 @@ struct Record {
 }
 
 fn record() -> Record {
-    Record {
-        user_exists: true,
-        course_exists: true,
-        timecompleted: 1_700_003_600,
-        grade: GradeInput::default(),
-    }
+    Record { user_exists: true, course_exists: true, timecompleted: 1_700_003_600, grade: GradeInput::default() }
 }
 
 impl From<Record> for CompletionCommand {
@@ -351,12 +305,7 @@ struct Reset {
 }
 
 fn reset() -> Reset {
-    Reset {
-        plugin_enabled: true,
-        requested_id: REQUESTED,
-        target: Some(target()),
-        recompletion: on_demand(),
-    }
+    Reset { plugin_enabled: true, requested_id: REQUESTED, target: Some(target()), recompletion: on_demand() }
 }
 
 impl From<Reset> for CompletionCommand {
@@ -377,43 +326,23 @@ fn reset_with(change: impl FnOnce(&mut Reset)) -> CompletionCommand {
 }
 
 fn completion(timecompleted: i64, grade: Option<Grade>) -> CourseCompletion {
-    CourseCompletion {
-        timecompleted,
-        grade,
-    }
+    CourseCompletion { timecompleted, grade }
 }
 
 fn recorded(completion: CourseCompletion) -> CompletionEvent {
-    CompletionEvent::CompletionRecorded {
-        user_id: USER,
-        course_id: COURSE,
-        completion,
-    }
+    CompletionEvent::CompletionRecorded { user_id: USER, course_id: COURSE, completion }
 }
 
 fn completion_reset(archived: Option<CourseCompletion>) -> CompletionEvent {
-    CompletionEvent::CompletionReset {
-        user_id: USER,
-        course_id: COURSE,
-        user_enrolment_id: UE,
-        archived,
-    }
+    CompletionEvent::CompletionReset { user_id: USER, course_id: COURSE, user_enrolment_id: UE, archived }
 }
 
 fn set_type(recompletion_type: &str) -> SetRecompletionType {
-    SetRecompletionType {
-        course_id: COURSE,
-        course_exists: true,
-        recompletion_type: recompletion_type.to_owned(),
-    }
+    SetRecompletionType { course_id: COURSE, course_exists: true, recompletion_type: recompletion_type.to_owned() }
 }
 
 fn type_set(old: RecompletionType, new: RecompletionType) -> CourseEvent {
-    CourseEvent::RecompletionTypeSet {
-        course_id: COURSE,
-        old,
-        new,
-    }
+    CourseEvent::RecompletionTypeSet { course_id: COURSE, old, new }
 }
 
 /// The roles of a fresh Moodle: 1 manager … 5 student … 8 frontpage.
@@ -422,26 +351,15 @@ fn known_roles() -> Vec<RoleId> {
 }
 
 fn set_config(name: &str, value: &str) -> SetConfig {
-    SetConfig {
-        name: name.to_owned(),
-        value: value.to_owned(),
-        known_roles: known_roles(),
-    }
+    SetConfig { name: name.to_owned(), value: value.to_owned(), known_roles: known_roles() }
 }
 
 fn config_changed(name: &str, old: &str, new: &str) -> ConfigEvent {
-    ConfigEvent::ConfigChanged {
-        name: name.to_owned(),
-        old: old.to_owned(),
-        new: new.to_owned(),
-    }
+    ConfigEvent::ConfigChanged { name: name.to_owned(), old: old.to_owned(), new: new.to_owned() }
 }
 
 fn invalid_setting(name: &str, value: &str) -> DomainError {
-    DomainError::InvalidSettingValue {
-        name: name.to_owned(),
-        value: value.to_owned(),
-    }
+    DomainError::InvalidSettingValue { name: name.to_owned(), value: value.to_owned() }
 }
 
 // =============================================================================================
@@ -471,9 +389,8 @@ fn enrol_opens_a_live_enrolment() {
 
 #[test]
 fn enrol_with_suspend_creates_a_suspended_enrolment() {
-    let state = given::<Enrolment>(vec![])
-        .when(enrol_with(|c| c.suspend = true))
-        .then_events(vec![enrolled(0, 0, true)]);
+    let state =
+        given::<Enrolment>(vec![]).when(enrol_with(|c| c.suspend = true)).then_events(vec![enrolled(0, 0, true)]);
     assert_eq!(state, live_state(0, 0, true));
 }
 
@@ -503,17 +420,12 @@ fn enrol_records_the_role_ids_and_sortorder_handed_in() {
 #[test]
 #[should_panic(expected = "an enrol opens a new stream")]
 fn enrol_on_a_used_stream_is_a_programming_error() {
-    let _ = Enrolment::handle_command(
-        &live_state(1000, 2000, false),
-        EnrolmentCommand::Enrol(enrol_cmd()),
-    );
+    let _ = Enrolment::handle_command(&live_state(1000, 2000, false), EnrolmentCommand::Enrol(enrol_cmd()));
 }
 
 #[test]
 fn enrol_fails_when_plugin_disabled() {
-    given::<Enrolment>(vec![])
-        .when(enrol_with(|c| c.plugin_enabled = false))
-        .then_error(DomainError::PluginNotEnabled);
+    given::<Enrolment>(vec![]).when(enrol_with(|c| c.plugin_enabled = false)).then_error(DomainError::PluginNotEnabled);
 }
 
 #[test]
@@ -525,9 +437,7 @@ fn enrol_fails_when_course_does_not_exist() {
 
 #[test]
 fn enrol_fails_when_user_does_not_exist() {
-    given::<Enrolment>(vec![])
-        .when(enrol_with(|c| c.user_exists = false))
-        .then_error(DomainError::UserNotExist(USER));
+    given::<Enrolment>(vec![]).when(enrol_with(|c| c.user_exists = false)).then_error(DomainError::UserNotExist(USER));
 }
 
 #[test]
@@ -539,17 +449,14 @@ fn enrol_fails_on_empty_booking_id() {
 
 #[test]
 fn enrol_treats_booking_id_zero_as_empty() {
-    given::<Enrolment>(vec![])
-        .when(enrol_with(|c| c.booking_id = "0".into()))
-        .then_error(DomainError::BookingIdEmpty);
+    given::<Enrolment>(vec![]).when(enrol_with(|c| c.booking_id = "0".into())).then_error(DomainError::BookingIdEmpty);
 }
 
 #[test]
 fn enrol_accepts_booking_ids_php_empty_does_not_consider_empty() {
     for raw in ["00", "0.0", " ", "false"] {
-        given::<Enrolment>(vec![])
-            .when(enrol_with(|c| c.booking_id = raw.into()))
-            .then_events(vec![EnrolmentEvent::Enrolled {
+        given::<Enrolment>(vec![]).when(enrol_with(|c| c.booking_id = raw.into())).then_events(vec![
+            EnrolmentEvent::Enrolled {
                 instance_id: INSTANCE,
                 user_enrolment_id: UE,
                 user_id: USER,
@@ -560,7 +467,8 @@ fn enrol_accepts_booking_ids_php_empty_does_not_consider_empty() {
                 suspended: false,
                 role_id: ROLE,
                 sortorder: SORTORDER,
-            }]);
+            },
+        ]);
     }
 }
 
@@ -573,16 +481,12 @@ fn enrol_fails_on_taken_booking_id() {
 
 #[test]
 fn enrol_fails_on_negative_timestart() {
-    given::<Enrolment>(vec![])
-        .when(enrol_with(|c| c.timestart = -1))
-        .then_error(DomainError::TimestartInvalid);
+    given::<Enrolment>(vec![]).when(enrol_with(|c| c.timestart = -1)).then_error(DomainError::TimestartInvalid);
 }
 
 #[test]
 fn enrol_fails_on_negative_timeend() {
-    given::<Enrolment>(vec![])
-        .when(enrol_with(|c| c.timeend = -1))
-        .then_error(DomainError::TimeendInvalid);
+    given::<Enrolment>(vec![]).when(enrol_with(|c| c.timeend = -1)).then_error(DomainError::TimeendInvalid);
 }
 
 #[test]
@@ -607,12 +511,8 @@ fn enrol_accepts_equal_timestart_and_timeend() {
 
 #[test]
 fn enrol_order_check_ignores_an_unbounded_side() {
-    given::<Enrolment>(vec![])
-        .when(enrol_with(|c| c.timestart = 5000))
-        .then_events(vec![enrolled(5000, 0, false)]);
-    given::<Enrolment>(vec![])
-        .when(enrol_with(|c| c.timeend = 5000))
-        .then_events(vec![enrolled(0, 5000, false)]);
+    given::<Enrolment>(vec![]).when(enrol_with(|c| c.timestart = 5000)).then_events(vec![enrolled(5000, 0, false)]);
+    given::<Enrolment>(vec![]).when(enrol_with(|c| c.timeend = 5000)).then_events(vec![enrolled(0, 5000, false)]);
 }
 
 #[test]
@@ -898,39 +798,23 @@ fn enrol_reports_errors_in_the_plugins_order() {
     type Repair = fn(&mut EnrolUser);
     let ladder: Vec<(DomainError, Repair)> = vec![
         (DomainError::PluginNotEnabled, |c| c.plugin_enabled = true),
-        (DomainError::CourseNotExist(COURSE), |c| {
-            c.course_exists = true
-        }),
+        (DomainError::CourseNotExist(COURSE), |c| c.course_exists = true),
         (DomainError::UserNotExist(USER), |c| c.user_exists = true),
-        (DomainError::BookingIdEmpty, |c| {
-            c.booking_id = BOOKING.into()
-        }),
-        (DomainError::BookingIdDuplicate(BOOKING.into()), |c| {
-            c.booking_id_taken = false
-        }),
+        (DomainError::BookingIdEmpty, |c| c.booking_id = BOOKING.into()),
+        (DomainError::BookingIdDuplicate(BOOKING.into()), |c| c.booking_id_taken = false),
         (DomainError::TimestartInvalid, |c| c.timestart = 3000),
         (DomainError::TimeendInvalid, |c| c.timeend = 2000),
         (DomainError::TimestartEndOrder, |c| c.timestart = 1000),
         (DomainError::BookingOverlap, |c| c.other_periods.clear()),
-        (DomainError::RecompletionNotExpectable, |c| {
-            c.recompletion.available = true
-        }),
-        (DomainError::RecompletionNotEnabled(COURSE), |c| {
-            c.recompletion.course_type = RecompletionType::Schedule
-        }),
-        (DomainError::RecompletionNotOnDemand(COURSE), |c| {
-            c.recompletion.course_type = RecompletionType::OnDemand
-        }),
+        (DomainError::RecompletionNotExpectable, |c| c.recompletion.available = true),
+        (DomainError::RecompletionNotEnabled(COURSE), |c| c.recompletion.course_type = RecompletionType::Schedule),
+        (DomainError::RecompletionNotOnDemand(COURSE), |c| c.recompletion.course_type = RecompletionType::OnDemand),
     ];
     for (expected, repair) in ladder {
-        given::<Enrolment>(vec![])
-            .when(EnrolmentCommand::Enrol(cmd.clone()))
-            .then_error(expected);
+        given::<Enrolment>(vec![]).when(EnrolmentCommand::Enrol(cmd.clone())).then_error(expected);
         repair(&mut cmd);
     }
-    given::<Enrolment>(vec![])
-        .when(EnrolmentCommand::Enrol(cmd))
-        .then_events(vec![enrolled(1000, 2000, false)]);
+    given::<Enrolment>(vec![]).when(EnrolmentCommand::Enrol(cmd)).then_events(vec![enrolled(1000, 2000, false)]);
 }
 
 // =============================================================================================
@@ -968,9 +852,11 @@ fn edit_of_only_timestart_keeps_the_stored_timeend() {
 
 #[test]
 fn edit_of_a_time_to_zero_makes_that_side_unbounded() {
-    let state = given::<Enrolment>(live_history())
-        .when(edit_with(|c| c.timeend = Some(0)))
-        .then_events(vec![edited(None, change(2000, 0), None)]);
+    let state = given::<Enrolment>(live_history()).when(edit_with(|c| c.timeend = Some(0))).then_events(vec![edited(
+        None,
+        change(2000, 0),
+        None,
+    )]);
     assert_eq!(state, live_state(1000, 0, false));
 }
 
@@ -1028,16 +914,12 @@ fn edit_with_identical_values_emits_nothing() {
             c.suspend = Some(false);
         }))
         .then_events(vec![]);
-    given::<Enrolment>(suspended_history())
-        .when(edit_with(|c| c.suspend = Some(true)))
-        .then_events(vec![]);
+    given::<Enrolment>(suspended_history()).when(edit_with(|c| c.suspend = Some(true))).then_events(vec![]);
 }
 
 #[test]
 fn edit_without_any_parameter_emits_nothing() {
-    given::<Enrolment>(suspended_history())
-        .when(EnrolmentCommand::Edit(edit_cmd()))
-        .then_events(vec![]);
+    given::<Enrolment>(suspended_history()).when(EnrolmentCommand::Edit(edit_cmd())).then_events(vec![]);
 }
 
 #[test]
@@ -1065,10 +947,7 @@ fn edit_of_dates_and_booking_id_emits_edit_then_booking_id_change() {
             c.timestart = Some(1100);
             c.suspend = Some(true);
         }))
-        .then_events(vec![
-            edited(change(1000, 1100), None, change(false, true)),
-            booking_changed(BOOKING, "B-2002"),
-        ]);
+        .then_events(vec![edited(change(1000, 1100), None, change(false, true)), booking_changed(BOOKING, "B-2002")]);
 }
 
 #[test]
@@ -1151,9 +1030,11 @@ fn edit_of_only_timeend_does_no_order_check_against_the_stored_timestart() {
 
 #[test]
 fn edit_of_only_timestart_does_no_order_check_against_the_stored_timeend() {
-    given::<Enrolment>(live_history())
-        .when(edit_with(|c| c.timestart = Some(9000)))
-        .then_events(vec![edited(change(1000, 9000), None, None)]);
+    given::<Enrolment>(live_history()).when(edit_with(|c| c.timestart = Some(9000))).then_events(vec![edited(
+        change(1000, 9000),
+        None,
+        None,
+    )]);
 }
 
 #[test]
@@ -1283,9 +1164,7 @@ fn edit_fails_when_user_does_not_exist() {
 
 #[test]
 fn edit_plugin_disabled_beats_enrolnouserinstance() {
-    given::<Enrolment>(vec![])
-        .when(edit_with(|c| c.plugin_enabled = false))
-        .then_error(DomainError::PluginNotEnabled);
+    given::<Enrolment>(vec![]).when(edit_with(|c| c.plugin_enabled = false)).then_error(DomainError::PluginNotEnabled);
 }
 
 #[test]
@@ -1375,44 +1254,26 @@ fn edit_reports_errors_in_the_plugins_order() {
     };
     type Repair = fn(&mut EditEnrolment, &mut Vec<EnrolmentEvent>);
     let ladder: Vec<(DomainError, Repair)> = vec![
-        (DomainError::PluginNotEnabled, |c, _| {
-            c.plugin_enabled = true
-        }),
-        (DomainError::EnrolNoUserInstance(REQUESTED), |_, h| {
-            *h = live_history()
-        }),
+        (DomainError::PluginNotEnabled, |c, _| c.plugin_enabled = true),
+        (DomainError::EnrolNoUserInstance(REQUESTED), |_, h| *h = live_history()),
         (DomainError::UserNotExist(USER), |c, _| c.user_exists = true),
-        (DomainError::BookingIdEmpty, |c, _| {
-            c.booking_id = Some(BOOKING.into())
+        (DomainError::BookingIdEmpty, |c, _| c.booking_id = Some(BOOKING.into())),
+        (DomainError::BookingIdDuplicateMustChange(BOOKING.into()), |c, _| {
+            c.booking_id = Some("B-2002".into());
+            c.booking_id_taken = false;
         }),
-        (
-            DomainError::BookingIdDuplicateMustChange(BOOKING.into()),
-            |c, _| {
-                c.booking_id = Some("B-2002".into());
-                c.booking_id_taken = false;
-            },
-        ),
-        (DomainError::TimestartInvalid, |c, _| {
-            c.timestart = Some(3000)
-        }),
+        (DomainError::TimestartInvalid, |c, _| c.timestart = Some(3000)),
         (DomainError::TimeendInvalid, |c, _| c.timeend = Some(2500)),
-        (DomainError::TimestartEndOrder, |c, _| {
-            c.timestart = Some(1500)
-        }),
+        (DomainError::TimestartEndOrder, |c, _| c.timestart = Some(1500)),
         (DomainError::BookingOverlap, |c, _| c.other_periods.clear()),
     ];
     for (expected, repair) in ladder {
-        given::<Enrolment>(history.clone())
-            .when(EnrolmentCommand::Edit(cmd.clone()))
-            .then_error(expected);
+        given::<Enrolment>(history.clone()).when(EnrolmentCommand::Edit(cmd.clone())).then_error(expected);
         repair(&mut cmd, &mut history);
     }
     given::<Enrolment>(history)
         .when(EnrolmentCommand::Edit(cmd))
-        .then_events(vec![
-            edited(change(1000, 1500), change(2000, 2500), None),
-            booking_changed(BOOKING, "B-2002"),
-        ]);
+        .then_events(vec![edited(change(1000, 1500), change(2000, 2500), None), booking_changed(BOOKING, "B-2002")]);
 }
 
 // =============================================================================================
@@ -1421,45 +1282,34 @@ fn edit_reports_errors_in_the_plugins_order() {
 
 #[test]
 fn unenrol_emits_unenrolled_with_reason_semco_and_closes_the_stream() {
-    let state = given::<Enrolment>(live_history())
-        .when(unenrol_cmd())
-        .then_events(vec![unenrolled(UnenrolReason::Semco)]);
+    let state =
+        given::<Enrolment>(live_history()).when(unenrol_cmd()).then_events(vec![unenrolled(UnenrolReason::Semco)]);
     assert_eq!(state, EnrolmentState::Closed);
 }
 
 #[test]
 fn unenrol_of_a_suspended_enrolment_is_allowed() {
-    given::<Enrolment>(suspended_history())
-        .when(unenrol_cmd())
-        .then_events(vec![unenrolled(UnenrolReason::Semco)]);
+    given::<Enrolment>(suspended_history()).when(unenrol_cmd()).then_events(vec![unenrolled(UnenrolReason::Semco)]);
 }
 
 #[test]
 fn second_unenrol_fails_with_enrolnouserinstance() {
-    given::<Enrolment>(closed_history())
-        .when(unenrol_cmd())
-        .then_error(DomainError::EnrolNoUserInstance(REQUESTED));
+    given::<Enrolment>(closed_history()).when(unenrol_cmd()).then_error(DomainError::EnrolNoUserInstance(REQUESTED));
 }
 
 #[test]
 fn unenrol_of_an_unknown_enrolment_fails_with_the_requested_id() {
-    given::<Enrolment>(vec![])
-        .when(unenrol(true, 99, true))
-        .then_error(DomainError::EnrolNoUserInstance(99));
+    given::<Enrolment>(vec![]).when(unenrol(true, 99, true)).then_error(DomainError::EnrolNoUserInstance(99));
 }
 
 #[test]
 fn unenrol_of_an_orphaned_instance_fails_with_enrolnouserinstance() {
-    given::<Enrolment>(orphaned_history())
-        .when(unenrol_cmd())
-        .then_error(DomainError::EnrolNoUserInstance(REQUESTED));
+    given::<Enrolment>(orphaned_history()).when(unenrol_cmd()).then_error(DomainError::EnrolNoUserInstance(REQUESTED));
 }
 
 #[test]
 fn unenrol_fails_when_plugin_disabled() {
-    given::<Enrolment>(live_history())
-        .when(unenrol(false, REQUESTED, true))
-        .then_error(DomainError::PluginNotEnabled);
+    given::<Enrolment>(live_history()).when(unenrol(false, REQUESTED, true)).then_error(DomainError::PluginNotEnabled);
 }
 
 #[test]
@@ -1471,9 +1321,7 @@ fn unenrol_fails_when_user_does_not_exist_naming_the_enrolments_user() {
 
 #[test]
 fn unenrol_plugin_disabled_beats_enrolnouserinstance() {
-    given::<Enrolment>(vec![])
-        .when(unenrol(false, REQUESTED, false))
-        .then_error(DomainError::PluginNotEnabled);
+    given::<Enrolment>(vec![]).when(unenrol(false, REQUESTED, false)).then_error(DomainError::PluginNotEnabled);
 }
 
 #[test]
@@ -1490,58 +1338,42 @@ fn unenrol_deleted_user_emits_reason_user_deleted_and_orphans_the_instance() {
         .then_events(vec![unenrolled(UnenrolReason::UserDeleted)]);
     assert_eq!(
         state,
-        EnrolmentState::Orphaned {
-            instance_id: INSTANCE,
-            course_id: COURSE,
-            booking_id: booking(BOOKING),
-        }
+        EnrolmentState::Orphaned { instance_id: INSTANCE, course_id: COURSE, booking_id: booking(BOOKING) }
     );
 }
 
 #[test]
 fn unenrol_deleted_user_on_a_closed_stream_emits_nothing() {
-    given::<Enrolment>(closed_history())
-        .when(EnrolmentCommand::UnenrolDeletedUser)
-        .then_events(vec![]);
+    given::<Enrolment>(closed_history()).when(EnrolmentCommand::UnenrolDeletedUser).then_events(vec![]);
 }
 
 #[test]
 fn unenrol_deleted_user_on_an_orphaned_or_new_stream_emits_nothing() {
-    given::<Enrolment>(orphaned_history())
-        .when(EnrolmentCommand::UnenrolDeletedUser)
-        .then_events(vec![]);
-    given::<Enrolment>(vec![])
-        .when(EnrolmentCommand::UnenrolDeletedUser)
-        .then_events(vec![]);
+    given::<Enrolment>(orphaned_history()).when(EnrolmentCommand::UnenrolDeletedUser).then_events(vec![]);
+    given::<Enrolment>(vec![]).when(EnrolmentCommand::UnenrolDeletedUser).then_events(vec![]);
 }
 
 #[test]
 fn remove_orphan_deletes_the_instance_and_closes_the_stream() {
-    let state = given::<Enrolment>(orphaned_history())
-        .when(EnrolmentCommand::RemoveOrphan)
-        .then_events(vec![EnrolmentEvent::InstanceDeleted {
+    let state = given::<Enrolment>(orphaned_history()).when(EnrolmentCommand::RemoveOrphan).then_events(vec![
+        EnrolmentEvent::InstanceDeleted {
             instance_id: INSTANCE,
             course_id: COURSE,
             reason: UnenrolReason::OrphanCleanup,
-        }]);
+        },
+    ]);
     assert_eq!(state, EnrolmentState::Closed);
 }
 
 #[test]
 fn remove_orphan_of_a_live_enrolment_emits_nothing() {
-    given::<Enrolment>(live_history())
-        .when(EnrolmentCommand::RemoveOrphan)
-        .then_events(vec![]);
+    given::<Enrolment>(live_history()).when(EnrolmentCommand::RemoveOrphan).then_events(vec![]);
 }
 
 #[test]
 fn remove_orphan_of_a_new_or_closed_stream_emits_nothing() {
-    given::<Enrolment>(vec![])
-        .when(EnrolmentCommand::RemoveOrphan)
-        .then_events(vec![]);
-    given::<Enrolment>(closed_history())
-        .when(EnrolmentCommand::RemoveOrphan)
-        .then_events(vec![]);
+    given::<Enrolment>(vec![]).when(EnrolmentCommand::RemoveOrphan).then_events(vec![]);
+    given::<Enrolment>(closed_history()).when(EnrolmentCommand::RemoveOrphan).then_events(vec![]);
 }
 
 // ----- enrolment: the fold -----
@@ -1572,11 +1404,7 @@ fn enrolment_history_folds_into_the_current_enrolment() {
 
 #[test]
 fn unenrolment_for_a_deleted_course_closes_the_stream() {
-    let state = given::<Enrolment>(vec![
-        enrolled(0, 0, false),
-        unenrolled(UnenrolReason::CourseDeleted),
-    ])
-    .state;
+    let state = given::<Enrolment>(vec![enrolled(0, 0, false), unenrolled(UnenrolReason::CourseDeleted)]).state;
     assert_eq!(state, EnrolmentState::Closed);
 }
 
@@ -1592,46 +1420,28 @@ fn an_event_that_cannot_follow_the_state_is_a_corrupt_log() {
 
 #[test]
 fn record_without_finalgrade_has_no_grade() {
-    let state = given::<Completion>(vec![])
-        .when(record().into())
-        .then_events(vec![recorded(completion(1_700_003_600, None))]);
+    let state =
+        given::<Completion>(vec![]).when(record().into()).then_events(vec![recorded(completion(1_700_003_600, None))]);
     assert_eq!(state.current, Some(completion(1_700_003_600, None)));
 }
 
 #[test]
 fn record_with_only_finalgrade_defaults_min_0_max_100_pass_0() {
-    given::<Completion>(vec![])
-        .when(record_with(|r| r.grade.finalgrade = Some(30.0)))
-        .then_events(vec![recorded(completion(
-            1_700_003_600,
-            Some(Grade {
-                finalgrade: 30.0,
-                grademin: 0.0,
-                grademax: 100.0,
-                gradepass: 0.0,
-            }),
-        ))]);
+    given::<Completion>(vec![]).when(record_with(|r| r.grade.finalgrade = Some(30.0))).then_events(vec![recorded(
+        completion(1_700_003_600, Some(Grade { finalgrade: 30.0, grademin: 0.0, grademax: 100.0, gradepass: 0.0 })),
+    )]);
 }
 
 #[test]
 fn record_keeps_the_grade_bounds_that_are_sent() {
     given::<Completion>(vec![])
         .when(record_with(|r| {
-            r.grade = GradeInput {
-                finalgrade: Some(7.5),
-                grademin: Some(1.0),
-                grademax: Some(10.0),
-                gradepass: Some(5.0),
-            }
+            r.grade =
+                GradeInput { finalgrade: Some(7.5), grademin: Some(1.0), grademax: Some(10.0), gradepass: Some(5.0) }
         }))
         .then_events(vec![recorded(completion(
             1_700_003_600,
-            Some(Grade {
-                finalgrade: 7.5,
-                grademin: 1.0,
-                grademax: 10.0,
-                gradepass: 5.0,
-            }),
+            Some(Grade { finalgrade: 7.5, grademin: 1.0, grademax: 10.0, gradepass: 5.0 }),
         ))]);
 }
 
@@ -1639,20 +1449,11 @@ fn record_keeps_the_grade_bounds_that_are_sent() {
 fn record_defaults_only_the_missing_grade_bounds() {
     given::<Completion>(vec![])
         .when(record_with(|r| {
-            r.grade = GradeInput {
-                finalgrade: Some(40.0),
-                gradepass: Some(30.0),
-                ..GradeInput::default()
-            }
+            r.grade = GradeInput { finalgrade: Some(40.0), gradepass: Some(30.0), ..GradeInput::default() }
         }))
         .then_events(vec![recorded(completion(
             1_700_003_600,
-            Some(Grade {
-                finalgrade: 40.0,
-                grademin: 0.0,
-                grademax: 100.0,
-                gradepass: 30.0,
-            }),
+            Some(Grade { finalgrade: 40.0, grademin: 0.0, grademax: 100.0, gradepass: 30.0 }),
         ))]);
 }
 
@@ -1660,12 +1461,7 @@ fn record_defaults_only_the_missing_grade_bounds() {
 fn record_with_grade_bounds_but_no_finalgrade_has_no_grade() {
     given::<Completion>(vec![])
         .when(record_with(|r| {
-            r.grade = GradeInput {
-                finalgrade: None,
-                grademin: Some(0.0),
-                grademax: Some(10.0),
-                gradepass: Some(5.0),
-            }
+            r.grade = GradeInput { finalgrade: None, grademin: Some(0.0), grademax: Some(10.0), gradepass: Some(5.0) }
         }))
         .then_events(vec![recorded(completion(1_700_003_600, None))]);
 }
@@ -1711,52 +1507,37 @@ fn record_course_missing_beats_user_missing() {
 }
 
 #[test]
-fn record_user_missing_beats_invalid_timecompleted() {
-    // Pins the domain's order (course, user, then timecompleted, as error.rs lists them).
-    // WS-CONTRACT §3.3 gives `timecompleted` (> 0) among the parameters; if the API edge
-    // validates it as a parameter, that check runs before this one anyway.
+fn record_invalid_timecompleted_beats_user_missing() {
+    // `timecompleted > 0` is parameter validation (WS-CONTRACT §3.3), which runs before the
+    // course and user checks (§7).
     given::<Completion>(vec![])
         .when(record_with(|r| {
             r.user_exists = false;
+            r.course_exists = false;
             r.timecompleted = 0;
         }))
-        .then_error(DomainError::UserNotExist(USER));
+        .then_error(DomainError::TimeCompletedInvalid);
 }
 
 #[test]
 fn a_second_record_replaces_the_current_completion() {
     let first = completion(1000, None);
-    let second = completion(
-        2000,
-        Some(Grade {
-            finalgrade: 80.0,
-            grademin: 0.0,
-            grademax: 100.0,
-            gradepass: 0.0,
-        }),
-    );
+    let second = completion(2000, Some(Grade { finalgrade: 80.0, grademin: 0.0, grademax: 100.0, gradepass: 0.0 }));
     let state = given::<Completion>(vec![recorded(first)])
         .when(record_with(|r| {
             r.timecompleted = 2000;
             r.grade.finalgrade = Some(80.0);
         }))
         .then_events(vec![recorded(second)]);
-    assert_eq!(
-        state,
-        CompletionState {
-            current: Some(second)
-        }
-    );
+    assert_eq!(state, CompletionState { current: Some(second) });
 }
 
 #[test]
 fn record_is_accepted_after_a_reset() {
-    let state = given::<Completion>(vec![
-        recorded(completion(1000, None)),
-        completion_reset(Some(completion(1000, None))),
-    ])
-    .when(record_with(|r| r.timecompleted = 3000))
-    .then_events(vec![recorded(completion(3000, None))]);
+    let state =
+        given::<Completion>(vec![recorded(completion(1000, None)), completion_reset(Some(completion(1000, None)))])
+            .when(record_with(|r| r.timecompleted = 3000))
+            .then_events(vec![recorded(completion(3000, None))]);
     assert_eq!(state.current, Some(completion(3000, None)));
 }
 
@@ -1766,15 +1547,7 @@ fn record_is_accepted_after_a_reset() {
 
 #[test]
 fn reset_archives_the_current_completion_and_clears_it() {
-    let current = completion(
-        1000,
-        Some(Grade {
-            finalgrade: 30.0,
-            grademin: 0.0,
-            grademax: 100.0,
-            gradepass: 30.0,
-        }),
-    );
+    let current = completion(1000, Some(Grade { finalgrade: 30.0, grademin: 0.0, grademax: 100.0, gradepass: 30.0 }));
     let state = given::<Completion>(vec![recorded(current)])
         .when(reset().into())
         .then_events(vec![completion_reset(Some(current))]);
@@ -1783,30 +1556,22 @@ fn reset_archives_the_current_completion_and_clears_it() {
 
 #[test]
 fn reset_without_a_completion_archives_nothing() {
-    let state = given::<Completion>(vec![])
-        .when(reset().into())
-        .then_events(vec![completion_reset(None)]);
+    let state = given::<Completion>(vec![]).when(reset().into()).then_events(vec![completion_reset(None)]);
     assert_eq!(state.current, None);
 }
 
 #[test]
 fn reset_after_a_reset_archives_nothing() {
-    given::<Completion>(vec![
-        recorded(completion(1000, None)),
-        completion_reset(Some(completion(1000, None))),
-    ])
-    .when(reset().into())
-    .then_events(vec![completion_reset(None)]);
+    given::<Completion>(vec![recorded(completion(1000, None)), completion_reset(Some(completion(1000, None)))])
+        .when(reset().into())
+        .then_events(vec![completion_reset(None)]);
 }
 
 #[test]
 fn reset_archives_the_latest_of_several_records() {
-    given::<Completion>(vec![
-        recorded(completion(1000, None)),
-        recorded(completion(2000, None)),
-    ])
-    .when(reset().into())
-    .then_events(vec![completion_reset(Some(completion(2000, None)))]);
+    given::<Completion>(vec![recorded(completion(1000, None)), recorded(completion(2000, None))])
+        .when(reset().into())
+        .then_events(vec![completion_reset(Some(completion(2000, None)))]);
 }
 
 #[test]
@@ -1836,21 +1601,14 @@ fn reset_of_an_unknown_enrolment_fails_with_the_requested_id() {
 #[test]
 fn reset_fails_when_user_does_not_exist() {
     given::<Completion>(vec![])
-        .when(reset_with(|r| {
-            r.target = Some(ResetTarget {
-                user_exists: false,
-                ..target()
-            })
-        }))
+        .when(reset_with(|r| r.target = Some(ResetTarget { user_exists: false, ..target() })))
         .then_error(DomainError::UserNotExist(USER));
 }
 
 #[test]
 fn reset_fails_when_course_recompletion_disabled() {
     given::<Completion>(vec![])
-        .when(reset_with(|r| {
-            r.recompletion.course_type = RecompletionType::Disabled
-        }))
+        .when(reset_with(|r| r.recompletion.course_type = RecompletionType::Disabled))
         .then_error(DomainError::RecompletionNotEnabled(COURSE));
 }
 
@@ -1899,10 +1657,7 @@ fn reset_enrolnouserinstance_beats_course_recompletion_checks() {
 fn reset_user_missing_beats_recompletion_not_enabled() {
     given::<Completion>(vec![])
         .when(reset_with(|r| {
-            r.target = Some(ResetTarget {
-                user_exists: false,
-                ..target()
-            });
+            r.target = Some(ResetTarget { user_exists: false, ..target() });
             r.recompletion.course_type = RecompletionType::Disabled;
         }))
         .then_error(DomainError::UserNotExist(USER));
@@ -1912,10 +1667,7 @@ fn reset_user_missing_beats_recompletion_not_enabled() {
 fn reset_user_missing_beats_recompletion_not_on_demand() {
     given::<Completion>(vec![])
         .when(reset_with(|r| {
-            r.target = Some(ResetTarget {
-                user_exists: false,
-                ..target()
-            });
+            r.target = Some(ResetTarget { user_exists: false, ..target() });
             r.recompletion.course_type = RecompletionType::Period;
         }))
         .then_error(DomainError::UserNotExist(USER));
@@ -1933,34 +1685,19 @@ fn reset_reports_errors_in_the_plugins_order() {
     type Repair = fn(&mut Reset);
     let ladder: Vec<(DomainError, Repair)> = vec![
         (DomainError::PluginNotEnabled, |r| r.plugin_enabled = true),
-        (DomainError::RecompletionNotInstalled, |r| {
-            r.recompletion.available = true
-        }),
+        (DomainError::RecompletionNotInstalled, |r| r.recompletion.available = true),
         (DomainError::EnrolNoUserInstance(REQUESTED), |r| {
-            r.target = Some(ResetTarget {
-                user_exists: false,
-                ..target()
-            })
+            r.target = Some(ResetTarget { user_exists: false, ..target() })
         }),
-        (DomainError::UserNotExist(USER), |r| {
-            r.target = Some(target())
-        }),
-        (DomainError::RecompletionNotEnabled(COURSE), |r| {
-            r.recompletion.course_type = RecompletionType::Period
-        }),
-        (DomainError::RecompletionNotOnDemand(COURSE), |r| {
-            r.recompletion.course_type = RecompletionType::OnDemand
-        }),
+        (DomainError::UserNotExist(USER), |r| r.target = Some(target())),
+        (DomainError::RecompletionNotEnabled(COURSE), |r| r.recompletion.course_type = RecompletionType::Period),
+        (DomainError::RecompletionNotOnDemand(COURSE), |r| r.recompletion.course_type = RecompletionType::OnDemand),
     ];
     for (expected, repair) in ladder {
-        given::<Completion>(vec![])
-            .when(cmd.clone().into())
-            .then_error(expected);
+        given::<Completion>(vec![]).when(cmd.clone().into()).then_error(expected);
         repair(&mut cmd);
     }
-    given::<Completion>(vec![])
-        .when(cmd.into())
-        .then_events(vec![completion_reset(None)]);
+    given::<Completion>(vec![]).when(cmd.into()).then_events(vec![completion_reset(None)]);
 }
 
 // =============================================================================================
@@ -1971,24 +1708,13 @@ fn reset_reports_errors_in_the_plugins_order() {
 fn set_recompletion_type_emits_old_and_new() {
     let state = given::<Course>(vec![])
         .when(set_type("ondemand"))
-        .then_events(vec![type_set(
-            RecompletionType::Disabled,
-            RecompletionType::OnDemand,
-        )]);
-    assert_eq!(
-        state,
-        CourseState {
-            recompletion_type: RecompletionType::OnDemand
-        }
-    );
+        .then_events(vec![type_set(RecompletionType::Disabled, RecompletionType::OnDemand)]);
+    assert_eq!(state, CourseState { recompletion_type: RecompletionType::OnDemand });
 }
 
 #[test]
 fn set_recompletion_type_accepts_every_local_recompletion_type() {
-    let history = vec![type_set(
-        RecompletionType::Disabled,
-        RecompletionType::OnDemand,
-    )];
+    let history = vec![type_set(RecompletionType::Disabled, RecompletionType::OnDemand)];
     for (raw, new) in [
         ("", RecompletionType::Disabled),
         ("period", RecompletionType::Period),
@@ -2002,46 +1728,32 @@ fn set_recompletion_type_accepts_every_local_recompletion_type() {
 
 #[test]
 fn set_recompletion_type_to_the_same_type_emits_nothing() {
-    given::<Course>(vec![type_set(
-        RecompletionType::Disabled,
-        RecompletionType::Period,
-    )])
-    .when(set_type("period"))
-    .then_events(vec![]);
-    given::<Course>(vec![])
-        .when(set_type(""))
+    given::<Course>(vec![type_set(RecompletionType::Disabled, RecompletionType::Period)])
+        .when(set_type("period"))
         .then_events(vec![]);
+    given::<Course>(vec![]).when(set_type("")).then_events(vec![]);
 }
 
 #[test]
 fn set_recompletion_type_rejects_an_unknown_type() {
     for raw in ["foo", "OnDemand", "on demand", "disabled", " period"] {
-        given::<Course>(vec![])
-            .when(set_type(raw))
-            .then_error(invalid_setting("recompletiontype", raw));
+        given::<Course>(vec![]).when(set_type(raw)).then_error(invalid_setting("recompletiontype", raw));
     }
 }
 
 #[test]
 fn set_recompletion_type_fails_when_course_does_not_exist() {
     given::<Course>(vec![])
-        .when(SetRecompletionType {
-            course_exists: false,
-            ..set_type("ondemand")
-        })
+        .when(SetRecompletionType { course_exists: false, ..set_type("ondemand") })
         .then_error(DomainError::CourseNotExist(COURSE));
 }
 
 #[test]
-fn set_recompletion_type_course_missing_beats_invalid_type() {
-    // Pins the domain's order (see the report: if `recompletiontype` is validated as a
-    // parameter at the API edge, `invalidparameter` comes first there).
+fn set_recompletion_invalid_type_beats_course_missing() {
+    // The type is a parameter (WS-CONTRACT §3.3): validated before the course check (§7).
     given::<Course>(vec![])
-        .when(SetRecompletionType {
-            course_exists: false,
-            ..set_type("foo")
-        })
-        .then_error(DomainError::CourseNotExist(COURSE));
+        .when(SetRecompletionType { course_exists: false, ..set_type("foo") })
+        .then_error(DomainError::InvalidSettingValue { name: "recompletiontype".into(), value: "foo".into() });
 }
 
 #[test]
@@ -2062,19 +1774,15 @@ fn course_history_folds_into_the_latest_type() {
 fn config_defaults_are_the_fresh_install_values() {
     let settings = given::<Config>(vec![]).state;
     assert_eq!(settings, Settings::default());
-    let values: Vec<_> = SETTING_NAMES
-        .iter()
-        .map(|n| settings.get(n).unwrap())
-        .collect();
+    let values: Vec<_> = SETTING_NAMES.iter().map(|n| settings.get(n).unwrap()).collect();
     assert_eq!(values, ["1", "5", "1", "enrol_semco", "0"]);
     assert_eq!(settings.role, DEFAULT_ROLE);
 }
 
 #[test]
 fn set_enabled_accepts_0_and_1() {
-    let state = given::<Config>(vec![])
-        .when(set_config("enabled", "0"))
-        .then_events(vec![config_changed("enabled", "1", "0")]);
+    let state =
+        given::<Config>(vec![]).when(set_config("enabled", "0")).then_events(vec![config_changed("enabled", "1", "0")]);
     assert!(!state.enabled);
     let state = given::<Config>(vec![config_changed("enabled", "1", "0")])
         .when(set_config("enabled", "1"))
@@ -2085,43 +1793,38 @@ fn set_enabled_accepts_0_and_1() {
 #[test]
 fn set_enabled_rejects_other_values() {
     for value in ["2", "true", "", " 1", "01", "-1"] {
-        given::<Config>(vec![])
-            .when(set_config("enabled", value))
-            .then_error(invalid_setting("enabled", value));
+        given::<Config>(vec![]).when(set_config("enabled", value)).then_error(invalid_setting("enabled", value));
     }
 }
 
 #[test]
 fn set_role_accepts_a_known_role() {
-    let state = given::<Config>(vec![])
-        .when(set_config("role", "3"))
-        .then_events(vec![config_changed("role", "5", "3")]);
+    let state =
+        given::<Config>(vec![]).when(set_config("role", "3")).then_events(vec![config_changed("role", "5", "3")]);
     assert_eq!(state.role, RoleId(3));
 }
 
 #[test]
 fn set_role_rejects_a_role_that_does_not_exist() {
     for value in ["9", "0", "-5"] {
-        given::<Config>(vec![])
-            .when(set_config("role", value))
-            .then_error(invalid_setting("role", value));
+        given::<Config>(vec![]).when(set_config("role", value)).then_error(invalid_setting("role", value));
     }
 }
 
 #[test]
 fn set_role_rejects_non_canonical_or_non_numeric_text() {
     for value in ["05", "+3", " 3", "3 ", "student", "", "3.0"] {
-        given::<Config>(vec![])
-            .when(set_config("role", value))
-            .then_error(invalid_setting("role", value));
+        given::<Config>(vec![]).when(set_config("role", value)).then_error(invalid_setting("role", value));
     }
 }
 
 #[test]
 fn set_recompletion_accepts_0_and_rejects_others() {
-    let state = given::<Config>(vec![])
-        .when(set_config("recompletion", "0"))
-        .then_events(vec![config_changed("recompletion", "1", "0")]);
+    let state = given::<Config>(vec![]).when(set_config("recompletion", "0")).then_events(vec![config_changed(
+        "recompletion",
+        "1",
+        "0",
+    )]);
     assert!(!state.recompletion);
     for value in ["2", "yes", ""] {
         given::<Config>(vec![])
@@ -2132,13 +1835,11 @@ fn set_recompletion_accepts_0_and_rejects_others() {
 
 #[test]
 fn set_overlap_rule_accepts_strict_and_rejects_others() {
-    let state = given::<Config>(vec![])
-        .when(set_config("overlap_rule", "strict"))
-        .then_events(vec![config_changed(
-            "overlap_rule",
-            "enrol_semco",
-            "strict",
-        )]);
+    let state = given::<Config>(vec![]).when(set_config("overlap_rule", "strict")).then_events(vec![config_changed(
+        "overlap_rule",
+        "enrol_semco",
+        "strict",
+    )]);
     assert_eq!(state.overlap_rule, OverlapRule::Strict);
     for value in ["foo", "Strict", "", "enrol-semco"] {
         given::<Config>(vec![])
@@ -2163,9 +1864,7 @@ fn set_allowaccountssameemail_accepts_1_and_rejects_others() {
 #[test]
 fn set_config_of_an_unknown_name_fails_with_unknown_setting() {
     for name in ["foo", "Enabled", "", "overlaprule"] {
-        given::<Config>(vec![])
-            .when(set_config(name, "1"))
-            .then_error(DomainError::UnknownSetting(name.to_owned()));
+        given::<Config>(vec![]).when(set_config(name, "1")).then_error(DomainError::UnknownSetting(name.to_owned()));
     }
 }
 
@@ -2185,13 +1884,9 @@ fn set_config_to_the_current_value_emits_nothing() {
         ("overlap_rule", "enrol_semco"),
         ("allowaccountssameemail", "0"),
     ] {
-        given::<Config>(vec![])
-            .when(set_config(name, value))
-            .then_events(vec![]);
+        given::<Config>(vec![]).when(set_config(name, value)).then_events(vec![]);
     }
-    given::<Config>(vec![config_changed("role", "5", "3")])
-        .when(set_config("role", "3"))
-        .then_events(vec![]);
+    given::<Config>(vec![config_changed("role", "5", "3")]).when(set_config("role", "3")).then_events(vec![]);
 }
 
 #[test]

@@ -7,14 +7,12 @@ const NAME: &str = "projections";
 
 fn schema_sql(backend: Backend) -> (&'static str, &'static str) {
     match backend {
-        Backend::Sqlite => (
-            include_str!("../../projections/sqlite/drop.sql"),
-            include_str!("../../projections/sqlite/schema.sql"),
-        ),
-        Backend::Postgres => (
-            include_str!("../../projections/postgres/drop.sql"),
-            include_str!("../../projections/postgres/schema.sql"),
-        ),
+        Backend::Sqlite => {
+            (include_str!("../../projections/sqlite/drop.sql"), include_str!("../../projections/sqlite/schema.sql"))
+        }
+        Backend::Postgres => {
+            (include_str!("../../projections/postgres/drop.sql"), include_str!("../../projections/postgres/schema.sql"))
+        }
     }
 }
 

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::domain::config::{Settings, SETTING_NAMES};
-use crate::domain::event::{CompletionEvent, ConfigEvent, CourseEvent, CourseCompletion, EnrolmentEvent, UnenrolReason};
+use crate::domain::event::{
+    CompletionEvent, ConfigEvent, CourseCompletion, CourseEvent, EnrolmentEvent, UnenrolReason,
+};
 use crate::domain::recompletion::RecompletionType;
 use crate::domain::LedgerEvent;
 use crate::store::log::StoredEvent;
@@ -104,20 +106,10 @@ impl ProjectionState {
         let modifier = stored.actor_user_id.unwrap_or(0);
         match event {
             LedgerEvent::Enrolment(e) => self.apply_enrolment(e, now, modifier, touched),
-            LedgerEvent::Completion(CompletionEvent::CompletionRecorded {
-                user_id,
-                course_id,
-                completion,
-            }) => {
+            LedgerEvent::Completion(CompletionEvent::CompletionRecorded { user_id, course_id, completion }) => {
                 let key = (user_id.0, course_id.0);
-                self.course_completions.insert(
-                    key,
-                    CompletionRow {
-                        userid: key.0,
-                        course: key.1,
-                        completion: *completion,
-                    },
-                );
+                self.course_completions
+                    .insert(key, CompletionRow { userid: key.0, course: key.1, completion: *completion });
                 touched.insert(RowKey::Completion(key.0, key.1));
             }
             LedgerEvent::Completion(CompletionEvent::CompletionReset {
@@ -202,12 +194,7 @@ impl ProjectionState {
                 touched.insert(RowKey::Enrol(instance_id.0));
                 touched.insert(RowKey::UserEnrolment(user_enrolment_id.0));
             }
-            EnrolmentEvent::EnrolmentEdited {
-                user_enrolment_id,
-                timestart,
-                timeend,
-                suspended,
-            } => {
+            EnrolmentEvent::EnrolmentEdited { user_enrolment_id, timestart, timeend, suspended } => {
                 if let Some(row) = self.user_enrolments.get_mut(&user_enrolment_id.0) {
                     if let Some(c) = timestart {
                         row.timestart = c.new;
@@ -230,11 +217,7 @@ impl ProjectionState {
                     touched.insert(RowKey::Enrol(row.id));
                 }
             }
-            EnrolmentEvent::Unenrolled {
-                user_enrolment_id,
-                reason,
-                ..
-            } => {
+            EnrolmentEvent::Unenrolled { user_enrolment_id, reason, .. } => {
                 if let Some(ue) = self.user_enrolments.remove(&user_enrolment_id.0) {
                     touched.insert(RowKey::UserEnrolment(ue.id));
                     if *reason != UnenrolReason::UserDeleted {

@@ -99,25 +99,13 @@ pub const RECOMPLETION_HISTORY: Table = Table {
     ],
     key_len: 1,
 };
-pub const COURSE_RECOMPLETION: Table = Table {
-    name: "course_recompletion",
-    columns: &[("course", Int), ("recompletiontype", Text)],
-    key_len: 1,
-};
-pub const LEDGER_CONFIG: Table = Table {
-    name: "ledger_config",
-    columns: &[("name", Text), ("value", Text)],
-    key_len: 1,
-};
+pub const COURSE_RECOMPLETION: Table =
+    Table { name: "course_recompletion", columns: &[("course", Int), ("recompletiontype", Text)], key_len: 1 };
+pub const LEDGER_CONFIG: Table =
+    Table { name: "ledger_config", columns: &[("name", Text), ("value", Text)], key_len: 1 };
 
-pub const ALL: [&Table; 6] = [
-    &ENROL,
-    &USER_ENROLMENTS,
-    &COURSE_COMPLETIONS,
-    &RECOMPLETION_HISTORY,
-    &COURSE_RECOMPLETION,
-    &LEDGER_CONFIG,
-];
+pub const ALL: [&Table; 6] =
+    [&ENROL, &USER_ENROLMENTS, &COURSE_COMPLETIONS, &RECOMPLETION_HISTORY, &COURSE_RECOMPLETION, &LEDGER_CONFIG];
 
 fn int(v: i64) -> SqlValue {
     SqlValue::Int(Some(v))

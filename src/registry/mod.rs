@@ -95,16 +95,11 @@ impl RegistryIndex {
             let deleted: i32 = row.try_get("deleted")?;
             index.users.insert(
                 id,
-                UserEntry {
-                    username: row.try_get("username")?,
-                    email: row.try_get("email")?,
-                    deleted: deleted != 0,
-                },
+                UserEntry { username: row.try_get("username")?, email: row.try_get("email")?, deleted: deleted != 0 },
             );
         }
-        for row in sqlx::query("SELECT id, shortname, idnumber, enablecompletion FROM courses")
-            .fetch_all(&db.pool)
-            .await?
+        for row in
+            sqlx::query("SELECT id, shortname, idnumber, enablecompletion FROM courses").fetch_all(&db.pool).await?
         {
             let enablecompletion: i32 = row.try_get("enablecompletion")?;
             index.courses.insert(
@@ -126,10 +121,21 @@ impl RegistryIndex {
 /// A registry change, applied in the writer's batch transaction.
 #[derive(Debug, Clone)]
 pub enum RegistryOp {
-    CreateUser { id: i64, user: NewUser, now: i64 },
-    CreateCourse { id: i64, course: NewCourse, now: i64 },
+    CreateUser {
+        id: i64,
+        user: NewUser,
+        now: i64,
+    },
+    CreateCourse {
+        id: i64,
+        course: NewCourse,
+        now: i64,
+    },
     /// Keeps the row (ids are never reused) but erases every personal field.
-    EraseUser { id: i64, now: i64 },
+    EraseUser {
+        id: i64,
+        now: i64,
+    },
 }
 
 impl RegistryOp {
@@ -209,11 +215,7 @@ impl RegistryOp {
             Self::CreateUser { id, user, .. } => {
                 index.users.insert(
                     *id,
-                    UserEntry {
-                        username: user.username.clone(),
-                        email: user.email.clone(),
-                        deleted: false,
-                    },
+                    UserEntry { username: user.username.clone(), email: user.email.clone(), deleted: false },
                 );
                 index.next_user_id = index.next_user_id.max(id + 1);
             }

@@ -27,15 +27,15 @@ pub struct StreamRef {
 
 impl StreamRef {
     pub fn new(stream_type: &'static str, key: impl Into<String>) -> Self {
-        Self {
-            stream_type,
-            key: key.into(),
-        }
+        Self { stream_type, key: key.into() }
     }
 
     /// The stream's UUID (v5 of `type/key`), the id esrs knows streams by.
     pub fn uuid(&self) -> uuid::Uuid {
-        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("enrol-ledger/{}/{}", self.stream_type, self.key).as_bytes())
+        uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            format!("enrol-ledger/{}/{}", self.stream_type, self.key).as_bytes(),
+        )
     }
 }
 
@@ -69,10 +69,7 @@ pub struct StoredEvent {
 impl StoredEvent {
     /// The domain event, upcast from its stored schema version.
     pub fn event(&self) -> Result<LedgerEvent, StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt {
-            position: self.position,
-            reason,
-        };
+        let corrupt = |reason: String| StoreError::Corrupt { position: self.position, reason };
         let value: serde_json::Value = serde_json::from_str(&self.payload).map_err(|e| corrupt(e.to_string()))?;
         let event = LedgerEvent::upcast(value, Some(self.schema_version as i32)).map_err(|e| corrupt(e.to_string()))?;
         if event.event_type() != self.event_type {
@@ -115,7 +112,10 @@ impl StoredEvent {
             stream_key: row.try_get("stream_key")?,
             stream_version: row.try_get("stream_version")?,
             event_type: row.try_get("event_type")?,
-            schema_version: row.try_get::<i32, _>("schema_version").map(i64::from).or_else(|_| row.try_get("schema_version"))?,
+            schema_version: row
+                .try_get::<i32, _>("schema_version")
+                .map(i64::from)
+                .or_else(|_| row.try_get("schema_version"))?,
             recorded_at: row.try_get("recorded_at")?,
             actor_user_id: row.try_get("actor_user_id")?,
             actor_token_id: row.try_get("actor_token_id")?,

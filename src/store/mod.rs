@@ -70,21 +70,15 @@ impl Db {
     /// A second, single-connection pool to the same database: the writer's own connection.
     pub async fn writer_connection(&self) -> Result<Self, StoreError> {
         let pool = options(self.backend).max_connections(1).min_connections(1).connect(&self.url).await?;
-        Ok(Self {
-            pool,
-            backend: self.backend,
-            url: self.url.clone(),
-        })
+        Ok(Self { pool, backend: self.backend, url: self.url.clone() })
     }
 
     /// Applies every migration not applied yet, then the projection schema if its version changed.
     /// Returns true when the projections must be rebuilt from the log.
     pub async fn migrate(&self) -> Result<bool, StoreError> {
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL)",
-        )
-        .execute(&self.pool)
-        .await?;
+        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL)")
+            .execute(&self.pool)
+            .await?;
         for (version, name, sql) in migrations(self.backend) {
             let applied: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
                 .bind(*version)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on both backends: SQLite (temporary files) and PostgreSQL.
+# Installs and starts PostgreSQL from Debian's packages when it is not there yet, creates the
+# test role and database, then runs `cargo test`. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG_VERSION=15
+PG_PORT="${ENROL_LEDGER_TEST_PG_PORT:-5432}"
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v pg_ctlcluster >/dev/null 2>&1 || [ ! -x /usr/lib/postgresql/$PG_VERSION/bin/postgres ]; then
+    echo "== installing PostgreSQL $PG_VERSION from Debian packages"
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "postgresql-$PG_VERSION" postgresql-client-$PG_VERSION
+fi
+if ! pg_lsclusters -h 2>/dev/null | awk '{print $1" "$2}' | grep -qx "$PG_VERSION main"; then
+    as_root pg_createcluster "$PG_VERSION" main -p "$PG_PORT"
+fi
+if ! pg_lsclusters -h | awk -v v="$PG_VERSION" '$1==v && $2=="main" {print $4}' | grep -qx online; then
+    echo "== starting PostgreSQL $PG_VERSION"
+    as_root pg_ctlcluster "$PG_VERSION" main start
+fi
+PG_PORT=$(pg_lsclusters -h | awk -v v="$PG_VERSION" '$1==v && $2=="main" {print $3}')
+psql_admin() { as_root runuser -u postgres -- psql -p "$PG_PORT" -v ON_ERROR_STOP=1 -qAt "$@"; }
+for _ in $(seq 1 30); do psql_admin -c 'SELECT 1' >/dev/null 2>&1 && break; sleep 1; done
+if [ "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = 'enrol_ledger'")" != 1 ]; then
+    psql_admin -c "CREATE ROLE enrol_ledger LOGIN PASSWORD 'enrol_ledger'"
+fi
+if [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = 'enrol_ledger_test'")" != 1 ]; then
+    psql_admin -c "CREATE DATABASE enrol_ledger_test OWNER enrol_ledger"
+fi
+export ENROL_LEDGER_TEST_PG="postgres://enrol_ledger:enrol_ledger@127.0.0.1:$PG_PORT/enrol_ledger_test"
+echo "== PostgreSQL ready at 127.0.0.1:$PG_PORT; running the test suite on SQLite and PostgreSQL"
+cargo test --all-targets "$@"

@@ -1,0 +1,104 @@
+//! The log refuses changes at the database level, and `verify` catches what a bypass changes.
+
+use enrol_ledger::app::audit;
+use enrol_ledger::store::{Backend, Db};
+
+use crate::on_both_backends;
+use crate::support::*;
+
+/// Three enrolments: positions 1..=3 are their `Enrolled` events.
+async fn seeded(backend: Backend) -> TestDb {
+    let test = TestDb::new(backend).await;
+    let ledger = test.ledger().await;
+    let course = create_course(&ledger, "C1", true).await;
+    for i in 0..3 {
+        let user = create_user(&ledger, &format!("u{i}")).await;
+        enrol(&ledger, user, course, &format!("B-{i}"), 0, 0).await;
+    }
+    test
+}
+
+/// Switches the append-only triggers off, as only someone with owner rights could.
+async fn bypass_triggers(db: &Db) {
+    let sql = match db.backend {
+        Backend::Postgres => "ALTER TABLE events DISABLE TRIGGER USER",
+        Backend::Sqlite => "DROP TRIGGER events_refuse_update; DROP TRIGGER events_refuse_delete;",
+    };
+    sqlx::raw_sql(sql).execute(&db.pool).await.expect("bypass triggers");
+}
+
+async fn log_refuses_update_and_delete(backend: Backend) {
+    let test = seeded(backend).await;
+    let update = sqlx::query("UPDATE events SET payload = '{}' WHERE position = 1").execute(&test.db.pool).await;
+    let message = update.expect_err("UPDATE must be refused").to_string();
+    assert!(message.contains("append-only"), "{message}");
+    let delete = sqlx::query("DELETE FROM events WHERE position = 2").execute(&test.db.pool).await;
+    assert!(delete.expect_err("DELETE must be refused").to_string().contains("append-only"));
+    if backend == Backend::Postgres {
+        let truncate = sqlx::query("TRUNCATE events").execute(&test.db.pool).await;
+        assert!(truncate.expect_err("TRUNCATE must be refused").to_string().contains("append-only"));
+    }
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&test.db.pool).await.unwrap();
+    assert_eq!(count, 3);
+    assert!(audit::verify(&test.db).await.unwrap().is_ok());
+}
+
+async fn verify_detects_changed_payload(backend: Backend) {
+    let test = seeded(backend).await;
+    bypass_triggers(&test.db).await;
+    sqlx::query("UPDATE events SET payload = REPLACE(payload, '\"timeend\":0', '\"timeend\":1') WHERE position = 2")
+        .execute(&test.db.pool)
+        .await
+        .unwrap();
+    let report = audit::verify(&test.db).await.unwrap();
+    assert!(!report.is_ok());
+    assert!(report.problems.iter().any(|p| p.starts_with("position 2: hash does not match")), "{:?}", report.problems);
+    // The altered payload also disagrees with the live projection row.
+    assert!(report.problems.iter().any(|p| p.contains("projection user_enrolments")), "{:?}", report.problems);
+}
+
+async fn verify_detects_removed_event(backend: Backend) {
+    let test = seeded(backend).await;
+    bypass_triggers(&test.db).await;
+    sqlx::query("DELETE FROM events WHERE position = 2").execute(&test.db.pool).await.unwrap();
+    let report = audit::verify(&test.db).await.unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.contains("position 3 follows position 1: 1 event(s) missing")),
+        "{:?}",
+        report.problems
+    );
+    assert!(report.problems.iter().any(|p| p.starts_with("position 3: hash does not match")), "{:?}", report.problems);
+}
+
+async fn verify_detects_reordered_events(backend: Backend) {
+    let test = seeded(backend).await;
+    bypass_triggers(&test.db).await;
+    for sql in [
+        "UPDATE events SET position = -2 WHERE position = 2",
+        "UPDATE events SET position = 2 WHERE position = 3",
+        "UPDATE events SET position = 3 WHERE position = -2",
+    ] {
+        sqlx::query(sql).execute(&test.db.pool).await.unwrap();
+    }
+    let report = audit::verify(&test.db).await.unwrap();
+    assert!(report.problems.iter().any(|p| p.starts_with("position 2: hash does not match")), "{:?}", report.problems);
+    assert!(report.problems.iter().any(|p| p.starts_with("position 3: hash does not match")), "{:?}", report.problems);
+}
+
+async fn verify_detects_tampered_projection(backend: Backend) {
+    let test = seeded(backend).await;
+    sqlx::query("UPDATE user_enrolments SET timeend = 99 WHERE id = 1").execute(&test.db.pool).await.unwrap();
+    let report = audit::verify(&test.db).await.unwrap();
+    assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+    assert!(report.problems.iter().all(|p| p.starts_with("projection user_enrolments")));
+    audit::rebuild(&test.db).await.unwrap();
+    assert!(audit::verify(&test.db).await.unwrap().is_ok());
+}
+
+on_both_backends!(
+    log_refuses_update_and_delete,
+    verify_detects_changed_payload,
+    verify_detects_removed_event,
+    verify_detects_reordered_events,
+    verify_detects_tampered_projection,
+);

@@ -1,0 +1,10 @@
+//! The one integration-test binary. Every behaviour test runs on SQLite and on PostgreSQL
+//! (`on_both_backends!`), against real databases and, for HTTP, the real router.
+
+mod support;
+
+mod cli;
+mod concurrency;
+mod log_integrity;
+mod rebuild_property;
+mod scenario;

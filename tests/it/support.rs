@@ -1,0 +1,161 @@
+//! Test harness: a fresh database per test on either backend, and small helpers that drive the
+//! ledger the way the API does.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use enrol_ledger::app::command::UserInput;
+use enrol_ledger::app::{Ledger, LedgerError, Outcome, Request};
+use enrol_ledger::registry::{NewCourse, NewUser};
+use enrol_ledger::store::log::Actor;
+use enrol_ledger::store::{Backend, Db};
+
+/// Where the PostgreSQL test database is; `scripts/test.sh` sets it.
+pub const PG_URL_VAR: &str = "ENROL_LEDGER_TEST_PG";
+
+/// A fresh, migrated database of one backend. SQLite lives in a temporary directory;
+/// PostgreSQL in a schema of its own (`search_path`), dropped at the end.
+pub struct TestDb {
+    pub db: Db,
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    schema: Option<(String, String)>,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn unique_name() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("t{}_{}_{}", std::process::id(), nanos % 1_000_000_000, COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn postgres_base_url() -> String {
+    std::env::var(PG_URL_VAR).unwrap_or_else(|_| {
+        panic!("{PG_URL_VAR} is not set: run the suite with scripts/test.sh, which starts PostgreSQL and sets it")
+    })
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        let (url, dir, schema) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+                (url, Some(dir), None)
+            }
+            Backend::Postgres => {
+                let base = postgres_base_url();
+                let schema = unique_name();
+                let admin = Db::connect(&base).await.expect("connect to the PostgreSQL test database");
+                sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin.pool).await.expect("create schema");
+                admin.pool.close().await;
+                let sep = if base.contains('?') { '&' } else { '?' };
+                (format!("{base}{sep}options=-c%20search_path%3D{schema}"), None, Some((base, schema)))
+            }
+        };
+        let db = enrol_ledger::cli::open(&url).await.expect("open and migrate");
+        Self { db, url, _dir: dir, schema }
+    }
+
+    pub async fn ledger(&self) -> Ledger {
+        Ledger::start(self.db.clone()).await.expect("start the ledger")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((base, schema)) = self.schema.take() {
+            // Best effort, on a thread of its own: Drop cannot await inside the test's runtime.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                rt.block_on(async {
+                    let admin = Db::connect(&base).await.ok()?;
+                    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin.pool).await.ok()
+                })
+            })
+            .join();
+        }
+    }
+}
+
+/// Runs an async test body on SQLite and on PostgreSQL, as two named tests.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(enrol_ledger::store::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(enrol_ledger::store::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+pub fn actor() -> Actor {
+    Actor { user_id: Some(3), token_id: Some(1), request_id: unique_name() }
+}
+
+pub async fn submit(ledger: &Ledger, request: Request) -> Result<Outcome, LedgerError> {
+    ledger.submit(request, actor()).await
+}
+
+pub async fn create_user(ledger: &Ledger, username: &str) -> i64 {
+    let input = UserInput {
+        user: NewUser {
+            username: username.to_owned(),
+            auth: "manual".into(),
+            firstname: "First".into(),
+            lastname: format!("Last {username}"),
+            email: format!("{username}@example.org"),
+            lang: "en".into(),
+            profile: vec![("semco_userid".into(), format!("S-{username}"))],
+            ..NewUser::default()
+        },
+        password_given: false,
+        createpassword: true,
+    };
+    match submit(ledger, Request::CreateUsers(vec![input])).await {
+        Ok(Outcome::UsersCreated(created)) => created[0].0,
+        other => panic!("create user {username}: {other:?}"),
+    }
+}
+
+pub async fn create_course(ledger: &Ledger, shortname: &str, enablecompletion: bool) -> i64 {
+    let course = NewCourse {
+        fullname: format!("Course {shortname}"),
+        shortname: shortname.to_owned(),
+        categoryid: 1,
+        visible: true,
+        enablecompletion,
+        ..NewCourse::default()
+    };
+    match submit(ledger, Request::CreateCourses(vec![course])).await {
+        Ok(Outcome::CoursesCreated(created)) => created[0].0,
+        other => panic!("create course {shortname}: {other:?}"),
+    }
+}
+
+pub fn enrol_request(user_id: i64, course_id: i64, booking: &str, timestart: i64, timeend: i64) -> Request {
+    Request::Enrol {
+        user_id,
+        course_id,
+        booking_id: booking.to_owned(),
+        timestart,
+        timeend,
+        suspend: false,
+        require_recompletion: false,
+    }
+}
+
+/// Enrols and returns the user enrolment id (`enrolid`).
+pub async fn enrol(ledger: &Ledger, user_id: i64, course_id: i64, booking: &str, timestart: i64, timeend: i64) -> i64 {
+    match submit(ledger, enrol_request(user_id, course_id, booking, timestart, timeend)).await {
+        Ok(Outcome::Enrolled { enrolid, .. }) => enrolid,
+        other => panic!("enrol {booking}: {other:?}"),
+    }
+}
