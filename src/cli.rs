@@ -61,6 +61,27 @@ pub enum Command {
     },
     /// Remove orphaned SEMCO enrolment instances now.
     Cleanup,
+    /// Web-service tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Create a token; it is printed alone on the last line of stdout, and never again.
+    Create {
+        /// enrol_semco, ledger_admin, ledger_lms or ledger_audit.
+        #[arg(long)]
+        service: String,
+        /// RFC 3339 time after which the token stops working.
+        #[arg(long)]
+        valid_until: Option<String>,
+        /// Comma-separated IP addresses and CIDR ranges the token may be used from.
+        #[arg(long)]
+        ip: Option<String>,
+    },
 }
 
 pub fn main(cli: Cli) -> ExitCode {
@@ -89,13 +110,15 @@ pub fn main(cli: Cli) -> ExitCode {
 
 type CliResult = Result<ExitCode, Box<dyn std::error::Error + Send + Sync>>;
 
-/// Opens and migrates the database, rebuilding the projections if their definition changed.
-pub async fn open(url: &str) -> Result<Db, crate::store::StoreError> {
+/// Opens and migrates the database, rebuilding the projections if their definition changed,
+/// and on an empty database does the plugin installer's work (printing each step).
+pub async fn open(url: &str) -> Result<Db, Box<dyn std::error::Error + Send + Sync>> {
     let db = Db::connect(url).await?;
     if db.migrate().await? {
         let count = audit::rebuild(&db).await?;
         tracing::info!(events = count, "projections rebuilt");
     }
+    crate::api::install::run(&db).await?;
     Ok(db)
 }
 
@@ -158,6 +181,30 @@ async fn run(cli: Cli) -> CliResult {
             for row in rows {
                 println!("{}", serde_json::to_string(&row)?);
             }
+        }
+        Command::Token { action: TokenAction::Create { service, valid_until, ip } } => {
+            if !crate::api::services::ALL.contains(&service.as_str()) {
+                return Err(format!("unknown service {service:?}: use one of {:?}", crate::api::services::ALL).into());
+            }
+            let valid_until = match valid_until {
+                None => 0,
+                Some(text) => {
+                    let time = chrono::DateTime::parse_from_rfc3339(&text)
+                        .map_err(|e| format!("--valid-until {text:?}: {e}"))?;
+                    if time.timestamp() <= chrono::Utc::now().timestamp() {
+                        return Err(format!("--valid-until {text} is in the past").into());
+                    }
+                    time.timestamp()
+                }
+            };
+            let ip = ip.unwrap_or_default();
+            if !crate::api::tokens::valid_ip_list(&ip) {
+                return Err(format!("--ip {ip:?}: expected IP addresses or CIDR ranges, comma-separated").into());
+            }
+            let user = crate::api::services::service_user(&service);
+            let token = crate::api::tokens::create(&db, &service, user, valid_until, &ip).await?;
+            println!("created a token for service {service} (user {user}); it is shown only now:");
+            println!("{token}");
         }
         Command::Cleanup => {
             let ledger = Ledger::start(db).await?;

@@ -7,6 +7,14 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 
+pub mod errors;
+pub mod functions;
+pub mod install;
+pub mod rest;
+pub mod services;
+pub mod tokens;
+pub mod wire;
+
 use crate::app::Ledger;
 
 /// Per-server settings the handlers need.
@@ -20,11 +28,16 @@ pub struct Settings {
 pub struct AppState {
     pub ledger: Ledger,
     pub settings: Arc<Settings>,
+    pub tokens: Arc<tokens::TokenCache>,
 }
 
 pub fn router(ledger: Ledger, settings: Settings) -> Router {
-    let state = AppState { ledger, settings: Arc::new(settings) };
-    Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(readyz)).with_state(state)
+    let state = AppState { ledger, settings: Arc::new(settings), tokens: Arc::default() };
+    Router::new()
+        .route(rest::PATH, get(rest::handle).post(rest::handle))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
@@ -41,7 +54,8 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
 pub async fn serve(ledger: Ledger, listen: &str, settings: Settings) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(address = %listener.local_addr()?, base_url = %settings.base_url, "enrol-ledger listening");
-    axum::serve(listener, router(ledger, settings)).with_graceful_shutdown(shutdown_signal()).await
+    let app = router(ledger, settings).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

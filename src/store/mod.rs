@@ -139,8 +139,14 @@ type Migration = (i64, &'static str, &'static str);
 
 fn migrations(backend: Backend) -> &'static [Migration] {
     match backend {
-        Backend::Sqlite => &[(1, "event_log", include_str!("../../migrations/sqlite/0001_event_log.sql"))],
-        Backend::Postgres => &[(1, "event_log", include_str!("../../migrations/postgres/0001_event_log.sql"))],
+        Backend::Sqlite => &[
+            (1, "event_log", include_str!("../../migrations/sqlite/0001_event_log.sql")),
+            (2, "tokens", include_str!("../../migrations/sqlite/0002_tokens.sql")),
+        ],
+        Backend::Postgres => &[
+            (1, "event_log", include_str!("../../migrations/postgres/0001_event_log.sql")),
+            (2, "tokens", include_str!("../../migrations/postgres/0002_tokens.sql")),
+        ],
     }
 }
 

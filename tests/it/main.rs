@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod concurrency;
+mod http;
 mod log_integrity;
 mod rebuild_property;
 mod scenario;

@@ -1,0 +1,119 @@
+//! The one place where ledger failures become Moodle errors (code, English message, class).
+
+use super::wire::encode::{WsError, DML_MISSING_RECORD_EXCEPTION, MOODLE_EXCEPTION};
+use crate::app::command::RegistryError;
+use crate::app::LedgerError;
+use crate::domain::DomainError;
+
+/// The maximum number of enrolment IDs `enrol_semco_get_course_completions` accepts.
+pub const COMPLETIONS_IDS_MAX: usize = 100;
+
+fn semco(code: &str, message: impl Into<String>) -> WsError {
+    WsError::new(MOODLE_EXCEPTION, code, message)
+}
+
+const DUPLICATE_MUST_CHANGE: &str = "If you want to edit the enrolment without changing the SEMCO booking ID, \
+simply do not pass the booking ID as parameter. If you want to edit the enrolment and change the SEMCO booking ID, \
+make sure that you do not set it to an ID which exists somewhere else in the system already.";
+const RECOMPLETION_TOO_OLD: &str = "The local_recompletion plugin is not installed or too old.";
+
+/// The URL enrol_semco's recompletion errors point to.
+pub fn recompletion_settings_url(base_url: &str, course: i64) -> String {
+    format!("{}/local/recompletion/recompletion.php?id={course}", base_url.trim_end_matches('/'))
+}
+
+pub fn domain_error(error: &DomainError, base_url: &str) -> WsError {
+    use DomainError::*;
+    match error {
+        PluginNotEnabled => semco("semcopluginnotenabled", "The SEMCO enrolment plugin is not enabled currently."),
+        RecompletionNotInstalled => semco(
+            "localrecompletionnotinstalled",
+            format!("{RECOMPLETION_TOO_OLD} Please install / update local_recompletion to allow this webservice function to do its job."),
+        ),
+        CourseNotExist(id) => semco("coursenotexist", format!("The given course ({id}) does not exist.")),
+        EnrolNoUserInstance(id) => {
+            semco("enrolnouserinstance", format!("The given user enrolment instance ({id}) does not exist."))
+        }
+        UserNotExist(id) => semco("usernotexist", format!("The given user ({id}) does not exist.")),
+        BookingIdEmpty => semco("bookingidempty", "The SEMCO booking ID field must not be empty."),
+        BookingIdDuplicate(b) => {
+            semco("bookingidduplicate", format!("There is already an enrolment instance with this SEMCO booking ID ({b})."))
+        }
+        BookingIdDuplicateMustChange(b) => semco(
+            "bookingidduplicatemustchange",
+            format!("There is already an enrolment instance with this SEMCO booking ID ({b}). {DUPLICATE_MUST_CHANGE}"),
+        ),
+        TimestartInvalid => semco("timestartinvalid", "The Timestart field must be greater than or equal to zero."),
+        TimeendInvalid => semco("timeendinvalid", "The Timeend field must be greater than or equal to zero."),
+        TimestartEndOrder => semco("timestartendorder", "The Timestart field must not be greater than the Timeend field."),
+        BookingOverlap => semco(
+            "bookingoverlap",
+            "There is already an enrolment instance with an enrolment period which overlaps with the given enrolment period. However, overlapping enrolment periods are not supported.",
+        ),
+        RecompletionNotExpectable => semco(
+            "localrecompletionnotexpectable",
+            format!("{RECOMPLETION_TOO_OLD} Please install / update local_recompletion before you use the requirerecompletion parameter of this webservice function."),
+        ),
+        RecompletionNotEnabled(course) => semco(
+            "localrecompletionnotenabled",
+            format!(
+                "Course recompletion is not enabled at all in the course's recompletion settings. Please go to {} and set the 'Recompletion type' to 'On demand'.",
+                recompletion_settings_url(base_url, course.0)
+            ),
+        ),
+        RecompletionNotOnDemand(course) => semco(
+            "localrecompletionnotondemand",
+            format!(
+                "Course recompletion is not set to 'On demand' in the course's recompletion settings. Please go to {} and set the 'Recompletion type' to 'On demand'.",
+                recompletion_settings_url(base_url, course.0)
+            ),
+        ),
+        TimeCompletedInvalid => WsError::invalid_parameter("timecompleted must be greater than 0"),
+        UnknownSetting(name) => WsError::invalid_parameter(format!("Unknown setting: {name}")),
+        InvalidSettingValue { name, value } => {
+            WsError::invalid_parameter(format!("Invalid value \"{value}\" for {name}"))
+        }
+    }
+}
+
+pub fn registry_error(error: &RegistryError) -> WsError {
+    use RegistryError::*;
+    match error {
+        UserMissing(_) => WsError::new(DML_MISSING_RECORD_EXCEPTION, "invaliduser", "Invalid user"),
+        AdminNoDelete => semco("useradminodelete", "Administrator accounts cannot be deleted."),
+        SelfDelete => semco("usernotdeletederror", "User not deleted - error"),
+        ShortnameTaken(name) => {
+            semco("shortnametaken", format!("Short name is already used for another course ({name})"))
+        }
+        IdnumberTaken(idnumber) => {
+            semco("courseidnumbertaken", format!("ID number is already used for another course ({idnumber})"))
+        }
+        CategoryMissing(_) => WsError::new(
+            DML_MISSING_RECORD_EXCEPTION,
+            "invalidrecord",
+            "Can't find data record in database table course_categories.",
+        ),
+        // The remaining ones are Moodle's invalid_parameter_exception with the text as debuginfo.
+        other => WsError::invalid_parameter(other.to_string()),
+    }
+}
+
+/// Maps any ledger failure; a storage failure is logged with the request id and answered with
+/// Moodle's generic database write error, never with internal text.
+pub fn ledger_error(error: &LedgerError, base_url: &str, request_id: &str) -> WsError {
+    match error {
+        LedgerError::Domain(e) => domain_error(e, base_url),
+        LedgerError::Registry(e) => registry_error(e),
+        LedgerError::Unavailable(cause) => {
+            tracing::error!(request_id, %cause, "write failed");
+            WsError::new("dml_write_exception", "dmlwriteexception", "Error writing to database")
+        }
+    }
+}
+
+pub fn completions_max() -> WsError {
+    semco(
+        "getcoursecompletionsmaxrequest",
+        format!("You passed more than the maximum amount of enrolment IDs (which is {COMPLETIONS_IDS_MAX})."),
+    )
+}

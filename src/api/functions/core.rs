@@ -1,0 +1,515 @@
+//! The Moodle core functions SEMCO and other integrations call (MOODLE-REFERENCE.md §6), over
+//! the ledger's registries.
+
+use sqlx::Row;
+
+use super::{boolean, get, get_i64, get_str, int, raw, text, warnings, Call, Function};
+use super::{ParamsFn, ReturnsFn};
+use crate::api::services;
+use crate::api::wire::encode::WsError;
+use crate::api::wire::params::{Desc, ParamType, Value};
+use crate::app::command::UserInput;
+use crate::app::{Outcome, Request};
+use crate::registry::{NewCourse, NewUser, SEMCO_PROFILE_FIELDS};
+
+fn value(ty: ParamType, desc: &'static str) -> Desc {
+    Desc::value(ty, desc)
+}
+
+/// The optional user fields `core_user_create_users` accepts; the ledger keeps none of them.
+const OPTIONAL_USER_TEXT: [&str; 17] = [
+    "maildisplay",
+    "city",
+    "country",
+    "timezone",
+    "description",
+    "firstnamephonetic",
+    "lastnamephonetic",
+    "middlename",
+    "alternatename",
+    "interests",
+    "institution",
+    "department",
+    "phone1",
+    "phone2",
+    "address",
+    "theme",
+    "mailformat",
+];
+
+fn create_users_params() -> Vec<(&'static str, Desc)> {
+    let mut user = vec![
+        ("createpassword", boolean("True if password should be created and mailed to user.").optional()),
+        ("username", value(ParamType::Username, "Username policy is defined in Moodle security config.")),
+        (
+            "auth",
+            value(ParamType::Auth, "Auth plugins include manual, ldap, etc").with_default(Value::Str("manual".into())),
+        ),
+        ("password", raw("Plain text password consisting of any characters").optional()),
+        ("firstname", value(ParamType::NoTags, "The first name(s) of the user")),
+        ("lastname", value(ParamType::NoTags, "The family name of the user")),
+        ("email", value(ParamType::RawTrimmed, "A valid and unique email address")),
+        (
+            "idnumber",
+            raw("An arbitrary ID code number perhaps from the institution").with_default(Value::Str(String::new())),
+        ),
+        (
+            "lang",
+            value(ParamType::Lang, "Language code such as \"en\", must exist on server")
+                .with_default(Value::Str("en".into())),
+        ),
+        (
+            "calendartype",
+            value(ParamType::AlphaNumExt, "Calendar type such as \"gregorian\", must exist on server")
+                .with_default(Value::Str("gregorian".into())),
+        ),
+    ];
+    user.extend(OPTIONAL_USER_TEXT.iter().map(|name| (*name, raw("Optional user field").optional())));
+    user.push((
+        "customfields",
+        Desc::multiple(Desc::single(vec![
+            ("type", value(ParamType::AlphaNumExt, "The name of the custom field")),
+            ("value", raw("The value of the custom field")),
+        ]))
+        .optional(),
+    ));
+    user.push((
+        "preferences",
+        Desc::multiple(Desc::single(vec![
+            ("type", raw("The name of the preference")),
+            ("value", raw("The value of the preference")),
+        ]))
+        .optional(),
+    ));
+    vec![("users", Desc::multiple(Desc::single(user)))]
+}
+
+fn user_details() -> Desc {
+    Desc::single(vec![
+        ("id", int("ID of the user")),
+        ("username", raw("The username").optional()),
+        ("firstname", value(ParamType::NoTags, "The first name(s) of the user").optional()),
+        ("lastname", value(ParamType::NoTags, "The family name of the user").optional()),
+        ("fullname", value(ParamType::NoTags, "The fullname of the user")),
+        ("email", text("An email address - allow email as root@localhost").optional()),
+        ("idnumber", raw("An arbitrary ID code number perhaps from the institution").optional()),
+        ("auth", value(ParamType::Auth, "Auth plugins include manual, ldap, etc").optional()),
+        (
+            "suspended",
+            boolean("Suspend user account, either false to enable user login or true to disable it").optional(),
+        ),
+        ("confirmed", boolean("Active user: 1 if confirmed, 0 otherwise").optional()),
+        ("lang", raw("Language code such as \"en\", must exist on server").optional()),
+        ("profileimageurlsmall", raw("User image profile URL - small version")),
+        ("profileimageurl", raw("User image profile URL - big version")),
+        (
+            "customfields",
+            Desc::multiple(Desc::single(vec![
+                ("type", value(ParamType::AlphaNumExt, "The type of the custom field - text field, checkbox...")),
+                ("value", raw("The value of the custom field")),
+                ("displayvalue", raw("The value of the custom field for display").optional()),
+                ("name", raw("The name of the custom field")),
+                (
+                    "shortname",
+                    raw("The shortname of the custom field - to be able to build the field class in the code"),
+                ),
+            ]))
+            .optional(),
+        ),
+    ])
+}
+
+fn course_details() -> Desc {
+    Desc::single(vec![
+        ("id", int("course id")),
+        ("fullname", text("course full name")),
+        ("displayname", text("course display name")),
+        ("shortname", text("course short name")),
+        ("categoryid", int("category id")),
+        ("categoryname", text("category name")),
+        ("summary", raw("summary")),
+        ("summaryformat", int("summary format")),
+        ("enrollmentmethods", Desc::multiple(value(ParamType::AlphaNumExt, "enrollment method"))),
+        ("idnumber", raw("Id number").optional()),
+        ("format", value(ParamType::AlphaNumExt, "Course format").optional()),
+        ("startdate", int("Timestamp when the course start").optional()),
+        ("enddate", int("Timestamp when the course end").optional()),
+        ("visible", boolean("1: available to student, 0:not available").optional()),
+        ("enablecompletion", boolean("Completion enabled? 1: yes 0: no").optional()),
+        ("timecreated", int("Time created").optional()),
+        ("timemodified", int("Last time modified").optional()),
+    ])
+}
+
+fn create_courses_params() -> Vec<(&'static str, Desc)> {
+    vec![(
+        "courses",
+        Desc::multiple(Desc::single(vec![
+            ("fullname", text("full name")),
+            ("shortname", text("course short name")),
+            ("categoryid", int("category id")),
+            ("idnumber", raw("id number").optional()),
+            ("summary", raw("summary").optional()),
+            ("summaryformat", int("summary format").with_default(Value::Int(1))),
+            ("format", value(ParamType::AlphaNumExt, "course format").with_default(Value::Str("topics".into()))),
+            ("showgrades", int("1 if grades are shown, otherwise 0").with_default(Value::Int(1))),
+            ("newsitems", int("number of recent items appearing on the course page").with_default(Value::Int(5))),
+            ("startdate", int("timestamp when the course start").optional()),
+            ("enddate", int("timestamp when the course end").optional()),
+            ("maxbytes", int("largest size of file that can be uploaded into the course").with_default(Value::Int(0))),
+            ("showreports", int("are activity report shown (yes = 1, no =0)").with_default(Value::Int(0))),
+            ("visible", int("1: available to student, 0:not available").optional()),
+            ("groupmode", int("no group, separate, visible").with_default(Value::Int(0))),
+            ("groupmodeforce", int("1: yes, 0: no").with_default(Value::Int(0))),
+            ("defaultgroupingid", int("default grouping id").with_default(Value::Int(0))),
+            (
+                "enablecompletion",
+                int("Enabled, control via completion and activity settings. Disabled, not shown in activity settings.")
+                    .optional(),
+            ),
+            ("completionnotify", int("1: yes 0: no").optional()),
+            ("lang", value(ParamType::AlphaNumExt, "forced course language").optional()),
+            ("forcetheme", value(ParamType::AlphaNumExt, "name of the force theme").optional()),
+        ])),
+    )]
+}
+
+pub fn describe(name: &'static str) -> Option<Function> {
+    let (params, returns): (ParamsFn, ReturnsFn) = match name {
+        "core_user_create_users" => (create_users_params, || {
+            Some(Desc::multiple(Desc::single(vec![("id", int("user id")), ("username", raw("user name"))])))
+        }),
+        "core_user_delete_users" => (|| vec![("userids", Desc::multiple(int("user ID")))], || None),
+        "core_user_get_users_by_field" => (
+            || {
+                vec![
+                    ("field", value(ParamType::Alpha, "the search field")),
+                    ("values", Desc::multiple(raw("the value to match"))),
+                ]
+            },
+            || Some(Desc::multiple(user_details())),
+        ),
+        "core_course_get_courses_by_field" => (
+            || {
+                vec![
+                    ("field", value(ParamType::Alpha, "The field to search").with_default(Value::Str(String::new()))),
+                    ("value", raw("The value to match").with_default(Value::Str(String::new()))),
+                ]
+            },
+            || Some(Desc::single(vec![("courses", Desc::multiple(course_details())), ("warnings", warnings())])),
+        ),
+        "core_course_create_courses" => (create_courses_params, || {
+            Some(Desc::multiple(Desc::single(vec![("id", int("course id")), ("shortname", raw("short name"))])))
+        }),
+        "core_webservice_get_site_info" => (
+            || {
+                vec![(
+                    "serviceshortnames",
+                    Desc::multiple(value(ParamType::AlphaNumExt, "service shortname"))
+                        .with_default(Value::List(Vec::new())),
+                )]
+            },
+            || {
+                Some(Desc::single(vec![
+                    ("sitename", raw("site name")),
+                    ("username", raw("username")),
+                    ("firstname", text("first name")),
+                    ("lastname", text("last name")),
+                    ("fullname", text("user full name")),
+                    ("lang", value(ParamType::Lang, "Current language.")),
+                    ("userid", int("user id")),
+                    ("siteurl", raw("site url")),
+                    ("userpictureurl", raw("the user profile picture")),
+                    (
+                        "functions",
+                        Desc::multiple(Desc::single(vec![
+                            ("name", raw("function name")),
+                            ("version", text("The version number of the component to which the function belongs")),
+                        ])),
+                    ),
+                    ("downloadfiles", int("1 if users are allowed to download files, 0 if not").optional()),
+                    ("uploadfiles", int("1 if users are allowed to upload files, 0 if not").optional()),
+                    ("release", text("Moodle release number").optional()),
+                    ("version", text("Moodle version number").optional()),
+                    ("userissiteadmin", boolean("Whether the user is a site admin or not.").optional()),
+                ]))
+            },
+        ),
+        _ => return None,
+    };
+    Some(Function { name, params, returns })
+}
+
+pub async fn execute(call: &Call<'_>, name: &str, p: Value) -> Result<Value, WsError> {
+    match name {
+        "core_user_create_users" => create_users(call, &p).await,
+        "core_user_delete_users" => {
+            let ids = get(&p, "userids").as_list().unwrap_or_default().iter().filter_map(Value::as_i64).collect();
+            call.submit(Request::DeleteUsers(ids)).await?;
+            Ok(Value::Null)
+        }
+        "core_user_get_users_by_field" => get_users_by_field(call, &p).await,
+        "core_course_get_courses_by_field" => get_courses_by_field(call, &p).await,
+        "core_course_create_courses" => create_courses(call, &p).await,
+        "core_webservice_get_site_info" => site_info(call).await,
+        _ => Err(WsError::invalid_parameter("Unknown function")),
+    }
+}
+
+async fn create_users(call: &Call<'_>, p: &Value) -> Result<Value, WsError> {
+    let inputs = get(p, "users")
+        .as_list()
+        .unwrap_or_default()
+        .iter()
+        .map(|u| UserInput {
+            user: NewUser {
+                username: get_str(u, "username"),
+                auth: get_str(u, "auth"),
+                firstname: get_str(u, "firstname"),
+                lastname: get_str(u, "lastname"),
+                email: get_str(u, "email"),
+                idnumber: get_str(u, "idnumber"),
+                lang: get_str(u, "lang"),
+                profile: get(u, "customfields")
+                    .as_list()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|f| (get_str(f, "type"), get_str(f, "value")))
+                    .collect(),
+            },
+            password_given: u.get("password").is_some(),
+            createpassword: get(u, "createpassword").as_bool().unwrap_or(false),
+        })
+        .collect();
+    match call.submit(Request::CreateUsers(inputs)).await? {
+        Outcome::UsersCreated(created) => Ok(Value::List(
+            created
+                .into_iter()
+                .map(|(id, username)| {
+                    Value::Struct(vec![("id".into(), Value::Int(id)), ("username".into(), Value::Str(username))])
+                })
+                .collect(),
+        )),
+        other => Err(call.store_error(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+async fn get_users_by_field(call: &Call<'_>, p: &Value) -> Result<Value, WsError> {
+    let field = get_str(p, "field");
+    let column = match field.as_str() {
+        "id" | "idnumber" | "username" | "email" => field.clone(),
+        _ => {
+            return Err(WsError::new(
+                crate::api::wire::encode::CODING_EXCEPTION,
+                "codingerror",
+                "Coding error detected, it must be fixed by a programmer: invalid field parameter",
+            ))
+        }
+    };
+    let mut out = Vec::new();
+    let pool = &call.ledger.db.pool;
+    for wanted in get(p, "values").as_list().unwrap_or_default().iter().filter_map(Value::as_str) {
+        let rows = if column == "id" {
+            let Ok(id) = wanted.parse::<i64>() else { continue };
+            sqlx::query("SELECT * FROM users WHERE id = $1 AND deleted = 0").bind(id).fetch_all(pool).await
+        } else {
+            sqlx::query(&format!("SELECT * FROM users WHERE {column} = $1 AND deleted = 0 ORDER BY id"))
+                .bind(wanted.to_owned())
+                .fetch_all(pool)
+                .await
+        }
+        .map_err(|e| call.store_error(e))?;
+        for row in rows {
+            out.push(user_value(call, &row).await.map_err(|e| call.store_error(e))?);
+        }
+    }
+    Ok(Value::List(out))
+}
+
+async fn user_value(call: &Call<'_>, row: &sqlx::any::AnyRow) -> Result<Value, sqlx::Error> {
+    let id: i64 = row.try_get("id")?;
+    let firstname: String = row.try_get("firstname")?;
+    let lastname: String = row.try_get("lastname")?;
+    let profile: Vec<(String, String)> =
+        sqlx::query_as("SELECT shortname, data FROM user_profile_data WHERE userid = $1 ORDER BY shortname")
+            .bind(id)
+            .fetch_all(&call.ledger.db.pool)
+            .await?;
+    let picture = format!("{}/theme/image.php/boost/core/1/u/f1", call.base_url.trim_end_matches('/'));
+    let custom = SEMCO_PROFILE_FIELDS
+        .iter()
+        .filter_map(|(shortname, label)| {
+            let (_, data) = profile.iter().find(|(s, _)| s == shortname)?;
+            Some(Value::Struct(vec![
+                ("type".into(), Value::Str("text".into())),
+                ("value".into(), Value::Str(data.clone())),
+                ("displayvalue".into(), Value::Str(data.clone())),
+                ("name".into(), Value::Str((*label).into())),
+                ("shortname".into(), Value::Str((*shortname).into())),
+            ]))
+        })
+        .collect::<Vec<_>>();
+    let mut fields = vec![
+        ("id".into(), Value::Int(id)),
+        ("username".into(), Value::Str(row.try_get("username")?)),
+        ("firstname".into(), Value::Str(firstname.clone())),
+        ("lastname".into(), Value::Str(lastname.clone())),
+        ("fullname".into(), Value::Str(format!("{firstname} {lastname}"))),
+        ("email".into(), Value::Str(row.try_get("email")?)),
+        ("idnumber".into(), Value::Str(row.try_get("idnumber")?)),
+        ("auth".into(), Value::Str(row.try_get("auth")?)),
+        ("suspended".into(), Value::Bool(row.try_get::<i32, _>("suspended")? != 0)),
+        ("confirmed".into(), Value::Bool(true)),
+        ("lang".into(), Value::Str(row.try_get("lang")?)),
+        ("profileimageurlsmall".into(), Value::Str(format!("{picture}2"))),
+        ("profileimageurl".into(), Value::Str(picture)),
+    ];
+    if !custom.is_empty() {
+        fields.push(("customfields".into(), Value::List(custom)));
+    }
+    Ok(Value::Struct(fields))
+}
+
+async fn get_courses_by_field(call: &Call<'_>, p: &Value) -> Result<Value, WsError> {
+    let field = get_str(p, "field");
+    let wanted = get_str(p, "value");
+    let (condition, binds): (&str, Vec<String>) = match field.as_str() {
+        "" => ("1 = 1", vec![]),
+        "id" => ("CAST(id AS TEXT) = $1", vec![wanted.clone()]),
+        "shortname" => ("shortname = $1", vec![wanted.clone()]),
+        "idnumber" => ("idnumber = $1", vec![wanted.clone()]),
+        "category" => ("CAST(categoryid AS TEXT) = $1", vec![wanted.clone()]),
+        "ids" => ("1 = 1", vec![]),
+        _ => return Err(WsError::invalid_parameter("Invalid field name")),
+    };
+    let sql = format!("SELECT * FROM courses WHERE {condition} ORDER BY id");
+    let mut query = sqlx::query(&sql);
+    for b in binds {
+        query = query.bind(b);
+    }
+    let pool = &call.ledger.db.pool;
+    let rows = query.fetch_all(pool).await.map_err(|e| call.store_error(e))?;
+    let id_list: Vec<i64> = wanted.split(',').filter_map(|s| s.trim().parse().ok()).collect();
+    let enabled: Option<String> = sqlx::query_scalar("SELECT value FROM ledger_config WHERE name = 'enabled'")
+        .fetch_optional(pool)
+        .await
+        .map_err(|e| call.store_error(e))?;
+    let mut courses = Vec::new();
+    for row in rows {
+        let read = async {
+            let id: i64 = row.try_get("id")?;
+            if field == "ids" && !id_list.contains(&id) {
+                return Ok::<Option<Value>, sqlx::Error>(None);
+            }
+            // One `semco` entry per live SEMCO instance, none while the plugin is disabled.
+            let instances: i64 = if enabled.as_deref() == Some("0") {
+                0
+            } else {
+                sqlx::query_scalar("SELECT COUNT(*) FROM enrol WHERE courseid = $1 AND enrol = 'semco' AND status = 0")
+                    .bind(id)
+                    .fetch_one(pool)
+                    .await?
+            };
+            let fullname: String = row.try_get("fullname")?;
+            Ok(Some(Value::Struct(vec![
+                ("id".into(), Value::Int(id)),
+                ("fullname".into(), Value::Str(fullname.clone())),
+                ("displayname".into(), Value::Str(fullname)),
+                ("shortname".into(), Value::Str(row.try_get("shortname")?)),
+                ("categoryid".into(), Value::Int(row.try_get("categoryid")?)),
+                ("categoryname".into(), Value::Str("Category 1".into())),
+                ("summary".into(), Value::Str(row.try_get("summary")?)),
+                ("summaryformat".into(), Value::Int(1)),
+                ("enrollmentmethods".into(), Value::List((0..instances).map(|_| Value::Str("semco".into())).collect())),
+                ("idnumber".into(), Value::Str(row.try_get("idnumber")?)),
+                ("format".into(), Value::Str("topics".into())),
+                ("startdate".into(), Value::Int(row.try_get("startdate")?)),
+                ("enddate".into(), Value::Int(row.try_get("enddate")?)),
+                ("visible".into(), Value::Bool(row.try_get::<i32, _>("visible")? != 0)),
+                ("enablecompletion".into(), Value::Bool(row.try_get::<i32, _>("enablecompletion")? != 0)),
+                ("timecreated".into(), Value::Int(row.try_get("timecreated")?)),
+                ("timemodified".into(), Value::Int(row.try_get("timemodified")?)),
+            ])))
+        };
+        if let Some(course) = read.await.map_err(|e| call.store_error(e))? {
+            courses.push(course);
+        }
+    }
+    Ok(Value::Struct(vec![("courses".into(), Value::List(courses)), ("warnings".into(), Value::List(Vec::new()))]))
+}
+
+async fn create_courses(call: &Call<'_>, p: &Value) -> Result<Value, WsError> {
+    let courses = get(p, "courses")
+        .as_list()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| NewCourse {
+            fullname: get_str(c, "fullname"),
+            shortname: get_str(c, "shortname"),
+            categoryid: get_i64(c, "categoryid"),
+            idnumber: get_str(c, "idnumber"),
+            summary: get_str(c, "summary"),
+            visible: get(c, "visible").as_i64().unwrap_or(1) != 0,
+            enablecompletion: get(c, "enablecompletion").as_i64().unwrap_or(0) != 0,
+            startdate: get_i64(c, "startdate"),
+            enddate: get_i64(c, "enddate"),
+        })
+        .collect();
+    match call.submit(Request::CreateCourses(courses)).await? {
+        Outcome::CoursesCreated(created) => Ok(Value::List(
+            created
+                .into_iter()
+                .map(|(id, shortname)| {
+                    Value::Struct(vec![("id".into(), Value::Int(id)), ("shortname".into(), Value::Str(shortname))])
+                })
+                .collect(),
+        )),
+        other => Err(call.store_error(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+async fn site_info(call: &Call<'_>) -> Result<Value, WsError> {
+    let user_id = call.actor.user_id.unwrap_or(services::ADMIN_USER_ID);
+    let row = sqlx::query("SELECT username, firstname, lastname FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(&call.ledger.db.pool)
+        .await
+        .map_err(|e| call.store_error(e))?;
+    let (username, firstname, lastname) = match row {
+        Some(r) => (
+            r.try_get::<String, _>(0).unwrap_or_default(),
+            r.try_get::<String, _>(1).unwrap_or_default(),
+            r.try_get::<String, _>(2).unwrap_or_default(),
+        ),
+        None => Default::default(),
+    };
+    let functions = services::functions(call.service)
+        .into_iter()
+        .map(|f| {
+            Value::Struct(vec![
+                ("name".into(), Value::Str(f.into())),
+                ("version".into(), Value::Str("2024100700".into())),
+            ])
+        })
+        .collect();
+    Ok(Value::Struct(vec![
+        ("sitename".into(), Value::Str("enrol-ledger".into())),
+        ("username".into(), Value::Str(username)),
+        ("firstname".into(), Value::Str(firstname.clone())),
+        ("lastname".into(), Value::Str(lastname.clone())),
+        ("fullname".into(), Value::Str(format!("{firstname} {lastname}"))),
+        ("lang".into(), Value::Str("en".into())),
+        ("userid".into(), Value::Int(user_id)),
+        ("siteurl".into(), Value::Str(call.base_url.to_owned())),
+        (
+            "userpictureurl".into(),
+            Value::Str(format!("{}/theme/image.php/boost/core/1/u/f1", call.base_url.trim_end_matches('/'))),
+        ),
+        ("functions".into(), Value::List(functions)),
+        ("downloadfiles".into(), Value::Int(0)),
+        ("uploadfiles".into(), Value::Int(0)),
+        ("release".into(), Value::Str("4.5.6 (Build: 20250811)".into())),
+        ("version".into(), Value::Str("2024100706".into())),
+        ("userissiteadmin".into(), Value::Bool(call.service == services::LEDGER_ADMIN)),
+    ]))
+}

@@ -1,0 +1,153 @@
+//! `/webservice/rest/server.php`: Moodle's REST server, step by step in its order
+//! (MOODLE-REFERENCE.md §1.2): read the request, authenticate the token, find the function,
+//! check the service, validate the parameters, execute, clean the return value, serialise.
+
+use std::net::SocketAddr;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderValue, Method, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::functions::{self, Call};
+use super::services;
+use super::tokens::TokenRefusal;
+use super::wire::encode::{self, WsError, DML_MISSING_RECORD_EXCEPTION, MOODLE_EXCEPTION, WEBSERVICE_ACCESS_EXCEPTION};
+use super::wire::params::validate;
+use super::wire::request::{self, Format, REQUEST_BODY_BYTES_MAX};
+use super::AppState;
+use crate::store::log::Actor;
+
+pub const PATH: &str = "/webservice/rest/server.php";
+
+/// Counter for request ids (unique within a process run; the log also has the time).
+static REQUEST_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn request_id() -> String {
+    let n = REQUEST_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{:x}-{n}", std::process::id())
+}
+
+pub async fn handle(State(state): State<AppState>, req: Request<Body>) -> Response {
+    // Present when served with connect info (always, from `serve`); absent in router tests.
+    let client_ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
+    let query = req.uri().query().unwrap_or("").as_bytes().to_vec();
+    let is_post = req.method() == Method::POST;
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let debug = state.settings.debug;
+    let body = if is_post {
+        match to_bytes(req.into_body(), REQUEST_BODY_BYTES_MAX).await {
+            Ok(body) => body,
+            Err(_) => {
+                let error = request::ReadError::BodyTooLarge { bytes: REQUEST_BODY_BYTES_MAX + 1 }.to_ws_error();
+                return respond_error(request::format_from_query(&query), &error, debug);
+            }
+        }
+    } else {
+        Default::default()
+    };
+    let ws = match request::read_request(&query, content_type.as_deref(), &body) {
+        Ok(ws) => ws,
+        Err(error) => return respond_error(request::format_from_query(&query), &error.to_ws_error(), debug),
+    };
+    let format = ws.format;
+    match dispatch(&state, ws, client_ip).await {
+        Ok(body) => respond(format, body),
+        Err(error) => respond_error(format, &error, debug),
+    }
+}
+
+async fn dispatch(
+    state: &AppState,
+    ws: request::WsRequest,
+    client_ip: Option<std::net::IpAddr>,
+) -> Result<String, WsError> {
+    let ledger = &state.ledger;
+    let request_id = request_id();
+    let store_error = |e: crate::store::StoreError| {
+        tracing::error!(%request_id, error = %e, "token check failed");
+        WsError::new("dml_read_exception", "dmlreadexception", "Error reading from database")
+    };
+    let invalid_token = || WsError::new(MOODLE_EXCEPTION, "invalidtoken", "Invalid token - token not found");
+    let token_text = ws.token.as_deref().unwrap_or("");
+    if token_text.is_empty() {
+        return Err(invalid_token());
+    }
+    let now = chrono::Utc::now().timestamp();
+    let token = match state.tokens.authenticate(&ledger.db, token_text, client_ip, now).await.map_err(store_error)? {
+        Ok(token) => token,
+        Err(TokenRefusal::Unknown) => return Err(invalid_token()),
+        Err(TokenRefusal::Expired) => {
+            return Err(access_exception("Invalid token - token expired - check validuntil time for the token"))
+        }
+        Err(TokenRefusal::IpNotAllowed(ip)) => {
+            return Err(access_exception(format!(
+                "Invalid service - IP:{ip} is not supported - check this allowed user"
+            )))
+        }
+    };
+    let name = ws.function.as_deref().unwrap_or("");
+    if name.is_empty() || name == "0" {
+        return Err(WsError::invalid_parameter("Missing function name"));
+    }
+    let Some(function) = functions::find(name) else {
+        return Err(WsError::new(
+            DML_MISSING_RECORD_EXCEPTION,
+            "invalidrecord",
+            "Can't find data record in database table external_functions.",
+        )
+        .with_debuginfo(format!(
+            "SELECT * FROM {{external_functions}} WHERE name = ?\n[array (\n  0 => '{name}',\n)]"
+        )));
+    };
+    if !services::allows(&token.service, function.name) {
+        return Err(access_exception(format!(
+            "Access to the function {}() is not allowed.\nThere could be multiple reasons for this:\n\
+             1. The service linked to the user token does not contain the function.\n\
+             2. The service is user-restricted and the user is not listed.\n\
+             3. The service is IP-restricted and the user IP is not listed.\n\
+             4. The service is time-restricted and the time has expired.\n\
+             5. The token is time-restricted and the time has expired.\n\
+             6. The service requires a specific capability which the user does not have.\n\
+             7. The function is called with username/password (no user token is sent)\n\
+             and one of the other reasons makes this function inaccessible.",
+            function.name
+        )));
+    }
+    let params = validate(&(function.params)(), ws.params).map_err(WsError::invalid_parameter)?;
+    let call = Call {
+        ledger,
+        base_url: &state.settings.base_url,
+        actor: Actor { user_id: Some(token.user_id), token_id: Some(token.id), request_id },
+        service: &token.service,
+    };
+    let value = functions::execute(&call, function.name, params).await?;
+    let returns = (function.returns)();
+    let cleaned = match &returns {
+        Some(desc) => Some(encode::clean_return(desc, &value).map_err(WsError::invalid_response)?),
+        None => None,
+    };
+    Ok(match (&returns, &cleaned) {
+        (Some(desc), Some(value)) => encode::success_body(ws.format, Some(desc), value),
+        _ => encode::success_body(ws.format, None, &super::wire::params::Value::Null),
+    })
+}
+
+fn access_exception(debuginfo: impl Into<String>) -> WsError {
+    WsError::new(WEBSERVICE_ACCESS_EXCEPTION, "accessexception", "Access control exception").with_debuginfo(debuginfo)
+}
+
+fn respond(format: Format, body: String) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
+    for (name, value) in encode::response_headers(format) {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+/// Moodle answers errors with HTTP 200 and the error document.
+fn respond_error(format: Format, error: &WsError, debug: bool) -> Response {
+    respond(format, encode::error_body(format, error, debug))
+}

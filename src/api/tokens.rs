@@ -1,0 +1,198 @@
+//! Web-service tokens: 32 lowercase hex characters, stored as SHA-256, shown in clear once.
+//!
+//! Tokens are cached in memory by hash; a miss re-reads the table, so a token created by the
+//! CLI while the server runs works at once.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::IpAddr;
+use std::sync::RwLock;
+
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use subtle::ConstantTimeEq;
+
+use crate::store::{Db, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub id: i64,
+    pub sha256: String,
+    pub service: String,
+    pub user_id: i64,
+    pub valid_until: i64,
+    pub ip_restriction: String,
+}
+
+/// Why a token was refused, in Moodle's order of checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenRefusal {
+    Unknown,
+    Expired,
+    IpNotAllowed(String),
+}
+
+pub fn hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A fresh random token from the operating system's generator.
+pub fn generate() -> std::io::Result<String> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
+/// Stores a new token and returns it in clear (the only time it is known).
+pub async fn create(
+    db: &Db,
+    service: &str,
+    user_id: i64,
+    valid_until: i64,
+    ip_restriction: &str,
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let token = generate()?;
+    sqlx::query(
+        "INSERT INTO external_tokens (token_sha256, service, userid, validuntil, iprestriction, timecreated) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(hash(&token))
+    .bind(service.to_owned())
+    .bind(user_id)
+    .bind(valid_until)
+    .bind(ip_restriction.to_owned())
+    .bind(chrono::Utc::now().timestamp())
+    .execute(&db.pool)
+    .await?;
+    Ok(token)
+}
+
+pub async fn count_for_service(db: &Db, service: &str) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM external_tokens WHERE service = $1")
+        .bind(service.to_owned())
+        .fetch_one(&db.pool)
+        .await?)
+}
+
+#[derive(Default)]
+pub struct TokenCache {
+    by_hash: RwLock<HashMap<String, Token>>,
+}
+
+impl TokenCache {
+    async fn reload(&self, db: &Db) -> Result<(), StoreError> {
+        let rows =
+            sqlx::query("SELECT id, token_sha256, service, userid, validuntil, iprestriction FROM external_tokens")
+                .fetch_all(&db.pool)
+                .await?;
+        let mut map = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let token = Token {
+                id: row.try_get("id")?,
+                sha256: row.try_get("token_sha256")?,
+                service: row.try_get("service")?,
+                user_id: row.try_get("userid")?,
+                valid_until: row.try_get("validuntil")?,
+                ip_restriction: row.try_get("iprestriction")?,
+            };
+            map.insert(token.sha256.clone(), token);
+        }
+        *self.by_hash.write().unwrap_or_else(|e| e.into_inner()) = map;
+        Ok(())
+    }
+
+    fn lookup(&self, sha256: &str) -> Option<Token> {
+        let map = self.by_hash.read().unwrap_or_else(|e| e.into_inner());
+        let token = map.get(sha256)?;
+        // The map found it by hash; confirm in constant time all the same.
+        bool::from(token.sha256.as_bytes().ct_eq(sha256.as_bytes())).then(|| token.clone())
+    }
+
+    /// Moodle's token checks: known, not expired (an expired token is deleted), IP allowed.
+    pub async fn authenticate(
+        &self,
+        db: &Db,
+        token: &str,
+        client_ip: Option<IpAddr>,
+        now: i64,
+    ) -> Result<Result<Token, TokenRefusal>, StoreError> {
+        let sha256 = hash(token);
+        let found = match self.lookup(&sha256) {
+            Some(token) => Some(token),
+            None => {
+                self.reload(db).await?;
+                self.lookup(&sha256)
+            }
+        };
+        let Some(found) = found else { return Ok(Err(TokenRefusal::Unknown)) };
+        if found.valid_until > 0 && found.valid_until < now {
+            sqlx::query("DELETE FROM external_tokens WHERE id = $1").bind(found.id).execute(&db.pool).await?;
+            self.by_hash.write().unwrap_or_else(|e| e.into_inner()).remove(&sha256);
+            return Ok(Err(TokenRefusal::Expired));
+        }
+        if !found.ip_restriction.trim().is_empty() {
+            let allowed = client_ip.is_some_and(|ip| ip_in_list(ip, &found.ip_restriction));
+            if !allowed {
+                let shown = client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+                return Ok(Err(TokenRefusal::IpNotAllowed(shown)));
+            }
+        }
+        Ok(Ok(found))
+    }
+}
+
+/// Whether `ip` is one of a comma-separated list of addresses and CIDR ranges.
+pub fn ip_in_list(ip: IpAddr, list: &str) -> bool {
+    list.split(',').map(str::trim).filter(|e| !e.is_empty()).any(|entry| match entry.split_once('/') {
+        None => entry.parse::<IpAddr>().is_ok_and(|e| e == ip),
+        Some((net, bits)) => match (net.parse::<IpAddr>(), bits.parse::<u32>()) {
+            (Ok(IpAddr::V4(net)), Ok(bits)) if bits <= 32 => match ip {
+                IpAddr::V4(ip) => {
+                    let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+                    u32::from(ip) & mask == u32::from(net) & mask
+                }
+                IpAddr::V6(_) => false,
+            },
+            (Ok(IpAddr::V6(net)), Ok(bits)) if bits <= 128 => match ip {
+                IpAddr::V6(ip) => {
+                    let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+                    u128::from(ip) & mask == u128::from(net) & mask
+                }
+                IpAddr::V4(_) => false,
+            },
+            _ => false,
+        },
+    })
+}
+
+/// Parses and checks an `--ip` list: every entry must be an address or a CIDR range.
+pub fn valid_ip_list(list: &str) -> bool {
+    list.split(',').map(str::trim).filter(|e| !e.is_empty()).all(|entry| match entry.split_once('/') {
+        None => entry.parse::<IpAddr>().is_ok(),
+        Some((net, bits)) => net.parse::<IpAddr>().is_ok() && bits.parse::<u8>().is_ok(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_lists_match_addresses_and_ranges() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(ip_in_list(ip("127.0.0.1"), "10.0.0.1, 127.0.0.1"));
+        assert!(ip_in_list(ip("10.1.2.3"), "10.0.0.0/8"));
+        assert!(!ip_in_list(ip("11.1.2.3"), "10.0.0.0/8"));
+        assert!(ip_in_list(ip("::1"), "::1/128"));
+        assert!(!ip_in_list(ip("127.0.0.1"), ""));
+        assert!(valid_ip_list("10.0.0.0/8,127.0.0.1"));
+        assert!(!valid_ip_list("nonsense"));
+    }
+
+    #[test]
+    fn tokens_are_32_lowercase_hex() {
+        let token = generate().unwrap();
+        assert_eq!(token.len(), 32);
+        assert!(token.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    }
+}
