@@ -128,7 +128,10 @@ async fn run(cli: Cli) -> CliResult {
         Command::Serve { listen, base_url, debug } => {
             let ledger = Ledger::start(db).await?;
             let base_url = base_url.unwrap_or_else(|| format!("http://{listen}"));
-            crate::api::serve(ledger, &listen, crate::api::Settings { base_url, debug }).await?;
+            let cleanup = tokio::spawn(hourly_orphan_cleanup(ledger.clone()));
+            crate::api::serve(ledger.clone(), &listen, crate::api::Settings { base_url, debug }).await?;
+            cleanup.abort();
+            ledger.shutdown().await;
         }
         Command::Migrate => {
             println!("database is at the current schema");
@@ -213,6 +216,21 @@ async fn run(cli: Cli) -> CliResult {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often `serve` removes orphaned SEMCO instances (the plugin's scheduled task runs hourly).
+pub const ORPHAN_CLEANUP_INTERVAL_S: u64 = 3600;
+
+async fn hourly_orphan_cleanup(ledger: Ledger) {
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(ORPHAN_CLEANUP_INTERVAL_S));
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        match ledger.submit(Request::CleanupOrphans, cli_actor("scheduled-cleanup")).await {
+            Ok(outcome) => tracing::info!(?outcome, "orphaned SEMCO enrolment instances cleaned"),
+            Err(error) => tracing::error!(%error, "orphan clean-up failed"),
+        }
+    }
 }
 
 /// The actor recorded for changes made from the command line.

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod api_doc;
 mod cli;
 mod concurrency;
 mod http;
