@@ -5,14 +5,13 @@ use crate::store::{Backend, Db, StoreError};
 
 const NAME: &str = "projections";
 
+/// Dropping is the same SQL on both backends.
+const DROP_SQL: &str = include_str!("../../projections/drop.sql");
+
 fn schema_sql(backend: Backend) -> (&'static str, &'static str) {
     match backend {
-        Backend::Sqlite => {
-            (include_str!("../../projections/sqlite/drop.sql"), include_str!("../../projections/sqlite/schema.sql"))
-        }
-        Backend::Postgres => {
-            (include_str!("../../projections/postgres/drop.sql"), include_str!("../../projections/postgres/schema.sql"))
-        }
+        Backend::Sqlite => (DROP_SQL, include_str!("../../projections/sqlite/schema.sql")),
+        Backend::Postgres => (DROP_SQL, include_str!("../../projections/postgres/schema.sql")),
     }
 }
 
