@@ -11,7 +11,6 @@ pub const ALL: [&str; 4] = [ENROL_SEMCO, LEDGER_ADMIN, LEDGER_LMS, LEDGER_AUDIT]
 pub const SEMCO_SERVICE_USER_ID: i64 = 3;
 pub const ADMIN_USER_ID: i64 = 2;
 
-/// `core_user_update_users` belongs to the plugin's service too; the ledger does not offer it yet.
 const SEMCO_FUNCTIONS: [&str; 11] = [
     "core_course_get_courses_by_field",
     "core_user_create_users",

@@ -45,6 +45,8 @@ pub enum Request {
     },
     /// All or nothing, like `core_user_create_users`.
     CreateUsers(Vec<UserInput>),
+    /// Per user, like `core_user_update_users`: a refused user becomes a warning.
+    UpdateUsers(Vec<crate::registry::UserUpdate>),
     /// All or nothing, like `core_user_delete_users`.
     DeleteUsers(Vec<i64>),
     CreateCourses(Vec<NewCourse>),
@@ -61,11 +63,18 @@ pub struct UserInput {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Enrolled { enrolid: i64, user_id: i64, course_id: i64, booking_id: String },
+    Enrolled {
+        enrolid: i64,
+        user_id: i64,
+        course_id: i64,
+        booking_id: String,
+    },
     Done,
     UsersCreated(Vec<(i64, String)>),
     CoursesCreated(Vec<(i64, String)>),
     Removed(i64),
+    /// Per-item warnings: (itemid, warningcode, message).
+    Warnings(Vec<(i64, String, String)>),
 }
 
 /// Registry rules (users and courses), in Moodle's words where it has them.

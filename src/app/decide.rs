@@ -191,6 +191,7 @@ pub fn decide(
             Ok(Decision::one(config_stream(), None, wrap(events), Outcome::Done))
         }
         Request::CreateUsers(users) => create_users(state, users, now),
+        Request::UpdateUsers(updates) => update_users(state, updates, now),
         Request::DeleteUsers(ids) => delete_users(state, ids, now, actor_user_id),
         Request::CreateCourses(courses) => create_courses(state, courses, now),
         Request::CleanupOrphans => {
@@ -265,6 +266,55 @@ fn create_users(state: &LedgerState, users: Vec<UserInput>, now: i64) -> Result<
         ops.push(op);
     }
     Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::UsersCreated(created) })
+}
+
+/// The guest user's id on a fresh Moodle.
+pub const GUEST_USER_ID: i64 = 1;
+
+fn update_users(
+    state: &LedgerState,
+    updates: Vec<crate::registry::UserUpdate>,
+    now: i64,
+) -> Result<Decision, LedgerError> {
+    let mut index = state.registry.clone();
+    let mut ops = Vec::new();
+    let mut warnings = Vec::new();
+    for update in updates {
+        let id = update.id;
+        let mut warn = |code: &str, message: &str| warnings.push((id, code.to_owned(), message.to_owned()));
+        let Some(existing) = index.users.get(&id).cloned() else {
+            warn("invaliduserid", "Invalid user ID");
+            continue;
+        };
+        if existing.deleted {
+            warn("usernotupdateddeleted", "error/usernotupdateddeleted");
+            continue;
+        }
+        if id == ADMIN_USER_ID {
+            warn("usernotupdatedadmin", "Cannot update admin accounts");
+            continue;
+        }
+        if id == GUEST_USER_ID {
+            warn("usernotupdatedguest", "error/usernotupdatedguest");
+            continue;
+        }
+        if let Some(email) = update.email.as_deref().filter(|e| *e != existing.email) {
+            if !valid_email(email) {
+                warn("useremailinvalid", "error/useremailinvalid");
+                continue;
+            }
+            if !state.config.state.allow_accounts_same_email && index.email_taken_by_other(email, Some(id)) {
+                warn("useremailduplicate", "Duplicate address");
+                continue;
+            }
+        }
+        let mut update = update;
+        update.profile.retain(|(name, _)| SEMCO_PROFILE_FIELDS.iter().any(|(f, _)| f == name));
+        let op = RegistryOp::UpdateUser { update, now };
+        op.apply_to_index(&mut index);
+        ops.push(op);
+    }
+    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::Warnings(warnings) })
 }
 
 fn delete_users(state: &LedgerState, ids: Vec<i64>, now: i64, actor: Option<i64>) -> Result<Decision, LedgerError> {

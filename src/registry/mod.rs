@@ -47,6 +47,21 @@ pub struct NewCourse {
     pub enddate: i64,
 }
 
+/// The fields `core_user_update_users` may change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserUpdate {
+    pub id: i64,
+    pub username: Option<String>,
+    pub auth: Option<String>,
+    pub firstname: Option<String>,
+    pub lastname: Option<String>,
+    pub email: Option<String>,
+    pub idnumber: Option<String>,
+    pub lang: Option<String>,
+    pub suspended: Option<bool>,
+    pub profile: Vec<(String, String)>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserEntry {
     pub username: String,
@@ -85,7 +100,12 @@ impl RegistryIndex {
     }
 
     pub fn email_taken(&self, email: &str) -> bool {
-        self.users.values().any(|u| !u.deleted && u.email.eq_ignore_ascii_case(email))
+        self.email_taken_by_other(email, None)
+    }
+
+    /// Whether another live user (not `except`) has this e-mail address, ignoring case.
+    pub fn email_taken_by_other(&self, email: &str, except: Option<i64>) -> bool {
+        self.users.iter().any(|(id, u)| Some(*id) != except && !u.deleted && u.email.eq_ignore_ascii_case(email))
     }
 
     pub async fn load(db: &Db) -> Result<Self, StoreError> {
@@ -121,6 +141,10 @@ impl RegistryIndex {
 /// A registry change, applied in the writer's batch transaction.
 #[derive(Debug, Clone)]
 pub enum RegistryOp {
+    UpdateUser {
+        update: UserUpdate,
+        now: i64,
+    },
     CreateUser {
         id: i64,
         user: NewUser,
@@ -189,6 +213,45 @@ impl RegistryOp {
                 .execute(&mut *conn)
                 .await?;
             }
+            Self::UpdateUser { update, now } => {
+                let text_fields = [
+                    ("username", &update.username),
+                    ("auth", &update.auth),
+                    ("firstname", &update.firstname),
+                    ("lastname", &update.lastname),
+                    ("email", &update.email),
+                    ("idnumber", &update.idnumber),
+                    ("lang", &update.lang),
+                ];
+                let mut sets = vec!["timemodified = $2".to_owned()];
+                let mut values: Vec<String> = Vec::new();
+                for (column, value) in text_fields {
+                    if let Some(value) = value {
+                        values.push(value.clone());
+                        sets.push(format!("{column} = ${}", values.len() + 2));
+                    }
+                }
+                if let Some(suspended) = update.suspended {
+                    sets.push(format!("suspended = {}", i32::from(suspended)));
+                }
+                let sql = format!("UPDATE users SET {} WHERE id = $1", sets.join(", "));
+                let mut query = sqlx::query::<Any>(&sql).bind(update.id).bind(*now);
+                for value in values {
+                    query = query.bind(value);
+                }
+                query.execute(&mut *conn).await?;
+                for (shortname, data) in &update.profile {
+                    sqlx::query::<Any>(
+                        "INSERT INTO user_profile_data (userid, shortname, data) VALUES ($1, $2, $3) \
+                         ON CONFLICT (userid, shortname) DO UPDATE SET data = excluded.data",
+                    )
+                    .bind(update.id)
+                    .bind(shortname.clone())
+                    .bind(data.clone())
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
             Self::EraseUser { id, now } => {
                 // Moodle keeps deleted users with a placeholder username; the e-mail is freed.
                 sqlx::query::<Any>(
@@ -229,6 +292,16 @@ impl RegistryOp {
                     },
                 );
                 index.next_course_id = index.next_course_id.max(id + 1);
+            }
+            Self::UpdateUser { update, .. } => {
+                if let Some(user) = index.users.get_mut(&update.id) {
+                    if let Some(username) = &update.username {
+                        user.username = username.clone();
+                    }
+                    if let Some(email) = &update.email {
+                        user.email = email.clone();
+                    }
+                }
             }
             Self::EraseUser { id, .. } => {
                 if let Some(user) = index.users.get_mut(id) {

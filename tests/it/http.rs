@@ -156,6 +156,15 @@ fn contract_table() -> Vec<Row> {
         row(A, "ledger_cleanup_orphans", "json", "", r#"{"removed":1,"warnings":[]}"#),
         row(S, "enrol_semco_enrol_user", "json", "userid=4&courseid=2&semcobookingid=B-3", r#"{"enrolid":3,"userid":4,"courseid":2,"semcobookingid":"B-3","warnings":[]}"#),
         row(S, "core_user_get_users_by_field", "json", "field=username&values[0]=anna&values[1]=bert", r#"[{"id":4,"username":"anna","firstname":"F","lastname":"L","fullname":"F L","email":"anna@example.org","idnumber":"","auth":"manual","suspended":false,"confirmed":true,"lang":"en","profileimageurlsmall":"http:\/\/moodle.example\/theme\/image.php\/boost\/core\/1\/u\/f12","profileimageurl":"http:\/\/moodle.example\/theme\/image.php\/boost\/core\/1\/u\/f1","customfields":[{"type":"text","value":"S-anna","displayvalue":"S-anna","name":"SEMCO User ID","shortname":"semco_userid"}]}]"#),
+        // core_user_update_users: changes and per-user warnings
+        row(S, "core_user_update_users", "json", "users[0][id]=4&users[0][firstname]=Kim&users[0][customfields][0][type]=semco_userid&users[0][customfields][0][value]=S-9&users[1][id]=2&users[1][firstname]=X&users[2][id]=999&users[3][id]=5&users[4][id]=4&users[4][email]=bad", r#"{"warnings":[{"item":"user","itemid":2,"warningcode":"usernotupdatedadmin","message":"Cannot update admin accounts"},{"item":"user","itemid":999,"warningcode":"invaliduserid","message":"Invalid user ID"},{"item":"user","itemid":5,"warningcode":"usernotupdateddeleted","message":"error\/usernotupdateddeleted"},{"item":"user","itemid":4,"warningcode":"useremailinvalid","message":"error\/useremailinvalid"}]}"#),
+        row(S, "core_user_get_users_by_field", "json", "field=id&values[0]=4", r#"[{"id":4,"username":"anna","firstname":"Kim","lastname":"L","fullname":"Kim L","email":"anna@example.org","idnumber":"","auth":"manual","suspended":false,"confirmed":true,"lang":"en","profileimageurlsmall":"http:\/\/moodle.example\/theme\/image.php\/boost\/core\/1\/u\/f12","profileimageurl":"http:\/\/moodle.example\/theme\/image.php\/boost\/core\/1\/u\/f1","customfields":[{"type":"text","value":"S-9","displayvalue":"S-9","name":"SEMCO User ID","shortname":"semco_userid"}]}]"#),
+        // more check-order errors
+        row(S, "enrol_semco_edit_enrolment", "json", "enrolid=3&semcobookingid=0", semco_error("bookingidempty", "The SEMCO booking ID field must not be empty.")),
+        row(S, "enrol_semco_edit_enrolment", "json", "enrolid=3&timestart=20&timeend=10", semco_error("timestartendorder", "The Timestart field must not be greater than the Timeend field.")),
+        row(S, "enrol_semco_get_course_completions", "json", &(0..101).map(|i| format!("enrolmentids[{i}]=3")).collect::<Vec<_>>().join("&"), semco_error("getcoursecompletionsmaxrequest", "You passed more than the maximum amount of enrolment IDs (which is 100).")),
+        row(S, "enrol_semco_unenrol_user", "json", "enrolid=3", RESULT_TRUE),
+        row(S, "enrol_semco_enrol_user", "json", "userid=4&courseid=2&semcobookingid=B-9&timestart=1&timeend=2&requirerecompletion=1", semco_error("localrecompletionnotexpectable", "The local_recompletion plugin is not installed or too old. Please install \\/ update local_recompletion before you use the requirerecompletion parameter of this webservice function.")),
         // dispatch errors
         row(S, "core_webservice_get_site_info", "json", "", r#"{"exception":"webservice_access_exception","errorcode":"accessexception","message":"Access control exception"}"#),
         row(S, "no_such_function", "json", "", r#"{"exception":"dml_missing_record_exception","errorcode":"invalidrecord","message":"Can't find data record in database table external_functions."}"#),
@@ -260,6 +269,7 @@ fn expected_allowed(service: &str, function: &str) -> bool {
                         | "core_user_create_users"
                         | "core_user_delete_users"
                         | "core_user_get_users_by_field"
+                        | "core_user_update_users"
                 )
         }
         "ledger_admin" => true,

@@ -10,7 +10,7 @@ use crate::api::wire::encode::WsError;
 use crate::api::wire::params::{Desc, ParamType, Value};
 use crate::app::command::UserInput;
 use crate::app::{Outcome, Request};
-use crate::registry::{NewCourse, NewUser, SEMCO_PROFILE_FIELDS};
+use crate::registry::{NewCourse, NewUser, UserUpdate, SEMCO_PROFILE_FIELDS};
 
 fn value(ty: ParamType, desc: &'static str) -> Desc {
     Desc::value(ty, desc)
@@ -63,6 +63,47 @@ fn create_users_params() -> Vec<(&'static str, Desc)> {
             value(ParamType::AlphaNumExt, "Calendar type such as \"gregorian\", must exist on server")
                 .with_default(Value::Str("gregorian".into())),
         ),
+    ];
+    user.extend(OPTIONAL_USER_TEXT.iter().map(|name| (*name, raw("Optional user field").optional())));
+    user.push((
+        "customfields",
+        Desc::multiple(Desc::single(vec![
+            ("type", value(ParamType::AlphaNumExt, "The name of the custom field")),
+            ("value", raw("The value of the custom field")),
+        ]))
+        .optional(),
+    ));
+    user.push((
+        "preferences",
+        Desc::multiple(Desc::single(vec![
+            ("type", raw("The name of the preference")),
+            ("value", raw("The value of the preference")),
+        ]))
+        .optional(),
+    ));
+    vec![("users", Desc::multiple(Desc::single(user)))]
+}
+
+fn update_users_params() -> Vec<(&'static str, Desc)> {
+    let mut user = vec![
+        ("id", int("ID of the user")),
+        ("username", value(ParamType::Username, "Username policy is defined in Moodle security config.").optional()),
+        ("auth", value(ParamType::Auth, "Auth plugins include manual, ldap, etc").optional()),
+        (
+            "suspended",
+            boolean("Suspend user account, either false to enable user login or true to disable it").optional(),
+        ),
+        ("password", raw("Plain text password consisting of any characters").optional()),
+        ("firstname", value(ParamType::NoTags, "The first name(s) of the user").optional()),
+        ("lastname", value(ParamType::NoTags, "The family name of the user").optional()),
+        ("email", value(ParamType::RawTrimmed, "A valid and unique email address").optional()),
+        ("idnumber", raw("An arbitrary ID code number perhaps from the institution").optional()),
+        ("lang", value(ParamType::Lang, "Language code such as \"en\", must exist on server").optional()),
+        (
+            "calendartype",
+            value(ParamType::AlphaNumExt, "Calendar type such as \"gregorian\", must exist on server").optional(),
+        ),
+        ("userpicture", int("The itemid where the new user picture has been uploaded to, 0 to delete").optional()),
     ];
     user.extend(OPTIONAL_USER_TEXT.iter().map(|name| (*name, raw("Optional user field").optional())));
     user.push((
@@ -180,6 +221,7 @@ pub fn describe(name: &'static str) -> Option<Function> {
             Some(Desc::multiple(Desc::single(vec![("id", int("user id")), ("username", raw("user name"))])))
         }),
         "core_user_delete_users" => (|| vec![("userids", Desc::multiple(int("user ID")))], || None),
+        "core_user_update_users" => (update_users_params, || Some(Desc::single(vec![("warnings", warnings())]))),
         "core_user_get_users_by_field" => (
             || {
                 vec![
@@ -248,6 +290,7 @@ pub async fn execute(call: &Call<'_>, name: &str, p: Value) -> Result<Value, WsE
             call.submit(Request::DeleteUsers(ids)).await?;
             Ok(Value::Null)
         }
+        "core_user_update_users" => update_users(call, &p).await,
         "core_user_get_users_by_field" => get_users_by_field(call, &p).await,
         "core_course_get_courses_by_field" => get_courses_by_field(call, &p).await,
         "core_course_create_courses" => create_courses(call, &p).await,
@@ -290,6 +333,49 @@ async fn create_users(call: &Call<'_>, p: &Value) -> Result<Value, WsError> {
                 })
                 .collect(),
         )),
+        other => Err(call.store_error(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+async fn update_users(call: &Call<'_>, p: &Value) -> Result<Value, WsError> {
+    let optional = |u: &Value, key: &str| u.get(key).and_then(Value::as_str).map(str::to_owned);
+    let updates = get(p, "users")
+        .as_list()
+        .unwrap_or_default()
+        .iter()
+        .map(|u| UserUpdate {
+            id: get_i64(u, "id"),
+            username: optional(u, "username"),
+            auth: optional(u, "auth"),
+            firstname: optional(u, "firstname"),
+            lastname: optional(u, "lastname"),
+            email: optional(u, "email"),
+            idnumber: optional(u, "idnumber"),
+            lang: optional(u, "lang"),
+            suspended: u.get("suspended").and_then(Value::as_bool),
+            profile: get(u, "customfields")
+                .as_list()
+                .unwrap_or_default()
+                .iter()
+                .map(|f| (get_str(f, "type"), get_str(f, "value")))
+                .collect(),
+        })
+        .collect();
+    match call.submit(Request::UpdateUsers(updates)).await? {
+        Outcome::Warnings(warnings) => {
+            let list = warnings
+                .into_iter()
+                .map(|(itemid, code, message)| {
+                    Value::Struct(vec![
+                        ("item".into(), Value::Str("user".into())),
+                        ("itemid".into(), Value::Int(itemid)),
+                        ("warningcode".into(), Value::Str(code)),
+                        ("message".into(), Value::Str(message)),
+                    ])
+                })
+                .collect();
+            Ok(Value::Struct(vec![("warnings".into(), Value::List(list))]))
+        }
         other => Err(call.store_error(format!("unexpected outcome {other:?}"))),
     }
 }

@@ -44,7 +44,7 @@ pub struct Function {
     pub returns: ReturnsFn,
 }
 
-pub const NAMES: [&str; 17] = [
+pub const NAMES: [&str; 18] = [
     "enrol_semco_enrol_user",
     "enrol_semco_unenrol_user",
     "enrol_semco_edit_enrolment",
@@ -52,6 +52,7 @@ pub const NAMES: [&str; 17] = [
     "enrol_semco_get_course_completions",
     "enrol_semco_reset_course_completion",
     "core_user_create_users",
+    "core_user_update_users",
     "core_user_delete_users",
     "core_user_get_users_by_field",
     "core_course_get_courses_by_field",
