@@ -117,6 +117,7 @@ async fn dispatch(
     let params = validate(&(function.params)(), ws.params).map_err(WsError::invalid_parameter)?;
     let call = Call {
         ledger,
+        tokens: &state.tokens,
         base_url: &state.settings.base_url,
         actor: Actor { user_id: Some(token.user_id), token_id: Some(token.id), request_id },
         service: &token.service,

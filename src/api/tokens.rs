@@ -101,6 +101,11 @@ impl TokenCache {
         Ok(())
     }
 
+    /// Drops cached tokens of users whose tokens were deleted with them.
+    pub fn forget_users(&self, user_ids: &[i64]) {
+        self.by_hash.write().unwrap_or_else(|e| e.into_inner()).retain(|_, t| !user_ids.contains(&t.user_id));
+    }
+
     fn lookup(&self, sha256: &str) -> Option<Token> {
         let map = self.by_hash.read().unwrap_or_else(|e| e.into_inner());
         let token = map.get(sha256)?;

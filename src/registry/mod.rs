@@ -267,6 +267,11 @@ impl RegistryOp {
                     .bind(*id)
                     .execute(&mut *conn)
                     .await?;
+                // As in Moodle, a deleted user's web-service tokens go with them.
+                sqlx::query::<Any>("DELETE FROM external_tokens WHERE userid = $1")
+                    .bind(*id)
+                    .execute(&mut *conn)
+                    .await?;
             }
         }
         Ok(())

@@ -169,6 +169,13 @@ fn contract_table() -> Vec<Row> {
         row(S, "core_webservice_get_site_info", "json", "", r#"{"exception":"webservice_access_exception","errorcode":"accessexception","message":"Access control exception"}"#),
         row(S, "no_such_function", "json", "", r#"{"exception":"dml_missing_record_exception","errorcode":"invalidrecord","message":"Can't find data record in database table external_functions."}"#),
         row(S, "enrol_semco_unenrol_user", "json", "enrolid=1&foo=1", invalid_parameter_json()),
+        // Deleting the SEMCO service user deletes its tokens: SEMCO's token stops working.
+        row(A, "core_user_delete_users", "json", "userids[0]=3", "null"),
+        row(S, "enrol_semco_get_enrolments", "json", "courseid=2", r#"{"exception":"core\\exception\\moodle_exception","errorcode":"invalidtoken","message":"Invalid token - token not found"}"#),
+        row(A, "core_user_delete_users", "json", "userids[0]=2", semco_error("useradminodelete", "Administrator accounts cannot be deleted.")),
+        row(A, "core_user_delete_users", "json", "userids[0]=4&userids[1]=1234", r#"{"exception":"dml_missing_record_exception","errorcode":"invaliduser","message":"Invalid user"}"#),
+        // All or nothing: user 4 was not deleted with the unknown 1234.
+        row(A, "core_user_get_users_by_field", "json", "field=id&values[0]=4&values[1]=3", r#"[{"id":4,"username":"anna","firstname":"Kim","lastname":"L","fullname":"Kim L","email":"anna@example.org","idnumber":"","auth":"manual","suspended":false,"confirmed":true,"lang":"en","profileimageurlsmall":"http:\/\/moodle.example\/theme\/image.php\/boost\/core\/1\/u\/f12","profileimageurl":"http:\/\/moodle.example\/theme\/image.php\/boost\/core\/1\/u\/f1","customfields":[{"type":"text","value":"S-9","displayvalue":"S-9","name":"SEMCO User ID","shortname":"semco_userid"}]}]"#),
     ]
 }
 

@@ -286,8 +286,10 @@ pub async fn execute(call: &Call<'_>, name: &str, p: Value) -> Result<Value, WsE
     match name {
         "core_user_create_users" => create_users(call, &p).await,
         "core_user_delete_users" => {
-            let ids = get(&p, "userids").as_list().unwrap_or_default().iter().filter_map(Value::as_i64).collect();
-            call.submit(Request::DeleteUsers(ids)).await?;
+            let ids: Vec<i64> =
+                get(&p, "userids").as_list().unwrap_or_default().iter().filter_map(Value::as_i64).collect();
+            call.submit(Request::DeleteUsers(ids.clone())).await?;
+            call.tokens.forget_users(&ids);
             Ok(Value::Null)
         }
         "core_user_update_users" => update_users(call, &p).await,

@@ -14,6 +14,7 @@ use crate::store::log::Actor;
 /// Everything a handler may use.
 pub struct Call<'a> {
     pub ledger: &'a Ledger,
+    pub tokens: &'a crate::api::tokens::TokenCache,
     pub base_url: &'a str,
     pub actor: Actor,
     pub service: &'a str,
