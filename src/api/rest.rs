@@ -86,6 +86,23 @@ async fn dispatch(
             )))
         }
     };
+    // The token user's state, in Moodle's order (deleted, suspended, nologin).
+    let refused = |code: &str, what: &str| {
+        WsError::new(
+            MOODLE_EXCEPTION,
+            code,
+            format!("Refused web service access for {what} username: {}", token.user.username),
+        )
+    };
+    if token.user.deleted {
+        return Err(refused("wsaccessuserdeleted", "deleted"));
+    }
+    if token.user.suspended {
+        return Err(refused("wsaccessusersuspended", "suspended"));
+    }
+    if token.user.auth == "nologin" {
+        return Err(refused("wsaccessusernologin", "nologin authentication"));
+    }
     let name = ws.function.as_deref().unwrap_or("");
     if name.is_empty() || name == "0" {
         return Err(WsError::invalid_parameter("Missing function name"));

@@ -22,6 +22,16 @@ pub struct Token {
     pub user_id: i64,
     pub valid_until: i64,
     pub ip_restriction: String,
+    /// The token user's state, checked on every call as Moodle does.
+    pub user: TokenUser,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenUser {
+    pub username: String,
+    pub auth: String,
+    pub suspended: bool,
+    pub deleted: bool,
 }
 
 /// Why a token was refused, in Moodle's order of checks.
@@ -81,10 +91,14 @@ pub struct TokenCache {
 
 impl TokenCache {
     async fn reload(&self, db: &Db) -> Result<(), StoreError> {
-        let rows =
-            sqlx::query("SELECT id, token_sha256, service, userid, validuntil, iprestriction FROM external_tokens")
-                .fetch_all(&db.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT t.id, t.token_sha256, t.service, t.userid, t.validuntil, t.iprestriction, \
+                        COALESCE(u.username, '') AS username, COALESCE(u.auth, '') AS auth, \
+                        COALESCE(u.suspended, 0) AS suspended, COALESCE(u.deleted, 1) AS deleted \
+                 FROM external_tokens t LEFT JOIN users u ON u.id = t.userid",
+        )
+        .fetch_all(&db.pool)
+        .await?;
         let mut map = HashMap::with_capacity(rows.len());
         for row in rows {
             let token = Token {
@@ -94,6 +108,12 @@ impl TokenCache {
                 user_id: row.try_get("userid")?,
                 valid_until: row.try_get("validuntil")?,
                 ip_restriction: row.try_get("iprestriction")?,
+                user: TokenUser {
+                    username: row.try_get("username")?,
+                    auth: row.try_get("auth")?,
+                    suspended: row.try_get::<i32, _>("suspended")? != 0,
+                    deleted: row.try_get::<i32, _>("deleted")? != 0,
+                },
             };
             map.insert(token.sha256.clone(), token);
         }

@@ -169,6 +169,11 @@ fn contract_table() -> Vec<Row> {
         row(S, "core_webservice_get_site_info", "json", "", r#"{"exception":"webservice_access_exception","errorcode":"accessexception","message":"Access control exception"}"#),
         row(S, "no_such_function", "json", "", r#"{"exception":"dml_missing_record_exception","errorcode":"invalidrecord","message":"Can't find data record in database table external_functions."}"#),
         row(S, "enrol_semco_unenrol_user", "json", "enrolid=1&foo=1", invalid_parameter_json()),
+        // A suspended service user is refused, until reactivated.
+        row(A, "core_user_update_users", "json", "users[0][id]=3&users[0][suspended]=1", r#"{"warnings":[]}"#),
+        row(S, "enrol_semco_get_enrolments", "json", "courseid=2", semco_error("wsaccessusersuspended", "Refused web service access for suspended username: semcowebservice")),
+        row(A, "core_user_update_users", "json", "users[0][id]=3&users[0][suspended]=0", r#"{"warnings":[]}"#),
+        row(S, "enrol_semco_get_enrolments", "json", "courseid=2", "[]"),
         // Deleting the SEMCO service user deletes its tokens: SEMCO's token stops working.
         row(A, "core_user_delete_users", "json", "userids[0]=3", "null"),
         row(S, "enrol_semco_get_enrolments", "json", "courseid=2", r#"{"exception":"core\\exception\\moodle_exception","errorcode":"invalidtoken","message":"Invalid token - token not found"}"#),

@@ -341,7 +341,7 @@ async fn create_users(call: &Call<'_>, p: &Value) -> Result<Value, WsError> {
 
 async fn update_users(call: &Call<'_>, p: &Value) -> Result<Value, WsError> {
     let optional = |u: &Value, key: &str| u.get(key).and_then(Value::as_str).map(str::to_owned);
-    let updates = get(p, "users")
+    let updates: Vec<UserUpdate> = get(p, "users")
         .as_list()
         .unwrap_or_default()
         .iter()
@@ -363,7 +363,11 @@ async fn update_users(call: &Call<'_>, p: &Value) -> Result<Value, WsError> {
                 .collect(),
         })
         .collect();
-    match call.submit(Request::UpdateUsers(updates)).await? {
+    let ids: Vec<i64> = updates.iter().map(|u| u.id).collect();
+    let outcome = call.submit(Request::UpdateUsers(updates)).await?;
+    // A token user's state may have changed: its tokens are re-read on next use.
+    call.tokens.forget_users(&ids);
+    match outcome {
         Outcome::Warnings(warnings) => {
             let list = warnings
                 .into_iter()
