@@ -50,6 +50,8 @@ pub enum Request {
     /// All or nothing, like `core_user_delete_users`.
     DeleteUsers(Vec<i64>),
     CreateCourses(Vec<NewCourse>),
+    /// Per course, like `core_course_update_courses`: a refused course becomes a warning.
+    UpdateCourses(Vec<crate::registry::CourseUpdate>),
     CleanupOrphans,
 }
 

@@ -194,6 +194,7 @@ pub fn decide(
         Request::UpdateUsers(updates) => update_users(state, updates, now),
         Request::DeleteUsers(ids) => delete_users(state, ids, now, actor_user_id),
         Request::CreateCourses(courses) => create_courses(state, courses, now),
+        Request::UpdateCourses(updates) => update_courses(state, updates, now),
         Request::CleanupOrphans => {
             let mut streams = Vec::new();
             for instance in &state.orphans {
@@ -379,6 +380,50 @@ fn create_courses(
         ops.push(op);
     }
     Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::CoursesCreated(created) })
+}
+
+fn update_courses(
+    state: &LedgerState,
+    updates: Vec<crate::registry::CourseUpdate>,
+    now: i64,
+) -> Result<Decision, LedgerError> {
+    let mut index = state.registry.clone();
+    let mut ops = Vec::new();
+    let mut warnings = Vec::new();
+    for update in updates {
+        let id = update.id;
+        let refusal = if !index.course_exists(id) {
+            Some(("invalidrecord".to_owned(), "Can't find data record in database table course.".to_owned()))
+        } else if update.categoryid.is_some_and(|c| c != 1) {
+            Some(("invalidrecord".to_owned(), "Can't find data record in database table course_categories.".to_owned()))
+        } else if let Some(name) = update
+            .shortname
+            .as_ref()
+            .filter(|n| index.courses.iter().any(|(other, c)| *other != id && &c.shortname == *n))
+        {
+            Some(("shortnametaken".to_owned(), format!("Short name is already used for another course ({name})")))
+        } else if let Some(idnumber) = update
+            .idnumber
+            .as_ref()
+            .filter(|n| !n.is_empty() && index.courses.iter().any(|(other, c)| *other != id && &c.idnumber == *n))
+        {
+            Some((
+                "courseidnumbertaken".to_owned(),
+                format!("ID number is already used for another course ({idnumber})"),
+            ))
+        } else {
+            None
+        };
+        match refusal {
+            Some((code, message)) => warnings.push((id, code, message)),
+            None => {
+                let op = RegistryOp::UpdateCourse { update, now };
+                op.apply_to_index(&mut index);
+                ops.push(op);
+            }
+        }
+    }
+    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::Warnings(warnings) })
 }
 
 /// A plain address check: one `@`, a non-empty local part and a dotted domain, no spaces.

@@ -62,6 +62,21 @@ pub struct UserUpdate {
     pub profile: Vec<(String, String)>,
 }
 
+/// The fields `core_course_update_courses` may change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CourseUpdate {
+    pub id: i64,
+    pub fullname: Option<String>,
+    pub shortname: Option<String>,
+    pub categoryid: Option<i64>,
+    pub idnumber: Option<String>,
+    pub summary: Option<String>,
+    pub visible: Option<bool>,
+    pub enablecompletion: Option<bool>,
+    pub startdate: Option<i64>,
+    pub enddate: Option<i64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserEntry {
     pub username: String,
@@ -141,6 +156,10 @@ impl RegistryIndex {
 /// A registry change, applied in the writer's batch transaction.
 #[derive(Debug, Clone)]
 pub enum RegistryOp {
+    UpdateCourse {
+        update: CourseUpdate,
+        now: i64,
+    },
     UpdateUser {
         update: UserUpdate,
         now: i64,
@@ -212,6 +231,42 @@ impl RegistryOp {
                 .bind(*now)
                 .execute(&mut *conn)
                 .await?;
+            }
+            Self::UpdateCourse { update, now } => {
+                let mut sets = vec!["timemodified = $2".to_owned()];
+                let mut texts: Vec<String> = Vec::new();
+                let mut ints: Vec<i64> = Vec::new();
+                for (column, value) in [
+                    ("fullname", &update.fullname),
+                    ("shortname", &update.shortname),
+                    ("idnumber", &update.idnumber),
+                    ("summary", &update.summary),
+                ] {
+                    if let Some(value) = value {
+                        texts.push(value.clone());
+                        sets.push(format!("{column} = ${}", texts.len() + 2));
+                    }
+                }
+                let flags = [("visible", update.visible), ("enablecompletion", update.enablecompletion)];
+                let numbers =
+                    [("categoryid", update.categoryid), ("startdate", update.startdate), ("enddate", update.enddate)]
+                        .into_iter()
+                        .chain(flags.into_iter().map(|(c, v)| (c, v.map(i64::from))));
+                for (column, value) in numbers {
+                    if let Some(value) = value {
+                        ints.push(value);
+                        sets.push(format!("{column} = ${}", texts.len() + ints.len() + 2));
+                    }
+                }
+                let sql = format!("UPDATE courses SET {} WHERE id = $1", sets.join(", "));
+                let mut query = sqlx::query::<Any>(&sql).bind(update.id).bind(*now);
+                for value in texts {
+                    query = query.bind(value);
+                }
+                for value in ints {
+                    query = query.bind(value);
+                }
+                query.execute(&mut *conn).await?;
             }
             Self::UpdateUser { update, now } => {
                 let text_fields = [
@@ -297,6 +352,19 @@ impl RegistryOp {
                     },
                 );
                 index.next_course_id = index.next_course_id.max(id + 1);
+            }
+            Self::UpdateCourse { update, .. } => {
+                if let Some(course) = index.courses.get_mut(&update.id) {
+                    if let Some(shortname) = &update.shortname {
+                        course.shortname = shortname.clone();
+                    }
+                    if let Some(idnumber) = &update.idnumber {
+                        course.idnumber = idnumber.clone();
+                    }
+                    if let Some(enablecompletion) = update.enablecompletion {
+                        course.enablecompletion = enablecompletion;
+                    }
+                }
             }
             Self::UpdateUser { update, .. } => {
                 if let Some(user) = index.users.get_mut(&update.id) {

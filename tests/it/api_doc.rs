@@ -27,7 +27,11 @@ fn binary(url: &str) -> Command {
 }
 
 fn create_token(url: &str, service: &str) -> String {
-    let output = binary(url).args(["token", "create", "--service", service]).output().unwrap();
+    create_token_with(url, &["--service", service])
+}
+
+fn create_token_with(url: &str, args: &[&str]) -> String {
+    let output = binary(url).args(["token", "create"]).args(args).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap().lines().last().unwrap().to_owned()
 }
@@ -104,6 +108,26 @@ async fn documented_curl_session_replays(backend: Backend) {
             .join("&");
         assert_eq!(post(port, &body).await, expected, "{body}");
     }
+
+    // IP restrictions against the real client address (loopback).
+    let site_info =
+        |token: &str| format!("wstoken={token}&wsfunction=core_webservice_get_site_info&moodlewsrestformat=json");
+    let local = create_token_with(&url, &["--service", "ledger_audit", "--ip", "10.0.0.0/8, 127.0.0.1/32"]);
+    let answer = post(port, &site_info(&local)).await;
+    assert!(answer.contains(&format!(r#""siteurl":"http:\/\/127.0.0.1:{port}""#)), "{answer}");
+    let remote = create_token_with(&url, &["--service", "ledger_audit", "--ip", "10.1.2.3"]);
+    let answer = post(port, &site_info(&remote)).await;
+    assert!(answer.contains(r#""errorcode":"accessexception""#), "{answer}");
+    // A token that expires later works now; a past --valid-until is refused by the CLI.
+    let later = create_token_with(&url, &["--service", "ledger_audit", "--valid-until", "2999-01-01T00:00:00Z"]);
+    assert!(post(port, &site_info(&later)).await.contains("\"functions\""));
+    let past = binary(&url)
+        .args(["token", "create", "--service", "ledger_audit", "--valid-until", "2001-01-01T00:00:00Z"])
+        .output()
+        .unwrap();
+    assert!(!past.status.success());
+    let unknown = binary(&url).args(["token", "create", "--service", "nope"]).output().unwrap();
+    assert!(!unknown.status.success());
 }
 
 on_both_backends!(documented_curl_session_replays);

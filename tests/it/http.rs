@@ -165,6 +165,24 @@ fn contract_table() -> Vec<Row> {
         row(S, "enrol_semco_get_course_completions", "json", &(0..101).map(|i| format!("enrolmentids[{i}]=3")).collect::<Vec<_>>().join("&"), semco_error("getcoursecompletionsmaxrequest", "You passed more than the maximum amount of enrolment IDs (which is 100).")),
         row(S, "enrol_semco_unenrol_user", "json", "enrolid=3", RESULT_TRUE),
         row(S, "enrol_semco_enrol_user", "json", "userid=4&courseid=2&semcobookingid=B-9&timestart=1&timeend=2&requirerecompletion=1", semco_error("localrecompletionnotexpectable", "The local_recompletion plugin is not installed or too old. Please install \\/ update local_recompletion before you use the requirerecompletion parameter of this webservice function.")),
+        // registry errors
+        row(S, "core_user_create_users", "json", "users[0][username]=carl&users[0][firstname]=+&users[0][lastname]=L&users[0][email]=c%40example.org&users[0][createpassword]=1", invalid_parameter_json()),
+        row(S, "core_user_create_users", "json", "users[0][username]=carl&users[0][firstname]=C&users[0][lastname]=L&users[0][email]=c%40example.org", invalid_parameter_json()),
+        row(S, "core_user_create_users", "json", "users[0][username]=carl&users[0][firstname]=C&users[0][lastname]=L&users[0][email]=not-an-address&users[0][createpassword]=1", invalid_parameter_json()),
+        row(S, "core_user_create_users", "json", "users[0][username]=carl&users[0][firstname]=C&users[0][lastname]=L&users[0][email]=ANNA%40example.org&users[0][createpassword]=1", invalid_parameter_json()),
+        row(S, "core_user_create_users", "json", "users[0][username]=carl&users[0][firstname]=C&users[0][lastname]=L&users[0][email]=c%40example.org&users[0][createpassword]=1&users[0][auth]=webservice", invalid_parameter_json()),
+        row(S, "core_user_create_users", "json", "users[0][username]=Carl&users[0][firstname]=C&users[0][lastname]=L&users[0][email]=c%40example.org&users[0][createpassword]=1", invalid_parameter_json()),
+        row(A, "core_course_create_courses", "json", "courses[0][fullname]=Again&courses[0][shortname]=C1&courses[0][categoryid]=1", semco_error("shortnametaken", "Short name is already used for another course (C1)")),
+        row(A, "core_course_update_courses", "json", "courses[0][id]=2&courses[0][summary]=Updated&courses[1][id]=77&courses[2][id]=2&courses[2][categoryid]=3", r#"{"warnings":[{"item":"course","itemid":77,"warningcode":"invalidrecord","message":"Can't find data record in database table course."},{"item":"course","itemid":2,"warningcode":"invalidrecord","message":"Can't find data record in database table course_categories."}]}"#),
+        row(S, "core_user_get_users_by_field", "json", "field=lastname&values[0]=L", r#"{"exception":"core\\exception\\coding_exception","errorcode":"codingerror","message":"Coding error detected, it must be fixed by a programmer: invalid field parameter"}"#),
+        row(S, "core_course_get_courses_by_field", "json", "field=fullname&value=x", invalid_parameter_json()),
+        row(A, "ledger_set_config", "json", "name=colour&value=1", invalid_parameter_json()),
+        row(A, "ledger_set_config", "json", "name=role&value=42", invalid_parameter_json()),
+        row(A, "ledger_set_course_recompletion", "json", "courseid=3&recompletiontype=ondemand", semco_error("coursenotexist", "The given course (3) does not exist.")),
+        row(A, "ledger_set_course_recompletion", "json", "courseid=2&recompletiontype=sometimes", invalid_parameter_json()),
+        row(L, "ledger_record_course_completion", "json", "userid=444&courseid=2&timecompleted=5", semco_error("usernotexist", "The given user (444) does not exist.")),
+        row(A, "core_webservice_get_site_info", "json", "serviceshortnames[0]=x&foo=1", invalid_parameter_json()),
+        row(S, "", "json", "", invalid_parameter_json()),
         // dispatch errors
         row(S, "core_webservice_get_site_info", "json", "", r#"{"exception":"webservice_access_exception","errorcode":"accessexception","message":"Access control exception"}"#),
         row(S, "no_such_function", "json", "", r#"{"exception":"dml_missing_record_exception","errorcode":"invalidrecord","message":"Can't find data record in database table external_functions."}"#),
@@ -195,8 +213,30 @@ async fn contract_table_holds(backend: Backend) {
         // Creation times are the server's clock.
         let body = regex_lite_time(&body);
         assert_eq!(body, row.expect, "row {i}: {} {} {}", row.function, row.format, row.params);
+        // Every error row is checked in XML too: a failed call changes nothing, so it can be repeated.
+        if let Some(xml) = json_error_as_xml(&row) {
+            let body = api.call(&tokens[row.service], row.function, "xml", &row.params).await;
+            assert_eq!(body, xml, "row {i} as XML: {} {}", row.function, row.params);
+        }
     }
     assert!(enrol_ledger::app::audit::verify(&api.test.db).await.unwrap().is_ok());
+}
+
+/// The XML envelope of a JSON error row, written out independently of the encoder.
+fn json_error_as_xml(row: &Row) -> Option<String> {
+    if row.format != "json" {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_str(&row.expect).ok()?;
+    let class = value.get("exception")?.as_str()?;
+    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let code =
+        value["errorcode"].as_str().map(|c| format!("<ERRORCODE>{}</ERRORCODE>\n", escape(c))).unwrap_or_default();
+    let message = escape(value["message"].as_str()?);
+    Some(format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n<EXCEPTION class=\"{}\">\n{code}<MESSAGE>{message}</MESSAGE>\n</EXCEPTION>\n",
+        escape(class)
+    ))
 }
 
 /// Replaces `"timecreated":N` and `"timemodified":N` values with `TIME`.
@@ -344,7 +384,36 @@ fn url_escape(s: &str) -> String {
     s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
+/// With `--debug`, errors carry Moodle's debuginfo (JSON key and XML element); the message is unchanged.
+async fn debug_mode_adds_debuginfo(backend: Backend) {
+    let test = TestDb::new(backend).await;
+    let ledger = test.ledger().await;
+    let settings = api::Settings { base_url: "http://moodle.example".into(), debug: true };
+    let api = Api { router: api::router(ledger, settings), test };
+    let token = api.token("enrol_semco").await;
+    let body =
+        api.call(&token, "enrol_semco_enrol_user", "json", "userid=4&courseid=2&semcobookingid=B&timestart=").await;
+    assert_eq!(
+        body,
+        r#"{"exception":"core\\exception\\invalid_parameter_exception","errorcode":"invalidparameter","message":"Invalid parameter value detected","debuginfo":"timestart => Invalid parameter value detected: Invalid external api parameter: the value is \"\", the server was expecting \"int\" type"}"#
+    );
+    let body = api.call(&token, "enrol_semco_unenrol_user", "xml", "enrolid=1&foo=1").await;
+    assert_eq!(
+        body,
+        "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n<EXCEPTION class=\"core\\exception\\invalid_parameter_exception\">\n<ERRORCODE>invalidparameter</ERRORCODE>\n<MESSAGE>Invalid parameter value detected</MESSAGE>\n<DEBUGINFO>Unexpected keys (foo) detected in parameter array.</DEBUGINFO>\n</EXCEPTION>\n"
+    );
+    let user = "users[0][username]=semcowebservice&users[0][firstname]=A&users[0][lastname]=B&users[0][email]=a%40example.org&users[0][createpassword]=1";
+    let body = api.call(&token, "core_user_create_users", "json", user).await;
+    assert!(body.ends_with(r#""debuginfo":"Username already exists: semcowebservice"}"#), "{body}");
+    let body = api.call(&token, "core_webservice_get_site_info", "json", "").await;
+    assert!(
+        body.contains(r#""debuginfo":"Access to the function core_webservice_get_site_info() is not allowed."#),
+        "{body}"
+    );
+}
+
 on_both_backends!(
+    debug_mode_adds_debuginfo,
     contract_table_holds,
     tokens_and_envelopes,
     every_service_reaches_only_its_functions,

@@ -10,7 +10,7 @@ use crate::api::wire::encode::WsError;
 use crate::api::wire::params::{Desc, ParamType, Value};
 use crate::app::command::UserInput;
 use crate::app::{Outcome, Request};
-use crate::registry::{NewCourse, NewUser, UserUpdate, SEMCO_PROFILE_FIELDS};
+use crate::registry::{CourseUpdate, NewCourse, NewUser, UserUpdate, SEMCO_PROFILE_FIELDS};
 
 fn value(ty: ParamType, desc: &'static str) -> Desc {
     Desc::value(ty, desc)
@@ -215,6 +215,56 @@ fn create_courses_params() -> Vec<(&'static str, Desc)> {
     )]
 }
 
+fn update_courses_params() -> Vec<(&'static str, Desc)> {
+    vec![(
+        "courses",
+        Desc::multiple(Desc::single(vec![
+            ("id", int("ID of the course")),
+            ("fullname", text("full name").optional()),
+            ("shortname", text("course short name").optional()),
+            ("categoryid", int("category id").optional()),
+            ("idnumber", raw("id number").optional()),
+            ("summary", raw("summary").optional()),
+            ("summaryformat", int("summary format").optional()),
+            ("format", value(ParamType::AlphaNumExt, "course format").optional()),
+            ("showgrades", int("1 if grades are shown, otherwise 0").optional()),
+            ("newsitems", int("number of recent items appearing on the course page").optional()),
+            ("startdate", int("timestamp when the course start").optional()),
+            ("enddate", int("timestamp when the course end").optional()),
+            ("maxbytes", int("largest size of file that can be uploaded into the course").optional()),
+            ("showreports", int("are activity report shown (yes = 1, no =0)").optional()),
+            ("visible", int("1: available to student, 0:not available").optional()),
+            ("groupmode", int("no group, separate, visible").optional()),
+            ("groupmodeforce", int("1: yes, 0: no").optional()),
+            ("defaultgroupingid", int("default grouping id").optional()),
+            (
+                "enablecompletion",
+                int("Enabled, control via completion and activity settings. Disabled, not shown in activity settings.")
+                    .optional(),
+            ),
+            ("completionnotify", int("1: yes 0: no").optional()),
+            ("lang", value(ParamType::AlphaNumExt, "forced course language").optional()),
+            ("forcetheme", value(ParamType::AlphaNumExt, "name of the force theme").optional()),
+        ])),
+    )]
+}
+
+/// Per-item warnings of a `{warnings}` result.
+fn warnings_value(item: &str, warnings: Vec<(i64, String, String)>) -> Value {
+    let list = warnings
+        .into_iter()
+        .map(|(itemid, code, message)| {
+            Value::Struct(vec![
+                ("item".into(), Value::Str(item.into())),
+                ("itemid".into(), Value::Int(itemid)),
+                ("warningcode".into(), Value::Str(code)),
+                ("message".into(), Value::Str(message)),
+            ])
+        })
+        .collect();
+    Value::Struct(vec![("warnings".into(), Value::List(list))])
+}
+
 pub fn describe(name: &'static str) -> Option<Function> {
     let (params, returns): (ParamsFn, ReturnsFn) = match name {
         "core_user_create_users" => (create_users_params, || {
@@ -240,6 +290,7 @@ pub fn describe(name: &'static str) -> Option<Function> {
             },
             || Some(Desc::single(vec![("courses", Desc::multiple(course_details())), ("warnings", warnings())])),
         ),
+        "core_course_update_courses" => (update_courses_params, || Some(Desc::single(vec![("warnings", warnings())]))),
         "core_course_create_courses" => (create_courses_params, || {
             Some(Desc::multiple(Desc::single(vec![("id", int("course id")), ("shortname", raw("short name"))])))
         }),
@@ -296,6 +347,7 @@ pub async fn execute(call: &Call<'_>, name: &str, p: Value) -> Result<Value, WsE
         "core_user_get_users_by_field" => get_users_by_field(call, &p).await,
         "core_course_get_courses_by_field" => get_courses_by_field(call, &p).await,
         "core_course_create_courses" => create_courses(call, &p).await,
+        "core_course_update_courses" => update_courses(call, &p).await,
         "core_webservice_get_site_info" => site_info(call).await,
         _ => Err(WsError::invalid_parameter("Unknown function")),
     }
@@ -368,20 +420,7 @@ async fn update_users(call: &Call<'_>, p: &Value) -> Result<Value, WsError> {
     // A token user's state may have changed: its tokens are re-read on next use.
     call.tokens.forget_users(&ids);
     match outcome {
-        Outcome::Warnings(warnings) => {
-            let list = warnings
-                .into_iter()
-                .map(|(itemid, code, message)| {
-                    Value::Struct(vec![
-                        ("item".into(), Value::Str("user".into())),
-                        ("itemid".into(), Value::Int(itemid)),
-                        ("warningcode".into(), Value::Str(code)),
-                        ("message".into(), Value::Str(message)),
-                    ])
-                })
-                .collect();
-            Ok(Value::Struct(vec![("warnings".into(), Value::List(list))]))
-        }
+        Outcome::Warnings(warnings) => Ok(warnings_value("user", warnings)),
         other => Err(call.store_error(format!("unexpected outcome {other:?}"))),
     }
 }
@@ -556,6 +595,30 @@ async fn create_courses(call: &Call<'_>, p: &Value) -> Result<Value, WsError> {
                 })
                 .collect(),
         )),
+        other => Err(call.store_error(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+async fn update_courses(call: &Call<'_>, p: &Value) -> Result<Value, WsError> {
+    let updates = get(p, "courses")
+        .as_list()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| CourseUpdate {
+            id: get_i64(c, "id"),
+            fullname: c.get("fullname").and_then(Value::as_str).map(str::to_owned),
+            shortname: c.get("shortname").and_then(Value::as_str).map(str::to_owned),
+            categoryid: c.get("categoryid").and_then(Value::as_i64),
+            idnumber: c.get("idnumber").and_then(Value::as_str).map(str::to_owned),
+            summary: c.get("summary").and_then(Value::as_str).map(str::to_owned),
+            visible: c.get("visible").and_then(Value::as_i64).map(|v| v != 0),
+            enablecompletion: c.get("enablecompletion").and_then(Value::as_i64).map(|v| v != 0),
+            startdate: c.get("startdate").and_then(Value::as_i64),
+            enddate: c.get("enddate").and_then(Value::as_i64),
+        })
+        .collect();
+    match call.submit(Request::UpdateCourses(updates)).await? {
+        Outcome::Warnings(warnings) => Ok(warnings_value("course", warnings)),
         other => Err(call.store_error(format!("unexpected outcome {other:?}"))),
     }
 }

@@ -45,7 +45,7 @@ pub struct Function {
     pub returns: ReturnsFn,
 }
 
-pub const NAMES: [&str; 18] = [
+pub const NAMES: [&str; 19] = [
     "enrol_semco_enrol_user",
     "enrol_semco_unenrol_user",
     "enrol_semco_edit_enrolment",
@@ -58,6 +58,7 @@ pub const NAMES: [&str; 18] = [
     "core_user_get_users_by_field",
     "core_course_get_courses_by_field",
     "core_course_create_courses",
+    "core_course_update_courses",
     "core_webservice_get_site_info",
     "ledger_set_course_recompletion",
     "ledger_record_course_completion",
