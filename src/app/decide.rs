@@ -392,28 +392,7 @@ fn update_courses(
     let mut warnings = Vec::new();
     for update in updates {
         let id = update.id;
-        let refusal = if !index.course_exists(id) {
-            Some(("invalidrecord".to_owned(), "Can't find data record in database table course.".to_owned()))
-        } else if update.categoryid.is_some_and(|c| c != 1) {
-            Some(("invalidrecord".to_owned(), "Can't find data record in database table course_categories.".to_owned()))
-        } else if let Some(name) = update
-            .shortname
-            .as_ref()
-            .filter(|n| index.courses.iter().any(|(other, c)| *other != id && &c.shortname == *n))
-        {
-            Some(("shortnametaken".to_owned(), format!("Short name is already used for another course ({name})")))
-        } else if let Some(idnumber) = update
-            .idnumber
-            .as_ref()
-            .filter(|n| !n.is_empty() && index.courses.iter().any(|(other, c)| *other != id && &c.idnumber == *n))
-        {
-            Some((
-                "courseidnumbertaken".to_owned(),
-                format!("ID number is already used for another course ({idnumber})"),
-            ))
-        } else {
-            None
-        };
+        let refusal = course_update_refusal(&index, &update);
         match refusal {
             Some((code, message)) => warnings.push((id, code, message)),
             None => {
@@ -424,6 +403,33 @@ fn update_courses(
         }
     }
     Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::Warnings(warnings) })
+}
+
+/// Why `core_course_update_courses` would refuse this course: (warning code, message).
+fn course_update_refusal(
+    index: &crate::registry::RegistryIndex,
+    update: &crate::registry::CourseUpdate,
+) -> Option<(String, String)> {
+    let id = update.id;
+    let taken_by_other = |pick: fn(&crate::registry::CourseEntry) -> &str, value: &str| {
+        index.courses.iter().any(|(other, c)| *other != id && pick(c) == value)
+    };
+    if !index.course_exists(id) {
+        return Some(("invalidrecord".into(), "Can't find data record in database table course.".into()));
+    }
+    if update.categoryid.is_some_and(|c| c != 1) {
+        return Some(("invalidrecord".into(), "Can't find data record in database table course_categories.".into()));
+    }
+    if let Some(name) = update.shortname.as_deref().filter(|n| taken_by_other(|c| &c.shortname, n)) {
+        return Some(("shortnametaken".into(), format!("Short name is already used for another course ({name})")));
+    }
+    if let Some(idnumber) = update.idnumber.as_deref().filter(|n| !n.is_empty() && taken_by_other(|c| &c.idnumber, n)) {
+        return Some((
+            "courseidnumbertaken".into(),
+            format!("ID number is already used for another course ({idnumber})"),
+        ));
+    }
+    None
 }
 
 /// A plain address check: one `@`, a non-empty local part and a dotted domain, no spaces.
