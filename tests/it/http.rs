@@ -143,6 +143,8 @@ fn contract_table() -> Vec<Row> {
         row(S, "enrol_semco_reset_course_completion", "json", "enrolid=1", semco_error("localrecompletionnotinstalled", "The local_recompletion plugin is not installed or too old. Please install \\/ update local_recompletion to allow this webservice function to do its job.")),
         row(A, "ledger_get_config", "json", "", r#"[{"name":"enabled","value":"1"},{"name":"role","value":"5"},{"name":"recompletion","value":"0"},{"name":"overlap_rule","value":"enrol_semco"},{"name":"allowaccountssameemail","value":"0"}]"#),
         row(A, "ledger_set_config", "json", "name=enabled&value=0", RESULT_TRUE),
+        // Disabled: no `semco` enrolment methods are listed, core functions still work.
+        row(S, "core_course_get_courses_by_field", "json", "field=shortname&value=C1", r#"{"courses":[{"id":2,"fullname":"Course One","displayname":"Course One","shortname":"C1","categoryid":1,"categoryname":"Category 1","summary":"","summaryformat":1,"enrollmentmethods":[],"idnumber":"","format":"topics","startdate":0,"enddate":0,"visible":true,"enablecompletion":true,"timecreated":TIME,"timemodified":TIME}],"warnings":[]}"#),
         row(S, "enrol_semco_get_enrolments", "json", "courseid=2", semco_error("semcopluginnotenabled", "The SEMCO enrolment plugin is not enabled currently.")),
         row(S, "enrol_semco_unenrol_user", "json", "enrolid=1", semco_error("semcopluginnotenabled", "The SEMCO enrolment plugin is not enabled currently.")),
         row(A, "ledger_set_config", "json", "name=enabled&value=1", RESULT_TRUE),
@@ -187,6 +189,10 @@ fn contract_table() -> Vec<Row> {
         row(S, "core_webservice_get_site_info", "json", "", r#"{"exception":"webservice_access_exception","errorcode":"accessexception","message":"Access control exception"}"#),
         row(S, "no_such_function", "json", "", r#"{"exception":"dml_missing_record_exception","errorcode":"invalidrecord","message":"Can't find data record in database table external_functions."}"#),
         row(S, "enrol_semco_unenrol_user", "json", "enrolid=1&foo=1", invalid_parameter_json()),
+        // A nologin service user is refused, until its auth is restored.
+        row(A, "core_user_update_users", "json", "users[0][id]=3&users[0][auth]=nologin", r#"{"warnings":[]}"#),
+        row(S, "enrol_semco_get_enrolments", "json", "courseid=2", semco_error("wsaccessusernologin", "Refused web service access for nologin authentication username: semcowebservice")),
+        row(A, "core_user_update_users", "json", "users[0][id]=3&users[0][auth]=webservice", r#"{"warnings":[]}"#),
         // A suspended service user is refused, until reactivated.
         row(A, "core_user_update_users", "json", "users[0][id]=3&users[0][suspended]=1", r#"{"warnings":[]}"#),
         row(S, "enrol_semco_get_enrolments", "json", "courseid=2", semco_error("wsaccessusersuspended", "Refused web service access for suspended username: semcowebservice")),
