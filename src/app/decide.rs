@@ -227,10 +227,13 @@ fn enrolment_of(state: &LedgerState, enrolid: i64) -> (i64, Option<crate::domain
 }
 
 fn create_users(state: &LedgerState, users: Vec<UserInput>, now: i64) -> Result<Decision, LedgerError> {
-    let mut index = state.registry.clone();
+    let index = &state.registry;
+    // Names and addresses taken earlier in this same request (it is all or nothing).
+    let mut usernames = std::collections::HashSet::new();
+    let mut emails = std::collections::HashSet::new();
     let mut ops = Vec::new();
     let mut created = Vec::new();
-    for input in users {
+    for (offset, input) in users.into_iter().enumerate() {
         let user = &input.user;
         for (field, value) in
             [("username", &user.username), ("firstname", &user.firstname), ("lastname", &user.lastname)]
@@ -242,7 +245,7 @@ fn create_users(state: &LedgerState, users: Vec<UserInput>, now: i64) -> Result<
         if !AUTH_PLUGINS.contains(&user.auth.as_str()) {
             return Err(RegistryError::InvalidAuth(user.auth.clone()).into());
         }
-        if index.username_taken(&user.username) {
+        if index.username_taken(&user.username) || usernames.contains(&user.username) {
             return Err(RegistryError::UsernameExists(user.username.clone()).into());
         }
         if !LANGUAGES.contains(&user.lang.as_str()) {
@@ -254,17 +257,19 @@ fn create_users(state: &LedgerState, users: Vec<UserInput>, now: i64) -> Result<
         if !valid_email(&user.email) {
             return Err(RegistryError::EmailInvalid(user.email.clone()).into());
         }
-        if !state.config.state.allow_accounts_same_email && index.email_taken(&user.email) {
+        let email = user.email.to_lowercase();
+        if !state.config.state.allow_accounts_same_email && (index.email_taken(&user.email) || emails.contains(&email))
+        {
             return Err(RegistryError::EmailExists(user.email.clone()).into());
         }
-        let id = index.next_user_id;
-        let mut user = user.clone();
+        usernames.insert(user.username.clone());
+        emails.insert(email);
+        let id = index.next_user_id + offset as i64;
+        let mut user = input.user;
         // Only the known profile fields are kept, as Moodle ignores unknown shortnames.
         user.profile.retain(|(name, _)| SEMCO_PROFILE_FIELDS.iter().any(|(f, _)| f == name));
-        let op = RegistryOp::CreateUser { id, user, now };
-        op.apply_to_index(&mut index);
-        created.push((id, input.user.username.clone()));
-        ops.push(op);
+        created.push((id, user.username.clone()));
+        ops.push(RegistryOp::CreateUser { id, user, now });
     }
     Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::UsersCreated(created) })
 }
@@ -283,7 +288,7 @@ fn update_users(
     for update in updates {
         let id = update.id;
         let mut warn = |code: &str, message: &str| warnings.push((id, code.to_owned(), message.to_owned()));
-        let Some(existing) = index.users.get(&id).cloned() else {
+        let Some(existing) = index.user(id).cloned() else {
             warn("invaliduserid", "Invalid user ID");
             continue;
         };
@@ -321,9 +326,9 @@ fn update_users(
 fn delete_users(state: &LedgerState, ids: Vec<i64>, now: i64, actor: Option<i64>) -> Result<Decision, LedgerError> {
     let mut streams = Vec::new();
     let mut ops = Vec::new();
-    let mut index = state.registry.clone();
+    let mut deleted = std::collections::HashSet::new();
     for id in ids {
-        if !index.user_exists(id) {
+        if !state.registry.user_exists(id) || deleted.contains(&id) {
             return Err(RegistryError::UserMissing(id).into());
         }
         if id == ADMIN_USER_ID {
@@ -347,9 +352,8 @@ fn delete_users(state: &LedgerState, ids: Vec<i64>, now: i64, actor: Option<i64>
                 events: wrap(events),
             });
         }
-        let op = RegistryOp::EraseUser { id, now };
-        op.apply_to_index(&mut index);
-        ops.push(op);
+        deleted.insert(id);
+        ops.push(RegistryOp::EraseUser { id, now });
     }
     streams.sort_by_key(|s| s.stream.key.parse::<i64>().unwrap_or_default());
     Ok(Decision { streams, registry: ops, outcome: Outcome::Done })

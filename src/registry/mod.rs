@@ -4,7 +4,7 @@
 //! `RegistryIndex` is the writer's in-memory view (existence, usernames, e-mails, course flags);
 //! `RegistryOp` is a change the writer applies inside its batch transaction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use sqlx::{Any, AnyConnection, Row};
 
@@ -91,16 +91,25 @@ pub struct CourseEntry {
     pub enablecompletion: bool,
 }
 
-/// What the writer must know about users and courses to decide commands.
+/// What the writer must know about users and courses to decide commands. Usernames and
+/// e-mail addresses of live users are indexed, so uniqueness checks do not scan all users.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryIndex {
-    pub users: HashMap<i64, UserEntry>,
+    users: HashMap<i64, UserEntry>,
+    /// Username → id, live users only.
+    usernames: HashMap<String, i64>,
+    /// Lower-cased e-mail → ids, live users only (several when `allowaccountssameemail` is on).
+    emails: HashMap<String, BTreeSet<i64>>,
     pub courses: HashMap<i64, CourseEntry>,
     pub next_user_id: i64,
     pub next_course_id: i64,
 }
 
 impl RegistryIndex {
+    pub fn user(&self, id: i64) -> Option<&UserEntry> {
+        self.users.get(&id)
+    }
+
     /// A user that exists and is not deleted.
     pub fn user_exists(&self, id: i64) -> bool {
         self.users.get(&id).is_some_and(|u| !u.deleted)
@@ -111,7 +120,7 @@ impl RegistryIndex {
     }
 
     pub fn username_taken(&self, username: &str) -> bool {
-        self.users.values().any(|u| !u.deleted && u.username == username)
+        self.usernames.contains_key(username)
     }
 
     pub fn email_taken(&self, email: &str) -> bool {
@@ -120,7 +129,39 @@ impl RegistryIndex {
 
     /// Whether another live user (not `except`) has this e-mail address, ignoring case.
     pub fn email_taken_by_other(&self, email: &str, except: Option<i64>) -> bool {
-        self.users.iter().any(|(id, u)| Some(*id) != except && !u.deleted && u.email.eq_ignore_ascii_case(email))
+        self.emails.get(&email.to_lowercase()).is_some_and(|ids| ids.iter().any(|id| Some(*id) != except))
+    }
+
+    /// Inserts or replaces a user, keeping the username and e-mail indexes in step.
+    fn put_user(&mut self, id: i64, entry: UserEntry) {
+        if let Some(old) = self.users.remove(&id) {
+            if self.usernames.get(&old.username) == Some(&id) {
+                self.usernames.remove(&old.username);
+            }
+            let key = old.email.to_lowercase();
+            if let Some(ids) = self.emails.get_mut(&key) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.emails.remove(&key);
+                }
+            }
+        }
+        if !entry.deleted {
+            self.usernames.insert(entry.username.clone(), id);
+            if !entry.email.is_empty() {
+                self.emails.entry(entry.email.to_lowercase()).or_default().insert(id);
+            }
+        }
+        self.next_user_id = self.next_user_id.max(id + 1);
+        self.users.insert(id, entry);
+    }
+
+    /// Changes a user through `change`, keeping the indexes in step.
+    fn change_user(&mut self, id: i64, change: impl FnOnce(&mut UserEntry)) {
+        if let Some(mut entry) = self.users.get(&id).cloned() {
+            change(&mut entry);
+            self.put_user(id, entry);
+        }
     }
 
     pub async fn load(db: &Db) -> Result<Self, StoreError> {
@@ -128,7 +169,7 @@ impl RegistryIndex {
         for row in sqlx::query("SELECT id, username, email, deleted FROM users").fetch_all(&db.pool).await? {
             let id: i64 = row.try_get("id")?;
             let deleted: i32 = row.try_get("deleted")?;
-            index.users.insert(
+            index.put_user(
                 id,
                 UserEntry { username: row.try_get("username")?, email: row.try_get("email")?, deleted: deleted != 0 },
             );
@@ -147,7 +188,7 @@ impl RegistryIndex {
             );
         }
         // Ids are never reused: deleted users keep their row, so max + 1 is always fresh.
-        index.next_user_id = index.users.keys().max().copied().unwrap_or(1) + 1;
+        index.next_user_id = index.next_user_id.max(2);
         index.next_course_id = index.courses.keys().max().copied().unwrap_or(1) + 1;
         Ok(index)
     }
@@ -336,11 +377,8 @@ impl RegistryOp {
     pub fn apply_to_index(&self, index: &mut RegistryIndex) {
         match self {
             Self::CreateUser { id, user, .. } => {
-                index.users.insert(
-                    *id,
-                    UserEntry { username: user.username.clone(), email: user.email.clone(), deleted: false },
-                );
-                index.next_user_id = index.next_user_id.max(id + 1);
+                let entry = UserEntry { username: user.username.clone(), email: user.email.clone(), deleted: false };
+                index.put_user(*id, entry);
             }
             Self::CreateCourse { id, course, .. } => {
                 index.courses.insert(
@@ -366,23 +404,19 @@ impl RegistryOp {
                     }
                 }
             }
-            Self::UpdateUser { update, .. } => {
-                if let Some(user) = index.users.get_mut(&update.id) {
-                    if let Some(username) = &update.username {
-                        user.username = username.clone();
-                    }
-                    if let Some(email) = &update.email {
-                        user.email = email.clone();
-                    }
+            Self::UpdateUser { update, .. } => index.change_user(update.id, |user| {
+                if let Some(username) = &update.username {
+                    user.username = username.clone();
                 }
-            }
-            Self::EraseUser { id, .. } => {
-                if let Some(user) = index.users.get_mut(id) {
-                    user.deleted = true;
-                    user.username = format!("deleted-{id}");
-                    user.email.clear();
+                if let Some(email) = &update.email {
+                    user.email = email.clone();
                 }
-            }
+            }),
+            Self::EraseUser { id, .. } => index.change_user(*id, |user| {
+                user.deleted = true;
+                user.username = format!("deleted-{id}");
+                user.email.clear();
+            }),
         }
     }
 }
