@@ -420,3 +420,31 @@ impl RegistryOp {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(index: &mut RegistryIndex, id: i64, username: &str, email: &str) {
+        let user = NewUser { username: username.into(), email: email.into(), ..NewUser::default() };
+        RegistryOp::CreateUser { id, user, now: 0 }.apply_to_index(index);
+    }
+
+    #[test]
+    fn username_and_email_indexes_follow_creates_updates_and_erasures() {
+        let mut index = RegistryIndex::default();
+        create(&mut index, 4, "anna", "Anna@Example.org");
+        create(&mut index, 5, "bert", "anna@example.org");
+        assert!(index.username_taken("anna"));
+        assert!(index.email_taken("ANNA@example.org"));
+        assert!(index.email_taken_by_other("anna@example.org", Some(4)), "bert has it too");
+        let update = UserUpdate { id: 5, email: Some("bert@example.org".into()), ..UserUpdate::default() };
+        RegistryOp::UpdateUser { update, now: 0 }.apply_to_index(&mut index);
+        assert!(!index.email_taken_by_other("anna@example.org", Some(4)));
+        RegistryOp::EraseUser { id: 4, now: 0 }.apply_to_index(&mut index);
+        assert!(!index.username_taken("anna"), "a deleted user's username is free again");
+        assert!(!index.email_taken("anna@example.org"));
+        assert!(!index.user_exists(4));
+        assert_eq!(index.next_user_id, 6, "ids are never reused");
+    }
+}
