@@ -37,6 +37,29 @@ const OPTIONAL_USER_TEXT: [&str; 17] = [
     "mailformat",
 ];
 
+/// The optional fields, custom fields and preferences shared by create and update.
+fn optional_user_fields() -> Vec<(&'static str, Desc)> {
+    let mut fields: Vec<(&'static str, Desc)> =
+        OPTIONAL_USER_TEXT.iter().map(|name| (*name, raw("Optional user field").optional())).collect();
+    fields.push((
+        "customfields",
+        Desc::multiple(Desc::single(vec![
+            ("type", value(ParamType::AlphaNumExt, "The name of the custom field")),
+            ("value", raw("The value of the custom field")),
+        ]))
+        .optional(),
+    ));
+    fields.push((
+        "preferences",
+        Desc::multiple(Desc::single(vec![
+            ("type", raw("The name of the preference")),
+            ("value", raw("The value of the preference")),
+        ]))
+        .optional(),
+    ));
+    fields
+}
+
 fn create_users_params() -> Vec<(&'static str, Desc)> {
     let mut user = vec![
         ("createpassword", boolean("True if password should be created and mailed to user.").optional()),
@@ -64,23 +87,7 @@ fn create_users_params() -> Vec<(&'static str, Desc)> {
                 .with_default(Value::Str("gregorian".into())),
         ),
     ];
-    user.extend(OPTIONAL_USER_TEXT.iter().map(|name| (*name, raw("Optional user field").optional())));
-    user.push((
-        "customfields",
-        Desc::multiple(Desc::single(vec![
-            ("type", value(ParamType::AlphaNumExt, "The name of the custom field")),
-            ("value", raw("The value of the custom field")),
-        ]))
-        .optional(),
-    ));
-    user.push((
-        "preferences",
-        Desc::multiple(Desc::single(vec![
-            ("type", raw("The name of the preference")),
-            ("value", raw("The value of the preference")),
-        ]))
-        .optional(),
-    ));
+    user.extend(optional_user_fields());
     vec![("users", Desc::multiple(Desc::single(user)))]
 }
 
@@ -105,23 +112,7 @@ fn update_users_params() -> Vec<(&'static str, Desc)> {
         ),
         ("userpicture", int("The itemid where the new user picture has been uploaded to, 0 to delete").optional()),
     ];
-    user.extend(OPTIONAL_USER_TEXT.iter().map(|name| (*name, raw("Optional user field").optional())));
-    user.push((
-        "customfields",
-        Desc::multiple(Desc::single(vec![
-            ("type", value(ParamType::AlphaNumExt, "The name of the custom field")),
-            ("value", raw("The value of the custom field")),
-        ]))
-        .optional(),
-    ));
-    user.push((
-        "preferences",
-        Desc::multiple(Desc::single(vec![
-            ("type", raw("The name of the preference")),
-            ("value", raw("The value of the preference")),
-        ]))
-        .optional(),
-    ));
+    user.extend(optional_user_fields());
     vec![("users", Desc::multiple(Desc::single(user)))]
 }
 
@@ -353,6 +344,12 @@ pub async fn execute(call: &Call<'_>, name: &str, p: Value) -> Result<Value, WsE
     }
 }
 
+/// A user's `customfields[]` as (shortname, value) pairs.
+fn custom_fields(user: &Value) -> Vec<(String, String)> {
+    let fields = get(user, "customfields").as_list().unwrap_or_default();
+    fields.iter().map(|f| (get_str(f, "type"), get_str(f, "value"))).collect()
+}
+
 async fn create_users(call: &Call<'_>, p: &Value) -> Result<Value, WsError> {
     let inputs = get(p, "users")
         .as_list()
@@ -367,12 +364,7 @@ async fn create_users(call: &Call<'_>, p: &Value) -> Result<Value, WsError> {
                 email: get_str(u, "email"),
                 idnumber: get_str(u, "idnumber"),
                 lang: get_str(u, "lang"),
-                profile: get(u, "customfields")
-                    .as_list()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|f| (get_str(f, "type"), get_str(f, "value")))
-                    .collect(),
+                profile: custom_fields(u),
             },
             password_given: u.get("password").is_some(),
             createpassword: get(u, "createpassword").as_bool().unwrap_or(false),
@@ -407,12 +399,7 @@ async fn update_users(call: &Call<'_>, p: &Value) -> Result<Value, WsError> {
             idnumber: optional(u, "idnumber"),
             lang: optional(u, "lang"),
             suspended: u.get("suspended").and_then(Value::as_bool),
-            profile: get(u, "customfields")
-                .as_list()
-                .unwrap_or_default()
-                .iter()
-                .map(|f| (get_str(f, "type"), get_str(f, "value")))
-                .collect(),
+            profile: custom_fields(u),
         })
         .collect();
     let ids: Vec<i64> = updates.iter().map(|u| u.id).collect();
