@@ -344,6 +344,14 @@ pub async fn execute(call: &Call<'_>, name: &str, p: Value) -> Result<Value, WsE
     }
 }
 
+/// `[{id, <name_key>}]`, what the create functions return.
+fn created_list(created: Vec<(i64, String)>, name_key: &str) -> Value {
+    let item = |(id, name): (i64, String)| {
+        Value::Struct(vec![("id".into(), Value::Int(id)), (name_key.into(), Value::Str(name))])
+    };
+    Value::List(created.into_iter().map(item).collect())
+}
+
 /// A user's `customfields[]` as (shortname, value) pairs.
 fn custom_fields(user: &Value) -> Vec<(String, String)> {
     let fields = get(user, "customfields").as_list().unwrap_or_default();
@@ -371,14 +379,7 @@ async fn create_users(call: &Call<'_>, p: &Value) -> Result<Value, WsError> {
         })
         .collect();
     match call.submit(Request::CreateUsers(inputs)).await? {
-        Outcome::UsersCreated(created) => Ok(Value::List(
-            created
-                .into_iter()
-                .map(|(id, username)| {
-                    Value::Struct(vec![("id".into(), Value::Int(id)), ("username".into(), Value::Str(username))])
-                })
-                .collect(),
-        )),
+        Outcome::UsersCreated(created) => Ok(created_list(created, "username")),
         other => Err(call.store_error(format!("unexpected outcome {other:?}"))),
     }
 }
@@ -574,14 +575,7 @@ async fn create_courses(call: &Call<'_>, p: &Value) -> Result<Value, WsError> {
         })
         .collect();
     match call.submit(Request::CreateCourses(courses)).await? {
-        Outcome::CoursesCreated(created) => Ok(Value::List(
-            created
-                .into_iter()
-                .map(|(id, shortname)| {
-                    Value::Struct(vec![("id".into(), Value::Int(id)), ("shortname".into(), Value::Str(shortname))])
-                })
-                .collect(),
-        )),
+        Outcome::CoursesCreated(created) => Ok(created_list(created, "shortname")),
         other => Err(call.store_error(format!("unexpected outcome {other:?}"))),
     }
 }
