@@ -166,36 +166,41 @@ impl TokenCache {
     }
 }
 
+/// One entry of an IP list: an address, or a network with its prefix length (a plain address
+/// is its own /32 or /128). `None` for anything else, including a prefix too long for the family.
+fn parse_entry(entry: &str) -> Option<(IpAddr, u32)> {
+    let (address, bits) = match entry.split_once('/') {
+        None => (entry, None),
+        Some((address, bits)) => (address, Some(bits.parse::<u32>().ok()?)),
+    };
+    let address: IpAddr = address.parse().ok()?;
+    let width = if address.is_ipv4() { 32 } else { 128 };
+    let bits = bits.unwrap_or(width);
+    (bits <= width).then_some((address, bits))
+}
+
+fn entries(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|e| !e.is_empty())
+}
+
 /// Whether `ip` is one of a comma-separated list of addresses and CIDR ranges.
 pub fn ip_in_list(ip: IpAddr, list: &str) -> bool {
-    list.split(',').map(str::trim).filter(|e| !e.is_empty()).any(|entry| match entry.split_once('/') {
-        None => entry.parse::<IpAddr>().is_ok_and(|e| e == ip),
-        Some((net, bits)) => match (net.parse::<IpAddr>(), bits.parse::<u32>()) {
-            (Ok(IpAddr::V4(net)), Ok(bits)) if bits <= 32 => match ip {
-                IpAddr::V4(ip) => {
-                    let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
-                    u32::from(ip) & mask == u32::from(net) & mask
-                }
-                IpAddr::V6(_) => false,
-            },
-            (Ok(IpAddr::V6(net)), Ok(bits)) if bits <= 128 => match ip {
-                IpAddr::V6(ip) => {
-                    let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
-                    u128::from(ip) & mask == u128::from(net) & mask
-                }
-                IpAddr::V4(_) => false,
-            },
-            _ => false,
-        },
+    entries(list).filter_map(parse_entry).any(|(net, bits)| match (net, ip) {
+        (IpAddr::V4(net), IpAddr::V4(ip)) => {
+            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+            u32::from(ip) & mask == u32::from(net) & mask
+        }
+        (IpAddr::V6(net), IpAddr::V6(ip)) => {
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            u128::from(ip) & mask == u128::from(net) & mask
+        }
+        _ => false,
     })
 }
 
-/// Parses and checks an `--ip` list: every entry must be an address or a CIDR range.
+/// Checks an `--ip` list: every entry must be an address or a CIDR range of its family.
 pub fn valid_ip_list(list: &str) -> bool {
-    list.split(',').map(str::trim).filter(|e| !e.is_empty()).all(|entry| match entry.split_once('/') {
-        None => entry.parse::<IpAddr>().is_ok(),
-        Some((net, bits)) => net.parse::<IpAddr>().is_ok() && bits.parse::<u8>().is_ok(),
-    })
+    entries(list).all(|entry| parse_entry(entry).is_some())
 }
 
 #[cfg(test)]
@@ -212,6 +217,8 @@ mod tests {
         assert!(!ip_in_list(ip("127.0.0.1"), ""));
         assert!(valid_ip_list("10.0.0.0/8,127.0.0.1"));
         assert!(!valid_ip_list("nonsense"));
+        assert!(!valid_ip_list("10.0.0.0/33"), "a prefix longer than the family can never match");
+        assert!(ip_in_list(ip("8.8.8.8"), "0.0.0.0/0"));
     }
 
     #[test]
