@@ -14,14 +14,13 @@ use crate::domain::enrolment::{EditEnrolment, EnrolUser, Enrolment, EnrolmentCom
 use crate::domain::ids::{CourseId, InstanceId, RoleId, UserEnrolmentId, UserId};
 use crate::domain::recompletion::RecompletionFacts;
 use crate::domain::LedgerEvent;
-use crate::registry::{RegistryOp, SEMCO_PROFILE_FIELDS};
+use crate::registry::{RegistryOp, INSTALLED_LANGS, SEMCO_PROFILE_FIELDS};
 use crate::store::log::StreamRef;
 
 /// Moodle's role ids on a fresh site (manager … frontpage).
 pub const KNOWN_ROLES: [i64; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
 /// The site administrator's user id on a fresh Moodle.
 pub const ADMIN_USER_ID: i64 = 2;
-const LANGUAGES: [&str; 1] = ["en"];
 const AUTH_PLUGINS: [&str; 8] = ["manual", "nologin", "email", "ldap", "oauth2", "cas", "db", "shibboleth"];
 
 /// Events for one stream, tagged with the booking ID they concern.
@@ -248,7 +247,7 @@ fn create_users(state: &LedgerState, users: Vec<UserInput>, now: i64) -> Result<
         if index.username_taken(&user.username) || usernames.contains(&user.username) {
             return Err(RegistryError::UsernameExists(user.username.clone()).into());
         }
-        if !LANGUAGES.contains(&user.lang.as_str()) {
+        if !INSTALLED_LANGS.contains(&user.lang.as_str()) {
             return Err(RegistryError::InvalidLang(user.lang.clone()).into());
         }
         if user.auth == "manual" && !input.password_given && !input.createpassword {

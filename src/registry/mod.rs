@@ -10,6 +10,9 @@ use sqlx::{Any, AnyConnection, Row};
 
 use crate::store::{Db, StoreError};
 
+/// The language packs installed, as on a stock Moodle.
+pub const INSTALLED_LANGS: [&str; 1] = ["en"];
+
 /// The SEMCO profile fields the installer creates (shortname, name).
 pub const SEMCO_PROFILE_FIELDS: [(&str, &str); 5] = [
     ("semco_userid", "SEMCO User ID"),

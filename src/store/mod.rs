@@ -7,8 +7,8 @@
 pub mod esrs_store;
 pub mod log;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
 use std::time::Duration;
 
 /// Connections for API reads and the CLI; the writer holds one more of its own.
@@ -148,9 +148,4 @@ fn migrations(backend: Backend) -> &'static [Migration] {
             (2, "tokens", include_str!("../../migrations/postgres/0002_tokens.sql")),
         ],
     }
-}
-
-/// Reads an optional BIGINT column that SQLite may hand back as any integer width.
-pub fn opt_i64(row: &AnyRow, column: &str) -> Result<Option<i64>, sqlx::Error> {
-    row.try_get::<Option<i64>, _>(column)
 }

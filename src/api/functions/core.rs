@@ -173,71 +173,46 @@ fn course_details() -> Desc {
     ])
 }
 
-fn create_courses_params() -> Vec<(&'static str, Desc)> {
-    vec![(
-        "courses",
-        Desc::multiple(Desc::single(vec![
-            ("fullname", text("full name")),
-            ("shortname", text("course short name")),
-            ("categoryid", int("category id")),
-            ("idnumber", raw("id number").optional()),
-            ("summary", raw("summary").optional()),
-            ("summaryformat", int("summary format").with_default(Value::Int(1))),
-            ("format", value(ParamType::AlphaNumExt, "course format").with_default(Value::Str("topics".into()))),
-            ("showgrades", int("1 if grades are shown, otherwise 0").with_default(Value::Int(1))),
-            ("newsitems", int("number of recent items appearing on the course page").with_default(Value::Int(5))),
-            ("startdate", int("timestamp when the course start").optional()),
-            ("enddate", int("timestamp when the course end").optional()),
-            ("maxbytes", int("largest size of file that can be uploaded into the course").with_default(Value::Int(0))),
-            ("showreports", int("are activity report shown (yes = 1, no =0)").with_default(Value::Int(0))),
-            ("visible", int("1: available to student, 0:not available").optional()),
-            ("groupmode", int("no group, separate, visible").with_default(Value::Int(0))),
-            ("groupmodeforce", int("1: yes, 0: no").with_default(Value::Int(0))),
-            ("defaultgroupingid", int("default grouping id").with_default(Value::Int(0))),
-            (
-                "enablecompletion",
-                int("Enabled, control via completion and activity settings. Disabled, not shown in activity settings.")
-                    .optional(),
-            ),
-            ("completionnotify", int("1: yes 0: no").optional()),
-            ("lang", value(ParamType::AlphaNumExt, "forced course language").optional()),
-            ("forcetheme", value(ParamType::AlphaNumExt, "name of the force theme").optional()),
-        ])),
-    )]
+/// The course fields of `core_course_create_courses`, with their defaults.
+fn course_fields() -> Vec<(&'static str, Desc)> {
+    vec![
+        ("fullname", text("full name")),
+        ("shortname", text("course short name")),
+        ("categoryid", int("category id")),
+        ("idnumber", raw("id number").optional()),
+        ("summary", raw("summary").optional()),
+        ("summaryformat", int("summary format").with_default(Value::Int(1))),
+        ("format", value(ParamType::AlphaNumExt, "course format").with_default(Value::Str("topics".into()))),
+        ("showgrades", int("1 if grades are shown, otherwise 0").with_default(Value::Int(1))),
+        ("newsitems", int("number of recent items appearing on the course page").with_default(Value::Int(5))),
+        ("startdate", int("timestamp when the course start").optional()),
+        ("enddate", int("timestamp when the course end").optional()),
+        ("maxbytes", int("largest size of file that can be uploaded into the course").with_default(Value::Int(0))),
+        ("showreports", int("are activity report shown (yes = 1, no =0)").with_default(Value::Int(0))),
+        ("visible", int("1: available to student, 0:not available").optional()),
+        ("groupmode", int("no group, separate, visible").with_default(Value::Int(0))),
+        ("groupmodeforce", int("1: yes, 0: no").with_default(Value::Int(0))),
+        ("defaultgroupingid", int("default grouping id").with_default(Value::Int(0))),
+        (
+            "enablecompletion",
+            int("Enabled, control via completion and activity settings. Disabled, not shown in activity settings.")
+                .optional(),
+        ),
+        ("completionnotify", int("1: yes 0: no").optional()),
+        ("lang", value(ParamType::AlphaNumExt, "forced course language").optional()),
+        ("forcetheme", value(ParamType::AlphaNumExt, "name of the force theme").optional()),
+    ]
 }
 
+fn create_courses_params() -> Vec<(&'static str, Desc)> {
+    vec![("courses", Desc::multiple(Desc::single(course_fields())))]
+}
+
+/// `core_course_update_courses`: the id, then every create field, all optional.
 fn update_courses_params() -> Vec<(&'static str, Desc)> {
-    vec![(
-        "courses",
-        Desc::multiple(Desc::single(vec![
-            ("id", int("ID of the course")),
-            ("fullname", text("full name").optional()),
-            ("shortname", text("course short name").optional()),
-            ("categoryid", int("category id").optional()),
-            ("idnumber", raw("id number").optional()),
-            ("summary", raw("summary").optional()),
-            ("summaryformat", int("summary format").optional()),
-            ("format", value(ParamType::AlphaNumExt, "course format").optional()),
-            ("showgrades", int("1 if grades are shown, otherwise 0").optional()),
-            ("newsitems", int("number of recent items appearing on the course page").optional()),
-            ("startdate", int("timestamp when the course start").optional()),
-            ("enddate", int("timestamp when the course end").optional()),
-            ("maxbytes", int("largest size of file that can be uploaded into the course").optional()),
-            ("showreports", int("are activity report shown (yes = 1, no =0)").optional()),
-            ("visible", int("1: available to student, 0:not available").optional()),
-            ("groupmode", int("no group, separate, visible").optional()),
-            ("groupmodeforce", int("1: yes, 0: no").optional()),
-            ("defaultgroupingid", int("default grouping id").optional()),
-            (
-                "enablecompletion",
-                int("Enabled, control via completion and activity settings. Disabled, not shown in activity settings.")
-                    .optional(),
-            ),
-            ("completionnotify", int("1: yes 0: no").optional()),
-            ("lang", value(ParamType::AlphaNumExt, "forced course language").optional()),
-            ("forcetheme", value(ParamType::AlphaNumExt, "name of the force theme").optional()),
-        ])),
-    )]
+    let mut fields = vec![("id", int("ID of the course"))];
+    fields.extend(course_fields().into_iter().map(|(name, desc)| (name, desc.optional())));
+    vec![("courses", Desc::multiple(Desc::single(fields)))]
 }
 
 /// Per-item warnings of a `{warnings}` result.
@@ -509,10 +484,7 @@ async fn get_courses_by_field(call: &Call<'_>, p: &Value) -> Result<Value, WsErr
     let pool = &call.ledger.db.pool;
     let rows = query.fetch_all(pool).await.map_err(|e| call.store_error(e))?;
     let id_list: Vec<i64> = wanted.split(',').filter_map(|s| s.trim().parse().ok()).collect();
-    let enabled: Option<String> = sqlx::query_scalar("SELECT value FROM ledger_config WHERE name = 'enabled'")
-        .fetch_optional(pool)
-        .await
-        .map_err(|e| call.store_error(e))?;
+    let enabled = call.plugin_enabled().await?;
     let mut courses = Vec::new();
     for row in rows {
         let read = async {
@@ -521,7 +493,7 @@ async fn get_courses_by_field(call: &Call<'_>, p: &Value) -> Result<Value, WsErr
                 return Ok::<Option<Value>, sqlx::Error>(None);
             }
             // One `semco` entry per live SEMCO instance, none while the plugin is disabled.
-            let instances: i64 = if enabled.as_deref() == Some("0") {
+            let instances: i64 = if !enabled {
                 0
             } else {
                 sqlx::query_scalar("SELECT COUNT(*) FROM enrol WHERE courseid = $1 AND enrol = 'semco' AND status = 0")

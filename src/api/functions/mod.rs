@@ -28,6 +28,15 @@ impl Call<'_> {
             .map_err(|e: LedgerError| super::errors::ledger_error(&e, self.base_url, &self.actor.request_id))
     }
 
+    /// The `enabled` setting from the projection (enrol_semco's "plugin enabled").
+    pub async fn plugin_enabled(&self) -> Result<bool, WsError> {
+        let enabled: Option<String> = sqlx::query_scalar("SELECT value FROM ledger_config WHERE name = 'enabled'")
+            .fetch_optional(&self.ledger.db.pool)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        Ok(enabled.as_deref() != Some("0"))
+    }
+
     pub fn store_error(&self, error: impl std::fmt::Display) -> WsError {
         tracing::error!(request_id = %self.actor.request_id, %error, "read failed");
         WsError::new("dml_read_exception", "dmlreadexception", "Error reading from database")

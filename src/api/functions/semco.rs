@@ -140,11 +140,7 @@ pub async fn execute(call: &Call<'_>, name: &str, p: Value) -> Result<Value, WsE
 
 /// The plugin's preamble for the read functions: is the plugin enabled?
 async fn require_enabled(call: &Call<'_>) -> Result<(), WsError> {
-    let enabled: Option<String> = sqlx::query_scalar("SELECT value FROM ledger_config WHERE name = 'enabled'")
-        .fetch_optional(&call.ledger.db.pool)
-        .await
-        .map_err(|e| call.store_error(e))?;
-    if enabled.as_deref() == Some("0") {
+    if !call.plugin_enabled().await? {
         return Err(domain_error(&DomainError::PluginNotEnabled, call.base_url));
     }
     Ok(())

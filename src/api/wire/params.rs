@@ -12,7 +12,7 @@ pub const AUTH_PLUGINS: [&str; 12] =
     ["cas", "db", "email", "ldap", "lti", "manual", "mnet", "nologin", "none", "oauth2", "shibboleth", "webservice"];
 
 /// Installed language packs; `PARAM_LANG` accepts only these (or `""`).
-pub const INSTALLED_LANGS: [&str; 1] = ["en"];
+pub use crate::registry::INSTALLED_LANGS;
 
 /// Installed themes; `PARAM_THEME` accepts only these (or `""`).
 pub const THEMES: [&str; 2] = ["boost", "classic"];
