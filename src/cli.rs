@@ -211,8 +211,12 @@ async fn run(cli: Cli) -> CliResult {
         }
         Command::Cleanup => {
             let ledger = Ledger::start(db).await?;
-            let outcome = ledger.submit(Request::CleanupOrphans, cli_actor("cleanup")).await?;
-            println!("{outcome:?}");
+            let outcome = ledger.submit(Request::CleanupOrphans, cli_actor("cleanup")).await;
+            ledger.shutdown().await;
+            match outcome? {
+                crate::app::Outcome::Removed(n) => println!("removed {n} orphaned SEMCO enrolment instance(s)"),
+                other => println!("{other:?}"),
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

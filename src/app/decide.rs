@@ -10,7 +10,7 @@ use super::state::LedgerState;
 use crate::domain::completion::{Completion, CompletionCommand, ResetTarget};
 use crate::domain::config::{Config, SetConfig};
 use crate::domain::course::{Course, SetRecompletionType};
-use crate::domain::enrolment::{EditEnrolment, EnrolUser, Enrolment, EnrolmentCommand};
+use crate::domain::enrolment::{EditEnrolment, EnrolUser, Enrolment, EnrolmentCommand, EnrolmentState};
 use crate::domain::ids::{CourseId, InstanceId, RoleId, UserEnrolmentId, UserId};
 use crate::domain::recompletion::RecompletionFacts;
 use crate::domain::LedgerEvent;
@@ -104,18 +104,15 @@ pub fn decide(
         }
         Request::Unenrol { enrolid } => {
             let (instance, current) = enrolment_of(state, enrolid);
-            let user_exists =
-                current.as_ref().is_some_and(|s| s.live().is_some_and(|l| state.registry.user_exists(l.user_id.0)));
+            let user_exists = current.live().is_some_and(|l| state.registry.user_exists(l.user_id.0));
             let command =
                 EnrolmentCommand::Unenrol { plugin_enabled: settings.enabled, requested_id: enrolid, user_exists };
-            let current = current.unwrap_or_default();
             let events = Enrolment::handle_command(&current, command)?;
             let booking = current.live().map(|l| l.booking_id.to_string());
             Ok(Decision::one(enrolment_stream(instance), booking, wrap(events), Outcome::Done))
         }
         Request::Edit { enrolid, booking_id, timestart, timeend, suspend } => {
             let (instance, current) = enrolment_of(state, enrolid);
-            let current = current.unwrap_or_default();
             let live = current.live();
             let command = EnrolmentCommand::Edit(EditEnrolment {
                 plugin_enabled: settings.enabled,
@@ -200,9 +197,7 @@ pub fn decide(
                 let current = &state.enrolments[instance].state;
                 let events = Enrolment::handle_command(current, EnrolmentCommand::RemoveOrphan)?;
                 let booking = match current {
-                    crate::domain::enrolment::EnrolmentState::Orphaned { booking_id, .. } => {
-                        Some(booking_id.to_string())
-                    }
+                    EnrolmentState::Orphaned { booking_id, .. } => Some(booking_id.to_string()),
                     _ => None,
                 };
                 streams.push(StreamEvents {
@@ -217,11 +212,12 @@ pub fn decide(
     }
 }
 
-/// The instance behind a user enrolment id and its state (`None` when unknown).
-fn enrolment_of(state: &LedgerState, enrolid: i64) -> (i64, Option<crate::domain::enrolment::EnrolmentState>) {
-    match state.instance_of.get(&enrolid) {
-        Some(instance) => (*instance, state.enrolments.get(instance).map(|v| v.state.clone())),
-        None => (0, None),
+/// The instance behind a user enrolment id and its state (`New` when there is no live one).
+fn enrolment_of(state: &LedgerState, enrolid: i64) -> (i64, EnrolmentState) {
+    match state.live_by_user_enrolment(enrolid) {
+        Some(live) => (live.instance_id.0, EnrolmentState::Live(live.clone())),
+        // No stream: the aggregate answers `enrolnouserinstance` before any event.
+        None => (0, EnrolmentState::New),
     }
 }
 
