@@ -132,23 +132,25 @@ async fn run(mut state: LedgerState, db: Db, mut receiver: mpsc::Receiver<Messag
         }
         let now_micros = Db::now_micros().max(state.head_recorded_at);
         let mut batch = Batch::default();
-        let results: Vec<_> = jobs
-            .iter()
-            .map(|job| {
-                let decision = decide(&state, job.request.clone(), now_micros / 1_000_000, job.actor.user_id)?;
-                Ok(record(&mut state, &mut batch, decision, &job.actor, now_micros))
+        // Decide in arrival order; keep each reply channel beside its result until the commit.
+        let answered: Vec<_> = jobs
+            .into_iter()
+            .map(|Job { request, actor, reply }| {
+                let result = decide(&state, request, now_micros / 1_000_000, actor.user_id)
+                    .map(|decision| record(&mut state, &mut batch, decision, &actor, now_micros));
+                (reply, result)
             })
             .collect();
         match commit(&db, &state, &batch).await {
             Ok(()) => {
-                for (job, result) in jobs.into_iter().zip(results) {
-                    let _ = job.reply.send(result);
+                for (reply, result) in answered {
+                    let _ = reply.send(result);
                 }
             }
             Err(error) => {
-                tracing::error!(%error, requests = jobs.len(), "batch commit failed; nothing of it was kept");
-                for job in jobs {
-                    let _ = job.reply.send(Err(LedgerError::Unavailable(error.to_string())));
+                tracing::error!(%error, requests = answered.len(), "batch commit failed; nothing of it was kept");
+                for (reply, _) in answered {
+                    let _ = reply.send(Err(LedgerError::Unavailable(error.to_string())));
                 }
                 state = reload(&db).await;
             }
