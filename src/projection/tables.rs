@@ -280,7 +280,8 @@ fn bind_value<'q>(
 ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
     match value {
         SqlValue::Int(v) => query.bind(*v),
-        SqlValue::Real(v) => query.bind(*v),
+        SqlValue::Real(Some(v)) => query.bind(*v),
+        SqlValue::Real(None) => query.bind(crate::store::NULL_DOUBLE),
         SqlValue::Text(v) => query.bind(v.clone()),
     }
 }

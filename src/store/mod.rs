@@ -18,6 +18,16 @@ pub const POOL_CONNECTIONS_MAX: u32 = 16;
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;";
 pub const POOL_ACQUIRE_TIMEOUT_MS: u64 = 30_000;
 
+/// A NULL for a `DOUBLE PRECISION` parameter. sqlx-core 0.8.6 converts an `Any` NULL of kind
+/// `Double` (what `Option::<f64>::None` produces) into a PostgreSQL `float4` NULL and one of kind
+/// `Real` into `float8` (`AnyArguments::convert_to`, the two arms are swapped). PostgreSQL then
+/// prepares the cached statement with a `float4` parameter and every later non-NULL `f64`
+/// (8 bytes) fails with "incorrect binary data format". Binding this value instead gives
+/// PostgreSQL the `float8` it needs; SQLite ignores the kind. Every NULL real goes through here
+/// (`projection::tables::bind_value`), and `typed_binds_null_value_null` checks each nullable
+/// column on both backends, so a sqlx upgrade that fixes the swap is caught too.
+pub const NULL_DOUBLE: Option<f32> = None;
+
 /// The default database of `serve` and every data subcommand: a SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://enrol-ledger.db";
 
