@@ -7,9 +7,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::app::writer::{WriterOptions, WRITER_LOCK_WAIT_MS};
 use crate::app::{audit, Ledger, Request};
 use crate::store::log::{self, Actor};
-use crate::store::{Db, DEFAULT_DATABASE_URL};
+use crate::store::writer_conn::WriterLock;
+use crate::store::{Db, StoreError, DEFAULT_DATABASE_URL};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,6 +39,17 @@ pub enum Command {
         /// Include Moodle's debuginfo in error responses.
         #[arg(long)]
         debug: bool,
+        /// Start even if the database does not make commits durable (PostgreSQL fsync,
+        /// full_page_writes or synchronous_commit off; SQLite not in WAL with synchronous=FULL).
+        /// Logged loudly; /readyz then reports "degraded".
+        #[arg(long)]
+        allow_unsafe_durability: bool,
+        /// How long a web-service call waits for the writer before it gets an error.
+        #[arg(long, env = "SUBMIT_TIMEOUT_MS", default_value_t = crate::app::writer::SUBMIT_TIMEOUT_MS)]
+        submit_timeout_ms: u64,
+        /// How long the writer keeps trying to reach its database before serve exits (status 70).
+        #[arg(long, env = "WRITER_GIVE_UP_MS", default_value_t = crate::app::writer::RELOAD_GIVE_UP_MS)]
+        writer_give_up_ms: u64,
     },
     /// Create or upgrade the schema, then exit.
     Migrate,
@@ -111,34 +124,95 @@ pub fn main(cli: Cli) -> ExitCode {
 type CliResult = Result<ExitCode, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Opens and migrates the database, rebuilding the projections if their definition changed,
-/// and on an empty database does the plugin installer's work (printing each step).
+/// and on an empty database does the plugin installer's work (printing each step). Read-only
+/// subcommands use this without the writer lock: on an installed ledger it writes nothing.
 pub async fn open(url: &str) -> Result<Db, Box<dyn std::error::Error + Send + Sync>> {
     let db = Db::connect(url).await?;
-    if db.migrate().await? {
-        let count = audit::rebuild(&db).await?;
-        tracing::info!(events = count, "projections rebuilt");
-    }
-    crate::api::install::run(&db).await?;
+    prepare(&db).await?;
     Ok(db)
 }
 
+/// Migrations, projection rebuild when their version changed, installer.
+async fn prepare(db: &Db) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if db.migrate().await? {
+        let count = audit::rebuild(db).await?;
+        tracing::info!(events = count, "projections rebuilt");
+    }
+    crate::api::install::run(db).await?;
+    Ok(())
+}
+
+/// Opens the database and takes the writer lock before anything is written (migrations,
+/// projection rebuild, installer), so start-up never writes beside another process. Refuses,
+/// saying what to do instead, while another process holds the lock.
+pub async fn open_locked(url: &str, what: &str) -> Result<(Db, WriterLock), Box<dyn std::error::Error + Send + Sync>> {
+    let db = Db::connect(url).await?;
+    let lock = match WriterLock::acquire(&db, std::time::Duration::from_millis(WRITER_LOCK_WAIT_MS)).await {
+        Ok(lock) => lock,
+        Err(StoreError::WriterLocked(why)) => {
+            return Err(format!("another enrol-ledger process is writing to this database ({why}); {what}").into())
+        }
+        Err(error) => return Err(error.into()),
+    };
+    prepare(&db).await?;
+    Ok((db, lock))
+}
+
+/// What to do instead of a write subcommand while a server holds the writer lock.
+const WHILE_SERVING_SERVE: &str = "only one server can write to a ledger: stop the other one first";
+const WHILE_SERVING_CLEANUP: &str = "while a server runs, call the web-service function ledger_cleanup_orphans \
+     (service ledger_admin) instead; the server also removes orphans every hour";
+const WHILE_SERVING_REBUILD: &str = "stop the server first: a running server keeps its projections current \
+     itself, and `enrol-ledger verify` checks them without stopping it";
+const WHILE_SERVING_MIGRATE: &str = "the running server has already migrated the database";
+
 async fn run(cli: Cli) -> CliResult {
-    let db = open(&cli.database_url).await?;
+    let url = cli.database_url.as_str();
     match cli.command {
-        Command::Serve { listen, base_url, debug } => {
-            let ledger = Ledger::start(db).await?;
+        Command::Serve { listen, base_url, debug, allow_unsafe_durability, submit_timeout_ms, writer_give_up_ms } => {
+            let (db, lock) = open_locked(url, WHILE_SERVING_SERVE).await?;
+            let options = WriterOptions {
+                exit_on_failure: true,
+                allow_unsafe_durability,
+                submit_timeout: std::time::Duration::from_millis(submit_timeout_ms),
+                reload_give_up: std::time::Duration::from_millis(writer_give_up_ms),
+            };
+            let ledger = Ledger::start_locked(db, options, lock).await?;
             let base_url = base_url.unwrap_or_else(|| format!("http://{listen}"));
             let cleanup = tokio::spawn(hourly_orphan_cleanup(ledger.clone()));
             crate::api::serve(ledger.clone(), &listen, crate::api::Settings { base_url, debug }).await?;
             cleanup.abort();
             ledger.shutdown().await;
+            return Ok(ExitCode::SUCCESS);
         }
         Command::Migrate => {
+            let _lock = open_locked(url, WHILE_SERVING_MIGRATE).await?;
             println!("database is at the current schema");
+            return Ok(ExitCode::SUCCESS);
         }
         Command::Rebuild => {
+            let (db, _lock) = open_locked(url, WHILE_SERVING_REBUILD).await?;
             let count = audit::rebuild(&db).await?;
             println!("projections rebuilt from {count} events");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Cleanup => {
+            let (db, lock) = open_locked(url, WHILE_SERVING_CLEANUP).await?;
+            let ledger = Ledger::start_locked(db, WriterOptions::default(), lock).await?;
+            let outcome = ledger.submit(Request::CleanupOrphans, cli_actor("cleanup")).await;
+            ledger.shutdown().await;
+            match outcome? {
+                crate::app::Outcome::Removed(n) => println!("removed {n} orphaned SEMCO enrolment instance(s)"),
+                other => println!("{other:?}"),
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+    let db = open(url).await?;
+    match cli.command {
+        Command::Serve { .. } | Command::Migrate | Command::Rebuild | Command::Cleanup => {
+            unreachable!("write subcommands return above")
         }
         Command::Verify => {
             let report = audit::verify(&db).await?;
@@ -208,15 +282,6 @@ async fn run(cli: Cli) -> CliResult {
             let token = crate::api::tokens::create(&db, &service, user, valid_until, &ip).await?;
             println!("created a token for service {service} (user {user}); it is shown only now:");
             println!("{token}");
-        }
-        Command::Cleanup => {
-            let ledger = Ledger::start(db).await?;
-            let outcome = ledger.submit(Request::CleanupOrphans, cli_actor("cleanup")).await;
-            ledger.shutdown().await;
-            match outcome? {
-                crate::app::Outcome::Removed(n) => println!("removed {n} orphaned SEMCO enrolment instance(s)"),
-                other => println!("{other:?}"),
-            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -104,8 +104,8 @@ pub fn ledger_error(error: &LedgerError, base_url: &str, request_id: &str) -> Ws
     match error {
         LedgerError::Domain(e) => domain_error(e, base_url),
         LedgerError::Registry(e) => registry_error(e),
-        LedgerError::Unavailable(cause) => {
-            tracing::error!(request_id, %cause, "write failed");
+        LedgerError::Unavailable(_) | LedgerError::OutcomeUnknown(_) | LedgerError::Timeout(_) => {
+            tracing::error!(request_id, cause = %error, "write failed");
             WsError::new("dml_write_exception", "dmlwriteexception", "Error writing to database")
         }
     }

@@ -40,14 +40,31 @@ pub fn router(ledger: Ledger, settings: Settings) -> Router {
         .with_state(state)
 }
 
-async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    match sqlx::query("SELECT 1").execute(&state.ledger.db.pool).await {
-        Ok(_) => (StatusCode::OK, "ready\n"),
-        Err(error) => {
-            tracing::warn!(%error, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n")
+/// Readiness: the writer's health (running, last commit, last error, queue depth) and a
+/// database round trip. 503 with the reason when the writer cannot record changes or the
+/// database does not answer; 200 "degraded" when unsafe durability was explicitly allowed.
+async fn readyz(
+    State(state): State<AppState>,
+) -> (StatusCode, [(axum::http::header::HeaderName, &'static str); 1], String) {
+    use crate::app::writer::WriterStatus;
+    let writer = state.ledger.health();
+    let database = sqlx::query("SELECT 1").execute(&state.ledger.db.pool).await;
+    let reason = match (&writer.status, &database) {
+        (WriterStatus::Failed(why) | WriterStatus::Recovering(why), _) => Some(format!("writer: {why}")),
+        (WriterStatus::Stopped, _) => Some("writer: stopped".to_owned()),
+        (WriterStatus::Running, Err(error)) => Some(format!("database unavailable: {error}")),
+        (WriterStatus::Running, Ok(_)) => None,
+    };
+    let (code, status) = match (&reason, writer.unsafe_durability.is_empty()) {
+        (Some(why), _) => {
+            tracing::warn!(reason = %why, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
         }
-    }
+        (None, false) => (StatusCode::OK, "degraded"),
+        (None, true) => (StatusCode::OK, "ready"),
+    };
+    let body = serde_json::json!({ "status": status, "reason": reason, "writer": writer });
+    (code, [(axum::http::header::CONTENT_TYPE, "application/json")], format!("{body}\n"))
 }
 
 /// Serves until Ctrl-C or SIGTERM, then lets in-flight requests finish.

@@ -119,4 +119,14 @@ pub enum LedgerError {
     /// The batch could not be made durable; nothing of it was kept.
     #[error("the ledger could not store the change: {0}")]
     Unavailable(String),
+    /// The connection was lost during COMMIT and the writer could not find out whether the
+    /// change was kept: it may or may not be in the log.
+    #[error(
+        "the ledger lost its database connection while committing; the change may or may not have been recorded: {0}"
+    )]
+    OutcomeUnknown(String),
+    /// `submit` waited this many milliseconds without an answer; the change may or may not
+    /// have been recorded.
+    #[error("the ledger did not answer within {0} ms; the change may or may not have been recorded")]
+    Timeout(u64),
 }

@@ -5,13 +5,24 @@
 //! decision sees the ones before it: booking IDs and overlaps cannot race), assigns positions
 //! and chains hashes, then writes the whole batch — events, projection rows, registry rows —
 //! in one transaction: one disk flush for many requests (group commit). Replies go out only
-//! after the commit, so an acknowledged request is durable. If the commit fails, every
-//! request of the batch gets an error and the state is reloaded from the database.
+//! after the commit, so an acknowledged request is durable.
+//!
+//! Failure behaviour (docs/RELIABILITY.md):
+//! - a connection that broke before COMMIT is replaced (taking the writer lock again) and the
+//!   batch retried once, after checking that the log head is still the writer's;
+//! - a connection lost during COMMIT leaves the outcome unknown: the writer reconnects and
+//!   looks for the batch's last position and hash before it answers;
+//! - a batch the database refused is not kept: the state is reloaded (with back-off, giving up
+//!   after `WriterOptions::reload_give_up`) and its requests are retried one by one, so a bad
+//!   request fails alone;
+//! - a panic or an unrecoverable error stops the writer; its health says why (`/readyz`), and
+//!   `serve` exits non-zero (`EXIT_WRITER_FAILED`) so a supervisor restarts it.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
 
-use std::sync::Arc;
-
+use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
 
@@ -24,14 +35,50 @@ use crate::projection::state::RowKey;
 use crate::projection::tables;
 use crate::registry::RegistryOp;
 use crate::store::log::{self, Actor, StoredEvent};
-use crate::store::{Backend, Db, StoreError};
+use crate::store::writer_conn::{is_connection_failure, Durability, WriterConnection, WriterLock};
+use crate::store::{Db, StoreError};
+
+pub use crate::store::writer_conn::WRITER_LOCK_WAIT_MS;
 
 /// Requests decided and committed together at most.
 pub const BATCH_REQUESTS_MAX: usize = 256;
 /// Requests that may wait for the writer before `submit` itself waits.
 pub const QUEUE_REQUESTS_MAX: usize = 4096;
-/// The PostgreSQL advisory lock class held by the one writing process (per schema).
-const WRITER_LOCK_CLASS: i32 = 0x656e_726f;
+/// How long `submit` waits for its answer by default (queueing, deciding and committing).
+pub const SUBMIT_TIMEOUT_MS: u64 = 10_000;
+/// How long the writer keeps trying to reload its state before it gives up and stops.
+pub const RELOAD_GIVE_UP_MS: u64 = 300_000;
+/// The first and the longest pause between two reload attempts (doubling in between).
+pub const RELOAD_BACKOFF_FIRST_MS: u64 = 100;
+pub const RELOAD_BACKOFF_MAX_MS: u64 = 5_000;
+/// How long the writer looks for a batch whose COMMIT lost its connection before it answers
+/// that the outcome is unknown.
+pub const COMMIT_RESOLVE_MS: u64 = 10_000;
+/// The exit status of `serve` when its writer stopped for good (EX_SOFTWARE).
+pub const EXIT_WRITER_FAILED: i32 = 70;
+
+/// How a ledger's writer behaves; `serve` sets these from its flags.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// Exit the process when the writer stops for good (panic, unrecoverable error), so that a
+    /// supervisor restarts it. Off for embedded use (tests, CLI subcommands).
+    pub exit_on_failure: bool,
+    /// Start even when the database does not make commits durable (logged, `/readyz` degraded).
+    pub allow_unsafe_durability: bool,
+    pub submit_timeout: Duration,
+    pub reload_give_up: Duration,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        Self {
+            exit_on_failure: false,
+            allow_unsafe_durability: false,
+            submit_timeout: Duration::from_millis(SUBMIT_TIMEOUT_MS),
+            reload_give_up: Duration::from_millis(RELOAD_GIVE_UP_MS),
+        }
+    }
+}
 
 struct Job {
     request: Request,
@@ -45,64 +92,183 @@ enum Message {
     Stop,
 }
 
-/// How long `start` waits for another writer (e.g. a process shutting down) to let go.
-pub const WRITER_LOCK_WAIT_MS: u64 = 5_000;
+/// What the writer is doing, as `/readyz` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "reason")]
+pub enum WriterStatus {
+    Running,
+    /// A commit failed; the writer is reconnecting or reloading its state.
+    Recovering(String),
+    /// The writer stopped for good: a panic or an unrecoverable error.
+    Failed(String),
+    /// Shut down on request.
+    Stopped,
+}
+
+/// The writer's health: shared between the writer, its supervisor and `/readyz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WriterHealth {
+    pub status: WriterStatus,
+    /// Time of the last successful commit (microseconds since the epoch).
+    pub last_commit_micros: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_error_micros: Option<i64>,
+    pub queue_depth: usize,
+    /// Unsafe durability settings found at start and accepted with `--allow-unsafe-durability`.
+    pub unsafe_durability: Vec<String>,
+}
+
+type SharedHealth = Arc<StdMutex<WriterHealth>>;
+
+fn update(health: &SharedHealth, change: impl FnOnce(&mut WriterHealth)) {
+    let mut guard = health.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    change(&mut guard);
+}
 
 /// A handle to the ledger: submit write requests; read through `db`.
 #[derive(Clone)]
 pub struct Ledger {
     sender: mpsc::Sender<Message>,
-    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+    supervisor: Arc<Mutex<Option<JoinHandle<()>>>>,
+    health: SharedHealth,
+    submit_timeout: Duration,
     pub db: Db,
 }
 
 impl Ledger {
-    /// Loads the state from the log and starts the writer. The database must be migrated and
-    /// its projections current (`cli::open`).
+    /// Loads the state from the log and starts the writer with the default options. The
+    /// database must be migrated and its projections current (`cli::open`).
     pub async fn start(db: Db) -> Result<Self, StoreError> {
-        let writer_db = db.writer_connection().await?;
-        if writer_db.backend == Backend::Postgres {
-            take_writer_lock(&writer_db).await?;
-        }
-        let state = LedgerState::load(&writer_db).await?;
+        Self::start_with(db, WriterOptions::default()).await
+    }
+
+    /// Takes the writer lock (waiting up to `WRITER_LOCK_WAIT_MS`), checks durability, loads
+    /// the state and starts the writer and its supervisor.
+    pub async fn start_with(db: Db, options: WriterOptions) -> Result<Self, StoreError> {
+        let lock = WriterLock::acquire(&db, Duration::from_millis(WRITER_LOCK_WAIT_MS)).await?;
+        Self::start_locked(db, options, lock).await
+    }
+
+    /// `start_with` for a caller that already holds the writer lock (`cli`: taken before the
+    /// migrations, so that start-up itself never writes beside another process).
+    pub async fn start_locked(db: Db, options: WriterOptions, lock: WriterLock) -> Result<Self, StoreError> {
+        let (mut conn, file_lock) = WriterConnection::from_lock(&db, lock);
+        let durability = conn.durability().await?;
+        let unsafe_durability = check_durability(&durability, options.allow_unsafe_durability)?;
+        let state = LedgerState::load(&db).await?;
+        let health = Arc::new(StdMutex::new(WriterHealth {
+            status: WriterStatus::Running,
+            last_commit_micros: None,
+            last_error: None,
+            last_error_micros: None,
+            queue_depth: 0,
+            unsafe_durability,
+        }));
         let (sender, receiver) = mpsc::channel(QUEUE_REQUESTS_MAX);
-        let writer = tokio::spawn(run(state, writer_db, receiver));
-        Ok(Self { sender, writer: Arc::new(Mutex::new(Some(writer))), db })
+        let committed = (state.head_position, state.head_hash.clone());
+        let writer = Writer {
+            state,
+            conn,
+            db: db.clone(),
+            health: health.clone(),
+            options: options.clone(),
+            committed,
+            stopping: false,
+            _file_lock: file_lock,
+        };
+        let task = tokio::spawn(writer.run(receiver));
+        let supervisor = tokio::spawn(supervise(task, health.clone(), options.exit_on_failure));
+        Ok(Self {
+            sender,
+            supervisor: Arc::new(Mutex::new(Some(supervisor))),
+            health,
+            submit_timeout: options.submit_timeout,
+            db,
+        })
     }
 
     /// Stops accepting requests, lets the writer finish what is queued and closes its
     /// connection (releasing the writer lock). Other clones of this handle stop working.
     pub async fn shutdown(self) {
         let _ = self.sender.send(Message::Stop).await;
-        if let Some(handle) = self.writer.lock().await.take() {
+        if let Some(handle) = self.supervisor.lock().await.take() {
             let _ = handle.await;
         }
     }
 
-    /// Decides and durably records one request; answers after the commit.
+    /// Decides and durably records one request; answers after the commit, or with
+    /// `LedgerError::Timeout` after the submit timeout.
     pub async fn submit(&self, request: Request, actor: Actor) -> Result<Outcome, LedgerError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || LedgerError::Unavailable("the writer has stopped".into());
-        self.sender.send(Message::Job(Job { request, actor, reply })).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        let exchange = async {
+            self.sender.send(Message::Job(Job { request, actor, reply })).await.map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?
+        };
+        match tokio::time::timeout(self.submit_timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(LedgerError::Timeout(self.submit_timeout.as_millis() as u64)),
+        }
+    }
+
+    /// The writer's health now.
+    pub fn health(&self) -> WriterHealth {
+        let mut health = self.health.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        health.queue_depth = self.sender.max_capacity() - self.sender.capacity();
+        if self.sender.is_closed() && matches!(health.status, WriterStatus::Running) {
+            health.status = WriterStatus::Failed("the writer has stopped".into());
+        }
+        health
     }
 }
 
-/// One process writes to a ledger (a PostgreSQL schema) at a time.
-async fn take_writer_lock(db: &Db) -> Result<(), StoreError> {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(WRITER_LOCK_WAIT_MS);
-    loop {
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext(current_schema()))")
-            .bind(WRITER_LOCK_CLASS)
-            .fetch_one(&db.pool)
-            .await?;
-        if locked {
-            return Ok(());
+/// Refuses unsafe settings unless they are explicitly allowed; returns what was allowed.
+fn check_durability(durability: &Durability, allow_unsafe: bool) -> Result<Vec<String>, StoreError> {
+    if durability.is_safe() {
+        tracing::info!(settings = ?durability.settings, "durability settings checked");
+        return Ok(Vec::new());
+    }
+    if !allow_unsafe {
+        return Err(StoreError::UnsafeDurability(durability.problems.clone()));
+    }
+    tracing::error!(
+        problems = ?durability.problems,
+        "UNSAFE DURABILITY ALLOWED: acknowledged changes can be lost in a crash; /readyz reports degraded"
+    );
+    Ok(durability.problems.clone())
+}
+
+/// Waits for the writer task; records why it ended and, if asked, exits the process.
+async fn supervise(task: JoinHandle<Result<(), StoreError>>, health: SharedHealth, exit_on_failure: bool) {
+    let reason = match task.await {
+        Ok(Ok(())) => {
+            update(&health, |h| h.status = WriterStatus::Stopped);
+            return;
         }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(StoreError::WriterLocked);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        Ok(Err(error)) => format!("the writer stopped: {error}"),
+        Err(join_error) => match join_error.try_into_panic() {
+            Ok(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                format!("the writer panicked: {message}")
+            }
+            Err(cancelled) => format!("the writer was cancelled: {cancelled}"),
+        },
+    };
+    tracing::error!(%reason, "the ledger's writer has failed; no change can be recorded");
+    update(&health, |h| {
+        h.status = WriterStatus::Failed(reason.clone());
+        h.last_error = Some(reason.clone());
+        h.last_error_micros = Some(Db::now_micros());
+    });
+    if exit_on_failure {
+        eprintln!(
+            "error: {reason}; exiting with status {EXIT_WRITER_FAILED} so that a supervisor restarts enrol-ledger"
+        );
+        std::process::exit(EXIT_WRITER_FAILED);
     }
 }
 
@@ -115,62 +281,330 @@ struct Batch {
     booking_moved: BTreeSet<i64>,
 }
 
-async fn run(mut state: LedgerState, db: Db, mut receiver: mpsc::Receiver<Message>) {
-    let mut stopping = false;
-    while !stopping {
-        let Some(Message::Job(first)) = receiver.recv().await else { break };
-        let mut jobs = vec![first];
-        while jobs.len() < BATCH_REQUESTS_MAX {
-            match receiver.try_recv() {
-                Ok(Message::Job(job)) => jobs.push(job),
-                Ok(Message::Stop) => {
-                    stopping = true;
-                    break;
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.registry.is_empty()
+    }
+}
+
+/// How a commit ended.
+enum Committed {
+    Yes,
+    /// Nothing of the batch is in the database.
+    No(StoreError),
+    /// The connection was lost during COMMIT and the batch could not be found or ruled out.
+    Unknown(StoreError),
+}
+
+/// Where a batch write failed: before COMMIT was sent (nothing kept) or during it (unknown).
+enum WriteFailure {
+    BeforeCommit(StoreError),
+    DuringCommit(StoreError),
+}
+
+struct Writer {
+    state: LedgerState,
+    conn: WriterConnection,
+    /// The read pool, for reloading the state.
+    db: Db,
+    health: SharedHealth,
+    options: WriterOptions,
+    /// The log head known to be in the database.
+    committed: (i64, String),
+    stopping: bool,
+    /// SQLite's lock file, held for the writer's life.
+    _file_lock: Option<WriterLock>,
+}
+
+type Decided = (oneshot::Sender<Result<Outcome, LedgerError>>, Result<Outcome, LedgerError>);
+
+impl Writer {
+    async fn run(mut self, mut receiver: mpsc::Receiver<Message>) -> Result<(), StoreError> {
+        let result = self.serve(&mut receiver).await;
+        if let Err(error) = &result {
+            // Before the channel closes, so nobody sees a stopped writer reported as running.
+            let reason = format!("the writer stopped: {error}");
+            update(&self.health, |h| h.status = WriterStatus::Failed(reason));
+        }
+        receiver.close();
+        self.conn.close().await;
+        result
+    }
+
+    async fn serve(&mut self, receiver: &mut mpsc::Receiver<Message>) -> Result<(), StoreError> {
+        while !self.stopping {
+            let Some(Message::Job(first)) = receiver.recv().await else { break };
+            let mut jobs = vec![first];
+            while jobs.len() < BATCH_REQUESTS_MAX {
+                match receiver.try_recv() {
+                    Ok(Message::Job(job)) => jobs.push(job),
+                    Ok(Message::Stop) => {
+                        self.stopping = true;
+                        break;
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
+            }
+            self.process(jobs, receiver).await?;
+        }
+        Ok(())
+    }
+
+    /// Decides and commits one batch, then answers every request of it.
+    async fn process(&mut self, jobs: Vec<Job>, receiver: &mut mpsc::Receiver<Message>) -> Result<(), StoreError> {
+        // A caller that gave up (submit timeout) is not answered, and its request not decided.
+        let jobs: Vec<Job> = jobs.into_iter().filter(|job| !job.reply.is_closed()).collect();
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let retry: Vec<(Request, Actor)> = if jobs.len() > 1 {
+            jobs.iter().map(|job| (job.request.clone(), job.actor.clone())).collect()
+        } else {
+            Vec::new()
+        };
+        let (decided, batch) = self.decide_all(jobs);
+        match self.commit(&batch).await {
+            Committed::Yes => self.answer(decided),
+            Committed::No(error) => {
+                tracing::error!(%error, requests = decided.len(), "batch refused; nothing of it was kept");
+                self.failed(&error);
+                self.reload(receiver).await?;
+                if retry.is_empty() {
+                    for (reply, _) in decided {
+                        let _ = reply.send(Err(LedgerError::Unavailable(error.to_string())));
+                    }
+                } else {
+                    // One by one, so that only the request the database refuses fails.
+                    for ((request, actor), (reply, _)) in retry.into_iter().zip(decided) {
+                        self.process_alone(Job { request, actor, reply }, receiver).await?;
+                    }
+                }
+            }
+            Committed::Unknown(error) => {
+                self.unknown(decided, &error);
+                self.reload(receiver).await?;
             }
         }
-        let now_micros = Db::now_micros().max(state.head_recorded_at);
+        Ok(())
+    }
+
+    async fn process_alone(&mut self, job: Job, receiver: &mut mpsc::Receiver<Message>) -> Result<(), StoreError> {
+        if job.reply.is_closed() {
+            return Ok(());
+        }
+        let (decided, batch) = self.decide_all(vec![job]);
+        match self.commit(&batch).await {
+            Committed::Yes => self.answer(decided),
+            Committed::No(error) => {
+                tracing::error!(%error, "request refused by the database; nothing of it was kept");
+                for (reply, _) in decided {
+                    let _ = reply.send(Err(LedgerError::Unavailable(error.to_string())));
+                }
+                self.failed(&error);
+                self.reload(receiver).await?;
+            }
+            Committed::Unknown(error) => {
+                self.unknown(decided, &error);
+                self.reload(receiver).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides each job in arrival order against the state, folding accepted ones into it.
+    fn decide_all(&mut self, jobs: Vec<Job>) -> (Vec<Decided>, Batch) {
+        let now_micros = Db::now_micros().max(self.state.head_recorded_at);
         let mut batch = Batch::default();
-        // Decide in arrival order; keep each reply channel beside its result until the commit.
-        let answered: Vec<_> = jobs
+        let decided = jobs
             .into_iter()
             .map(|Job { request, actor, reply }| {
-                let result = decide(&state, request, now_micros / 1_000_000, actor.user_id)
-                    .map(|decision| record(&mut state, &mut batch, decision, &actor, now_micros));
+                let result = decide(&self.state, request, now_micros / 1_000_000, actor.user_id)
+                    .map(|decision| record(&mut self.state, &mut batch, decision, &actor, now_micros));
                 (reply, result)
             })
             .collect();
-        match commit(&db, &state, &batch).await {
-            Ok(()) => {
-                for (reply, result) in answered {
-                    let _ = reply.send(result);
-                }
+        (decided, batch)
+    }
+
+    fn answer(&mut self, decided: Vec<Decided>) {
+        self.committed = (self.state.head_position, self.state.head_hash.clone());
+        update(&self.health, |h| {
+            h.status = WriterStatus::Running;
+            h.last_commit_micros = Some(Db::now_micros());
+        });
+        for (reply, result) in decided {
+            let _ = reply.send(result);
+        }
+    }
+
+    fn unknown(&mut self, decided: Vec<Decided>, error: &StoreError) {
+        tracing::error!(%error, requests = decided.len(), "the outcome of a commit is unknown");
+        self.failed(error);
+        for (reply, _) in decided {
+            let _ = reply.send(Err(LedgerError::OutcomeUnknown(error.to_string())));
+        }
+    }
+
+    fn failed(&self, error: &StoreError) {
+        update(&self.health, |h| {
+            h.last_error = Some(error.to_string());
+            h.last_error_micros = Some(Db::now_micros());
+        });
+    }
+
+    /// Writes the batch; retries once on a new connection when the old one turned out broken
+    /// before COMMIT; resolves a COMMIT whose answer was lost.
+    async fn commit(&mut self, batch: &Batch) -> Committed {
+        if batch.is_empty() {
+            return Committed::Yes;
+        }
+        let mut retried = false;
+        loop {
+            let fresh = !self.conn.is_open();
+            if let Err(error) = self.check_head_if(fresh).await {
+                return Committed::No(error);
             }
-            Err(error) => {
-                tracing::error!(%error, requests = answered.len(), "batch commit failed; nothing of it was kept");
-                for (reply, _) in answered {
-                    let _ = reply.send(Err(LedgerError::Unavailable(error.to_string())));
+            let conn = match self.conn.get().await {
+                Ok(conn) => conn,
+                Err(error) => return Committed::No(error),
+            };
+            match write_batch(conn, &self.state, batch).await {
+                Ok(()) => return Committed::Yes,
+                Err(WriteFailure::BeforeCommit(error)) if is_connection_failure(&error) => {
+                    self.conn.discard();
+                    if retried {
+                        return Committed::No(error);
+                    }
+                    tracing::warn!(%error, "the writer's connection was broken; retrying the batch once on a new one");
+                    retried = true;
                 }
-                state = reload(&db).await;
+                Err(WriteFailure::BeforeCommit(error)) => return Committed::No(error),
+                Err(WriteFailure::DuringCommit(error)) => {
+                    self.conn.discard();
+                    return self.resolve(batch, error).await;
+                }
             }
         }
     }
-    receiver.close();
-    db.pool.close().await;
+
+    /// On a new connection, the log must still end where this writer left it.
+    async fn check_head_if(&mut self, fresh: bool) -> Result<(), StoreError> {
+        if !fresh {
+            return Ok(());
+        }
+        let conn = self.conn.get().await?;
+        let head = log::head_on(conn).await?;
+        if head != self.committed {
+            return Err(StoreError::HeadMoved { expected: self.committed.0, found: head.0 });
+        }
+        Ok(())
+    }
+
+    /// After a connection lost during COMMIT: is the batch's last event in the log?
+    async fn resolve(&mut self, batch: &Batch, error: StoreError) -> Committed {
+        let Some(last) = batch.events.last() else { return Committed::Unknown(error) };
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(COMMIT_RESOLVE_MS);
+        loop {
+            let found = match self.conn.get().await {
+                Ok(conn) => log::hash_at(conn, last.position).await,
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok(Some(hash)) if hash == last.hash => {
+                    tracing::warn!(%error, position = last.position, "COMMIT lost its connection but the batch is in the log");
+                    return Committed::Yes;
+                }
+                Ok(_) => return Committed::No(error),
+                Err(lookup) => {
+                    self.conn.discard();
+                    if tokio::time::Instant::now() >= deadline {
+                        tracing::error!(%lookup, "cannot find out whether the batch was committed");
+                        return Committed::Unknown(error);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// Reloads the state from the database after a failed or unknown commit, backing off
+    /// between attempts and answering queued requests with an error meanwhile. Gives up after
+    /// `reload_give_up`; an unreadable log is not retried.
+    async fn reload(&mut self, receiver: &mut mpsc::Receiver<Message>) -> Result<(), StoreError> {
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(RELOAD_BACKOFF_FIRST_MS);
+        loop {
+            let error = match self.load_state().await {
+                Ok((state, head)) if head == (state.head_position, state.head_hash.clone()) => {
+                    self.committed = head;
+                    self.state = state;
+                    update(&self.health, |h| h.status = WriterStatus::Running);
+                    tracing::info!(position = self.committed.0, "ledger state reloaded");
+                    return Ok(());
+                }
+                Ok(_) => StoreError::HeadMoved { expected: -1, found: -1 },
+                Err(error) => error,
+            };
+            if matches!(error, StoreError::Corrupt { .. }) {
+                return Err(error);
+            }
+            if is_connection_failure(&error) {
+                self.conn.discard();
+            }
+            if started.elapsed() >= self.options.reload_give_up {
+                return Err(StoreError::GaveUp {
+                    after_ms: started.elapsed().as_millis() as u64,
+                    last: error.to_string(),
+                });
+            }
+            tracing::error!(%error, retry_in_ms = pause.as_millis() as u64, "cannot reload the ledger state");
+            update(&self.health, |h| {
+                h.status = WriterStatus::Recovering(error.to_string());
+                h.last_error = Some(error.to_string());
+                h.last_error_micros = Some(Db::now_micros());
+            });
+            self.refuse_while(pause, receiver, &error).await;
+            pause = (pause * 2).min(Duration::from_millis(RELOAD_BACKOFF_MAX_MS));
+        }
+    }
+
+    /// The log head on the writer's connection (taking the lock first) and the state loaded.
+    async fn load_state(&mut self) -> Result<(LedgerState, (i64, String)), StoreError> {
+        let conn = self.conn.get().await?;
+        let head = log::head_on(conn).await?;
+        let state = LedgerState::load(&self.db).await?;
+        Ok((state, head))
+    }
+
+    /// Waits `pause`, answering every request that arrives meanwhile with an error.
+    async fn refuse_while(&mut self, pause: Duration, receiver: &mut mpsc::Receiver<Message>, error: &StoreError) {
+        let until = tokio::time::Instant::now() + pause;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return,
+                message = receiver.recv() => match message {
+                    Some(Message::Job(job)) => {
+                        let why = format!("the ledger is recovering from a database failure: {error}");
+                        let _ = job.reply.send(Err(LedgerError::Unavailable(why)));
+                    }
+                    Some(Message::Stop) | None => self.stopping = true,
+                },
+            }
+        }
+    }
 }
 
-/// Rebuilds the in-memory state from the database after a failed commit, retrying until it can.
-async fn reload(db: &Db) -> LedgerState {
-    loop {
-        match LedgerState::load(db).await {
-            Ok(state) => return state,
-            Err(error) => {
-                tracing::error!(%error, "cannot reload the ledger state; retrying");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-        }
+/// One transaction: registry rows, events, touched projection rows.
+async fn write_batch(conn: &mut sqlx::AnyConnection, state: &LedgerState, batch: &Batch) -> Result<(), WriteFailure> {
+    use sqlx::Connection;
+    let before = WriteFailure::BeforeCommit;
+    let mut tx = conn.begin().await.map_err(|e| before(e.into()))?;
+    for op in &batch.registry {
+        op.apply(&mut tx).await.map_err(before)?;
     }
+    log::append(&mut tx, &batch.events).await.map_err(before)?;
+    tables::write_touched(&mut tx, &state.projection, &batch.touched, &batch.booking_moved).await.map_err(before)?;
+    tx.commit().await.map_err(|e| WriteFailure::DuringCommit(e.into()))
 }
 
 /// Turns a decision into stored events (position, version, hash) and folds them into the state.
@@ -219,18 +653,4 @@ fn envelope(
     };
     stored.hash = stored.chain_hash(&state.head_hash);
     stored
-}
-
-async fn commit(db: &Db, state: &LedgerState, batch: &Batch) -> Result<(), StoreError> {
-    if batch.events.is_empty() && batch.registry.is_empty() {
-        return Ok(());
-    }
-    let mut tx = db.pool.begin().await?;
-    for op in &batch.registry {
-        op.apply(&mut tx).await?;
-    }
-    log::append(&mut tx, &batch.events).await?;
-    tables::write_touched(&mut tx, &state.projection, &batch.touched, &batch.booking_moved).await?;
-    tx.commit().await?;
-    Ok(())
 }

@@ -223,11 +223,21 @@ async fn fetch<'q>(
 
 /// The last position and hash of the log (0 and the genesis hash when empty).
 pub async fn head(db: &Db) -> Result<(i64, String), StoreError> {
-    let row = sqlx::query("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
-        .fetch_optional(&db.pool)
-        .await?;
+    head_on(&mut *db.pool.acquire().await?).await
+}
+
+/// `head` on a given connection.
+pub async fn head_on(conn: &mut AnyConnection) -> Result<(i64, String), StoreError> {
+    let query = sqlx::query("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1");
+    let row: Option<AnyRow> = query.fetch_optional(&mut *conn).await?;
     Ok(match row {
         Some(row) => (row.try_get("position")?, row.try_get("hash")?),
         None => (0, GENESIS_HASH.to_owned()),
     })
+}
+
+/// The hash of the event at `position`, if there is one.
+pub async fn hash_at(conn: &mut AnyConnection, position: i64) -> Result<Option<String>, StoreError> {
+    let query = sqlx::query_scalar("SELECT hash FROM events WHERE position = $1").bind(position);
+    Ok(query.fetch_optional(conn).await?)
 }

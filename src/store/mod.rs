@@ -6,6 +6,7 @@
 
 pub mod esrs_store;
 pub mod log;
+pub mod writer_conn;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
@@ -15,7 +16,8 @@ use std::time::Duration;
 pub const POOL_CONNECTIONS_MAX: u32 = 16;
 /// Durable WAL (the anchors: `NORMAL` lets checkpoints dominate) and a 10 000 ms wait for the
 /// writer's lock before a statement fails.
-const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;";
+pub(crate) const SQLITE_PRAGMAS: &str =
+    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;";
 pub const POOL_ACQUIRE_TIMEOUT_MS: u64 = 30_000;
 
 /// A NULL for a `DOUBLE PRECISION` parameter. sqlx-core 0.8.6 converts an `Any` NULL of kind
@@ -56,8 +58,20 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("the event log is append-only: {0}")]
     AppendOnly(&'static str),
-    #[error("another enrol-ledger process is writing to this database")]
-    WriterLocked,
+    #[error("another enrol-ledger process is writing to this database ({0})")]
+    WriterLocked(String),
+    #[error("cannot use the writer lock file {0}")]
+    LockFile(String),
+    #[error(
+        "the database does not make commits durable: {}; fix the settings, or start with \
+         --allow-unsafe-durability to accept losing acknowledged changes in a crash",
+        .0.join("; ")
+    )]
+    UnsafeDurability(Vec<String>),
+    #[error("the log head is at position {found}, not at {expected} where this writer left it")]
+    HeadMoved { expected: i64, found: i64 },
+    #[error("gave up after {after_ms} ms of failed attempts: {last}")]
+    GaveUp { after_ms: u64, last: String },
 }
 
 /// A pool for one database plus which backend it is.
@@ -75,12 +89,6 @@ impl Db {
         let (backend, url) = normalise_url(url)?;
         let pool = options(backend).connect(&url).await?;
         Ok(Self { pool, backend, url })
-    }
-
-    /// A second, single-connection pool to the same database: the writer's own connection.
-    pub async fn writer_connection(&self) -> Result<Self, StoreError> {
-        let pool = options(self.backend).max_connections(1).min_connections(1).connect(&self.url).await?;
-        Ok(Self { pool, backend: self.backend, url: self.url.clone() })
     }
 
     /// Applies every migration not applied yet, then the projection schema if its version changed.
@@ -139,6 +147,13 @@ fn normalise_url(url: &str) -> Result<(Backend, String), StoreError> {
     let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
     if path.is_empty() || path.contains("://") {
         return Err(StoreError::UnsupportedUrl(url.to_owned()));
+    }
+    if path == ":memory:" {
+        // Only for trying things out: nothing survives the process (the durability check says so).
+        // Named, so that every connection of the pool (sqlx's `Any` parses the URL per
+        // connection) opens the same in-memory database.
+        let name = format!("enrol-ledger-memory-{}", std::process::id());
+        return Ok((Backend::Sqlite, format!("sqlite:file:{name}?mode=memory&cache=shared")));
     }
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
     let query = if query.is_empty() { "mode=rwc".to_owned() } else { format!("{query}&mode=rwc") };

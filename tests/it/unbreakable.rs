@@ -1,7 +1,10 @@
 //! Regression tests of issue 6 owned by the writer and the store: typed binds, the writer lock,
 //! the supervised writer and the durability checks.
 
-use enrol_ledger::app::{audit, Request};
+use std::time::Duration;
+
+use enrol_ledger::app::writer::WriterOptions;
+use enrol_ledger::app::{audit, Ledger, LedgerError, Request};
 use enrol_ledger::domain::completion::GradeInput;
 use enrol_ledger::store::Backend;
 use sqlx::Row;
@@ -68,3 +71,308 @@ async fn defect_3_null_then_value_binds_fail_on_postgres(backend: Backend) {
 }
 
 on_both_backends!(defect_3_null_then_value_binds_fail_on_postgres);
+
+// ---------------------------------------------------------------------------------------------
+// Defect 4: one writer per ledger, always.
+
+fn binary(url: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_enrol-ledger"));
+    command.env("DATABASE_URL", url).env("RUST_LOG", "warn");
+    command
+}
+
+/// Runs the binary to its end on a blocking thread: (exit status, stdout + stderr).
+async fn run_binary(url: &str, args: &[&str]) -> (Option<i32>, String) {
+    let mut command = binary(url);
+    command.args(args);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.code(), text)
+}
+
+/// Ends the writer's PostgreSQL session as a restart or a network cut would (a no-op on SQLite,
+/// which has no session to lose). Returns how many sessions were ended.
+async fn terminate_writer_session(test: &TestDb) -> i64 {
+    if test.db.backend != Backend::Postgres {
+        return 0;
+    }
+    let sql = "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1 \
+               AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+               AND objid = hashtext($2)::oid)";
+    let schema: String = sqlx::query_scalar("SELECT current_schema()::text").fetch_one(&test.db.pool).await.unwrap();
+    sqlx::query_scalar(sql)
+        .bind(enrol_ledger::store::writer_conn::WRITER_APPLICATION_NAME)
+        .bind(schema)
+        .fetch_one(&test.db.pool)
+        .await
+        .unwrap()
+}
+
+/// Defect 4: SQLite took no writer lock (a second `serve` or `cleanup` wrote beside a running
+/// server), and on PostgreSQL the lock was gone after the writer's session ended.
+async fn defect_4_second_writer_beside_a_running_server(backend: Backend) {
+    let test = TestDb::new(backend).await;
+    let ledger = test.ledger().await;
+    let course = create_course(&ledger, "LOCK", false).await;
+    let user = create_user(&ledger, "lock").await;
+    enrol(&ledger, user, course, "LOCK-1", 1, 5).await;
+
+    let (code, text) = run_binary(&test.url, &["cleanup"]).await;
+    assert_ne!(code, Some(0), "cleanup beside a running writer must refuse: {text}");
+    assert!(
+        text.contains("another enrol-ledger process is writing") && text.contains("ledger_cleanup_orphans"),
+        "{text}"
+    );
+    let (code, text) = run_binary(&test.url, &["serve", "--listen", "127.0.0.1:0"]).await;
+    assert_ne!(code, Some(0), "a second serve must refuse: {text}");
+    assert!(text.contains("another enrol-ledger process is writing"), "{text}");
+    let (code, text) = run_binary(&test.url, &["rebuild"]).await;
+    assert_ne!(code, Some(0), "rebuild beside a running writer must refuse: {text}");
+    // Reading beside the server is fine.
+    let (code, text) = run_binary(&test.url, &["verify"]).await;
+    assert_eq!(code, Some(0), "{text}");
+
+    // The writer's session ends (PostgreSQL restart, network cut): the next write takes the lock
+    // again on a new session, and a second writer is still refused.
+    if backend == Backend::Postgres {
+        assert_eq!(terminate_writer_session(&test).await, 1, "the writer's session holds the advisory lock");
+    }
+    enrol(&ledger, user, course, "LOCK-2", 10, 20).await;
+    let (code, text) = run_binary(&test.url, &["cleanup"]).await;
+    assert_ne!(code, Some(0), "the lock must be held again after the writer reconnected: {text}");
+
+    ledger.shutdown().await;
+    let (code, text) = run_binary(&test.url, &["cleanup"]).await;
+    assert_eq!(code, Some(0), "once the server stopped, cleanup works: {text}");
+}
+
+on_both_backends!(defect_4_second_writer_beside_a_running_server);
+
+// ---------------------------------------------------------------------------------------------
+// Defect 6: a supervised writer.
+
+fn options(submit_timeout_ms: u64) -> WriterOptions {
+    WriterOptions { submit_timeout: Duration::from_millis(submit_timeout_ms), ..WriterOptions::default() }
+}
+
+/// Defect 6: the first write after the writer's PostgreSQL session ended failed on the stale
+/// connection. Now it is retried once on a new one (SQLite: nothing to lose, the write works).
+async fn defect_6_first_write_after_lost_connection_fails(backend: Backend) {
+    let test = TestDb::new(backend).await;
+    let ledger = test.ledger().await;
+    let course = create_course(&ledger, "STALE", false).await;
+    let user = create_user(&ledger, "stale").await;
+    for round in 0..3 {
+        terminate_writer_session(&test).await;
+        let booking = format!("STALE-{round}");
+        submit(&ledger, enrol_request(user, course, &booking, round * 100, round * 100 + 50))
+            .await
+            .unwrap_or_else(|e| panic!("the first write after the connection was lost: {e}"));
+    }
+    ledger.shutdown().await;
+    let report = audit::verify(&test.db).await.unwrap();
+    assert!(report.is_ok() && report.events >= 3, "{:?}", report.problems);
+}
+
+on_both_backends!(defect_6_first_write_after_lost_connection_fails);
+
+/// Holds the log's write lock from another connection until the returned sender is dropped.
+async fn block_the_log(test: &TestDb) -> tokio::sync::oneshot::Sender<()> {
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let (locked, is_locked) = tokio::sync::oneshot::channel::<()>();
+    let pool = test.db.pool.clone();
+    let backend = test.db.backend;
+    tokio::spawn(async move {
+        let mut conn = pool.acquire().await.unwrap();
+        let statements: &[&str] = match backend {
+            Backend::Sqlite => &["BEGIN IMMEDIATE"],
+            Backend::Postgres => &["BEGIN", "LOCK TABLE events IN EXCLUSIVE MODE"],
+        };
+        for sql in statements {
+            sqlx::Executor::execute(&mut *conn, *sql).await.unwrap();
+        }
+        let _ = locked.send(());
+        let _ = released.await;
+        sqlx::Executor::execute(&mut *conn, "ROLLBACK").await.unwrap();
+    });
+    is_locked.await.unwrap();
+    release
+}
+
+/// Defect 6: `submit` waited without a timeout while the database did not answer.
+async fn defect_6_submit_waits_without_a_timeout(backend: Backend) {
+    let test = TestDb::new(backend).await;
+    let ledger = Ledger::start_with(test.db.clone(), options(1_000)).await.unwrap();
+    let course = create_course(&ledger, "SLOW", false).await;
+    let user = create_user(&ledger, "slow").await;
+    let release = block_the_log(&test).await;
+    let started = std::time::Instant::now();
+    let answer =
+        tokio::time::timeout(Duration::from_secs(8), submit(&ledger, enrol_request(user, course, "SLOW-1", 1, 5)))
+            .await
+            .expect("submit must answer within its named timeout, not hang");
+    assert_eq!(answer, Err(LedgerError::Timeout(1_000)));
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    drop(release);
+    // The writer carries on once the database answers again.
+    let mut ok = false;
+    for _ in 0..50 {
+        if submit(&ledger, enrol_request(user, course, "SLOW-2", 100, 200)).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(ok, "writes work again after the database let go");
+    ledger.shutdown().await;
+    let report = audit::verify(&test.db).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+}
+
+on_both_backends!(defect_6_submit_waits_without_a_timeout);
+
+/// Writes an unreadable event where the writer's next event would go, as a rogue process could.
+async fn insert_rogue_event(test: &TestDb) {
+    let (position, hash) = enrol_ledger::store::log::head(&test.db).await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (position, stream_id, stream_type, stream_key, stream_version, event_type, \
+         schema_version, recorded_at, actor_user_id, actor_token_id, request_id, booking_id, payload, hash) \
+         VALUES ($1, 'rogue', 'enrolment', '999999', 1, 'Enrolled', 1, $2, NULL, NULL, 'rogue', NULL, 'not json', $3)",
+    )
+    .bind(position + 1)
+    .bind(enrol_ledger::store::Db::now_micros())
+    .bind(hash)
+    .execute(&test.db.pool)
+    .await
+    .unwrap();
+}
+
+async fn readyz(ledger: &Ledger) -> (u16, String) {
+    use tower::ServiceExt;
+    let settings = enrol_ledger::api::Settings { base_url: "http://localhost".into(), debug: false };
+    let router = enrol_ledger::api::router(ledger.clone(), settings);
+    let request = axum::http::Request::get("/readyz").body(axum::body::Body::empty()).unwrap();
+    let response = router.oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Defect 6: when the writer could not go on, every later write failed while `/readyz` said
+/// `ready`, and `serve` kept running. Now the writer stops, `/readyz` answers 503 with the
+/// reason, later writes fail at once, and `serve` exits with status 70.
+async fn defect_6_failed_writer_reported_ready(backend: Backend) {
+    let test = TestDb::new(backend).await;
+    let ledger = test.ledger().await;
+    let course = create_course(&ledger, "FAIL", false).await;
+    let user = create_user(&ledger, "fail").await;
+    let (status, body) = readyz(&ledger).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""status":"ready""#), "{body}");
+
+    insert_rogue_event(&test).await;
+    let answer = submit(&ledger, enrol_request(user, course, "FAIL-1", 0, 0)).await;
+    assert!(answer.is_err(), "{answer:?}");
+    let mut failed = false;
+    for _ in 0..50 {
+        let (status, body) = readyz(&ledger).await;
+        if status == 503 && body.contains("unreadable") {
+            assert!(body.contains(r#""status":"unavailable""#), "{body}");
+            failed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(failed, "readyz must report the failed writer");
+    let started = std::time::Instant::now();
+    let later = submit(&ledger, enrol_request(user, course, "FAIL-2", 0, 0)).await;
+    assert!(matches!(later, Err(LedgerError::Unavailable(_))), "{later:?}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+on_both_backends!(defect_6_failed_writer_reported_ready);
+
+/// The same through the real binary: `serve` exits non-zero so that a supervisor restarts it.
+async fn defect_6_failed_writer_keeps_serve_running(backend: Backend) {
+    let test = TestDb::new(backend).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = binary(&test.url).args(["token", "create", "--service", "ledger_admin"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_owned();
+    let mut server = binary(&test.url)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    insert_rogue_event(&test).await;
+    let body = format!(
+        "wstoken={token}&wsfunction=ledger_set_config&moodlewsrestformat=json&name=allowaccountssameemail&value=1"
+    );
+    let _ = post_raw(port, &body).await;
+    let mut status = None;
+    for _ in 0..100 {
+        if let Some(exit) = server.try_wait().unwrap() {
+            status = Some(exit);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(status) = status else {
+        let _ = server.kill();
+        panic!("serve must exit when its writer has failed");
+    };
+    assert_eq!(status.code(), Some(enrol_ledger::app::writer::EXIT_WRITER_FAILED));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("the writer stopped") && !stderr.contains("panicked"), "{stderr}");
+}
+
+on_both_backends!(defect_6_failed_writer_keeps_serve_running);
+
+/// POSTs a form body; the whole HTTP response, or an empty string when the connection broke.
+async fn post_raw(port: u16, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return String::new() };
+    let request = format!(
+        "POST /webservice/rest/server.php HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    response
+}
+
+// ---------------------------------------------------------------------------------------------
+// Defect 7: durability checked at start.
+
+/// Defect 7: a database that does not make commits durable was used without a word. SQLite in
+/// memory (journal_mode "memory") stands for it here; the PostgreSQL side (fsync=off on a
+/// private cluster) is `defect_7_postgres_fsync_off_starts_silently` in tests/it/faults.rs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defect_7_unsafe_durability_starts_silently() {
+    let url = "sqlite://:memory:";
+    let (code, text) = run_binary(url, &["serve", "--listen", "127.0.0.1:0"]).await;
+    assert_ne!(code, Some(0), "{text}");
+    assert!(text.contains("does not make commits durable") && text.contains("journal_mode is memory"), "{text}");
+    assert!(text.contains("--allow-unsafe-durability"), "{text}");
+
+    // Allowed explicitly: it starts, and readiness says degraded.
+    let db = enrol_ledger::cli::open(url).await.unwrap();
+    let refused = Ledger::start(db.clone()).await.err().expect("refused without the flag");
+    assert!(matches!(refused, enrol_ledger::store::StoreError::UnsafeDurability(_)), "{refused}");
+    let allowed = WriterOptions { allow_unsafe_durability: true, ..WriterOptions::default() };
+    let ledger = Ledger::start_with(db, allowed).await.unwrap();
+    create_course(&ledger, "MEM", false).await;
+    let (status, body) = readyz(&ledger).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""status":"degraded""#) && body.contains("journal_mode is memory"), "{body}");
+    ledger.shutdown().await;
+}
