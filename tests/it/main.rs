@@ -9,4 +9,5 @@ mod concurrency;
 mod http;
 mod log_integrity;
 mod rebuild_property;
+mod registry_rules;
 mod scenario;
