@@ -141,7 +141,7 @@ pub struct NewUserFacts {
 ///
 /// # Errors
 /// The first rule the user breaks, in Moodle's order: a blank username, first or last name;
-/// an auth plugin that is not installed or not creatable; a taken username; a language that
+/// a taken username; an auth plugin that is not installed or not creatable; a language that
 /// is not installed; no password for an internal auth plugin; an invalid or taken address.
 pub fn check_new_user(user: &NewUser, facts: &NewUserFacts) -> Result<(), RegistryError> {
     for (field, value) in [("username", &user.username), ("firstname", &user.firstname), ("lastname", &user.lastname)] {
@@ -149,12 +149,12 @@ pub fn check_new_user(user: &NewUser, facts: &NewUserFacts) -> Result<(), Regist
             return Err(RegistryError::FieldBlank(field));
         }
     }
-    let Some(plugin) = auth_plugin(&user.auth).filter(|p| p.creatable) else {
-        return Err(RegistryError::InvalidAuth(user.auth.clone()));
-    };
     if facts.username_taken {
         return Err(RegistryError::UsernameExists(user.username.clone()));
     }
+    let Some(plugin) = auth_plugin(&user.auth).filter(|p| p.creatable) else {
+        return Err(RegistryError::InvalidAuth(user.auth.clone()));
+    };
     if !INSTALLED_LANGS.contains(&user.lang.as_str()) {
         return Err(RegistryError::InvalidLang(user.lang.clone()));
     }

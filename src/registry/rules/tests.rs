@@ -195,12 +195,13 @@ fn create_user_refuses_a_taken_address_unless_allowaccountssameemail() {
 }
 
 #[test]
-fn create_user_blank_name_beats_invalid_auth_beats_taken_username() {
+fn create_user_blank_name_beats_taken_username_beats_invalid_auth() {
     let taken = NewUserFacts { username_taken: true, ..facts() };
     let user = NewUser { auth: "mnet".into(), lastname: " ".into(), ..new_user() };
     assert_eq!(check_new_user(&user, &taken), Err(RegistryError::FieldBlank("lastname")));
     let user = NewUser { auth: "mnet".into(), ..new_user() };
-    assert_eq!(check_new_user(&user, &taken), Err(RegistryError::InvalidAuth("mnet".into())));
+    assert_eq!(check_new_user(&user, &taken), Err(RegistryError::UsernameExists("anna".into())));
+    assert_eq!(check_new_user(&user, &facts()), Err(RegistryError::InvalidAuth("mnet".into())));
 }
 
 // ---------------------------------------------------------------------------------------------
