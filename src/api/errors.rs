@@ -79,8 +79,9 @@ pub fn domain_error(error: &DomainError, base_url: &str) -> WsError {
 pub fn registry_error(error: &RegistryError) -> WsError {
     use RegistryError::*;
     match error {
-        UserMissing(_) => WsError::new(DML_MISSING_RECORD_EXCEPTION, "invaliduser", "Invalid user"),
-        AdminNoDelete => semco("useradminodelete", "Administrator accounts cannot be deleted."),
+        // core_user_delete_users reads the user with MUST_EXIST and deleted = 0.
+        UserMissing(_) | UserDeleted(_) => WsError::new(DML_MISSING_RECORD_EXCEPTION, "invaliduser", "Invalid user"),
+        AdminProtected => semco("useradminodelete", "Administrator accounts cannot be deleted."),
         SelfDelete => semco("usernotdeletederror", "User not deleted - error"),
         ShortnameTaken(name) => {
             semco("shortnametaken", format!("Short name is already used for another course ({name})"))
@@ -93,10 +94,42 @@ pub fn registry_error(error: &RegistryError) -> WsError {
             "invalidrecord",
             "Can't find data record in database table course_categories.",
         ),
+        CourseMissing(_) => WsError::new(
+            DML_MISSING_RECORD_EXCEPTION,
+            "invalidrecord",
+            "Can't find data record in database table course.",
+        ),
         // The remaining ones are Moodle's invalid_parameter_exception with the text as debuginfo.
-        other => WsError::invalid_parameter(other.to_string()),
+        FieldBlank(_) | InvalidAuth(_) | UsernameExists(_) | InvalidLang(_) | PasswordRequired | EmailInvalid(_)
+        | EmailExists(_) | GuestProtected => WsError::invalid_parameter(error.to_string()),
     }
 }
+
+/// The warning (warningcode, message) of one user or course an update call refused; Moodle
+/// catches the exception per item and reports its code and message. Codes without a language
+/// string come out as "error/<code>", as Moodle prints them.
+pub fn registry_warning(error: &RegistryError) -> (String, String) {
+    use RegistryError::*;
+    let (code, message) = match error {
+        UserMissing(_) => ("invaliduserid", "Invalid user ID".to_owned()),
+        AdminProtected => ("usernotupdatedadmin", "Cannot update admin accounts".to_owned()),
+        UserDeleted(_) => ("usernotupdateddeleted", "error/usernotupdateddeleted".to_owned()),
+        GuestProtected => ("usernotupdatedguest", "error/usernotupdatedguest".to_owned()),
+        EmailInvalid(_) => ("useremailinvalid", "error/useremailinvalid".to_owned()),
+        EmailExists(_) => ("useremailduplicate", "Duplicate address".to_owned()),
+        // user_update_user does not look: the unique index on (mnethostid, username) refuses the row.
+        UsernameExists(_) => ("dmlwriteexception", DML_WRITE_MESSAGE.to_owned()),
+        CourseMissing(_) => ("invalidrecord", "Can't find data record in database table course.".to_owned()),
+        other => {
+            let error = registry_error(other);
+            return (error.errorcode.unwrap_or_default(), error.message);
+        }
+    };
+    (code.to_owned(), message)
+}
+
+/// Moodle's `dml_write_exception` message.
+const DML_WRITE_MESSAGE: &str = "Error writing to database";
 
 /// Maps any ledger failure; a storage failure is logged with the request id and answered with
 /// Moodle's generic database write error, never with internal text.
@@ -106,7 +139,7 @@ pub fn ledger_error(error: &LedgerError, base_url: &str, request_id: &str) -> Ws
         LedgerError::Registry(e) => registry_error(e),
         LedgerError::Unavailable(_) | LedgerError::OutcomeUnknown(_) | LedgerError::Timeout(_) => {
             tracing::error!(request_id, cause = %error, "write failed");
-            WsError::new("dml_write_exception", "dmlwriteexception", "Error writing to database")
+            WsError::new("dml_write_exception", "dmlwriteexception", DML_WRITE_MESSAGE)
         }
     }
 }

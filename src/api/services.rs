@@ -9,7 +9,7 @@ pub const ALL: [&str; 4] = [ENROL_SEMCO, LEDGER_ADMIN, LEDGER_LMS, LEDGER_AUDIT]
 
 /// The SEMCO service user the plugin's installer creates; the other services act as the admin.
 pub const SEMCO_SERVICE_USER_ID: i64 = 3;
-pub const ADMIN_USER_ID: i64 = 2;
+pub use crate::registry::rules::ADMIN_USER_ID;
 
 const SEMCO_FUNCTIONS: [&str; 11] = [
     "core_course_get_courses_by_field",

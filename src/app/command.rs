@@ -2,6 +2,7 @@
 
 use crate::domain::completion::GradeInput;
 use crate::domain::DomainError;
+pub use crate::registry::rules::RegistryError;
 use crate::registry::{NewCourse, NewUser};
 
 /// One write request. Every state change of the ledger is one of these.
@@ -75,39 +76,9 @@ pub enum Outcome {
     UsersCreated(Vec<(i64, String)>),
     CoursesCreated(Vec<(i64, String)>),
     Removed(i64),
-    /// Per-item warnings: (itemid, warningcode, message).
-    Warnings(Vec<(i64, String, String)>),
-}
-
-/// Registry rules (users and courses), in Moodle's words where it has them.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RegistryError {
-    #[error("The field {0} cannot be blank")]
-    FieldBlank(&'static str),
-    #[error("Invalid authentication type: {0}")]
-    InvalidAuth(String),
-    #[error("Username already exists: {0}")]
-    UsernameExists(String),
-    #[error("Invalid language code: {0}")]
-    InvalidLang(String),
-    #[error("Invalid password: you must provide a password, or set createpassword.")]
-    PasswordRequired,
-    #[error("Email address is invalid: {0}")]
-    EmailInvalid(String),
-    #[error("Email address already exists: {0}")]
-    EmailExists(String),
-    #[error("user {0} does not exist")]
-    UserMissing(i64),
-    #[error("administrator accounts cannot be deleted")]
-    AdminNoDelete,
-    #[error("a user cannot delete itself")]
-    SelfDelete,
-    #[error("Short name is already used for another course ({0})")]
-    ShortnameTaken(String),
-    #[error("ID number is already used for another course ({0})")]
-    IdnumberTaken(String),
-    #[error("category {0} does not exist")]
-    CategoryMissing(i64),
+    /// Per-item refusals of an update call (itemid, the rule); `api/errors.rs` words them as
+    /// Moodle's warnings.
+    Warnings(Vec<(i64, RegistryError)>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -5,7 +5,7 @@
 
 use esrs::Aggregate;
 
-use super::command::{LedgerError, Outcome, RegistryError, Request, UserInput};
+use super::command::{LedgerError, Outcome, Request, UserInput};
 use super::state::LedgerState;
 use crate::domain::completion::{Completion, CompletionCommand, ResetTarget};
 use crate::domain::config::{Config, SetConfig};
@@ -14,14 +14,12 @@ use crate::domain::enrolment::{EditEnrolment, EnrolUser, Enrolment, EnrolmentCom
 use crate::domain::ids::{CourseId, InstanceId, RoleId, UserEnrolmentId, UserId};
 use crate::domain::recompletion::RecompletionFacts;
 use crate::domain::LedgerEvent;
-use crate::registry::{RegistryOp, INSTALLED_LANGS, SEMCO_PROFILE_FIELDS};
+use crate::registry::rules::{self, Deletion, NewUserFacts};
+use crate::registry::{RegistryOp, SEMCO_PROFILE_FIELDS};
 use crate::store::log::StreamRef;
 
 /// Moodle's role ids on a fresh site (manager … frontpage).
 pub const KNOWN_ROLES: [i64; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
-/// The site administrator's user id on a fresh Moodle.
-pub const ADMIN_USER_ID: i64 = 2;
-const AUTH_PLUGINS: [&str; 8] = ["manual", "nologin", "email", "ldap", "oauth2", "cas", "db", "shibboleth"];
 
 /// Events for one stream, tagged with the booking ID they concern.
 #[derive(Debug, Clone)]
@@ -230,33 +228,15 @@ fn create_users(state: &LedgerState, users: Vec<UserInput>, now: i64) -> Result<
     let mut created = Vec::new();
     for (offset, input) in users.into_iter().enumerate() {
         let user = &input.user;
-        for (field, value) in
-            [("username", &user.username), ("firstname", &user.firstname), ("lastname", &user.lastname)]
-        {
-            if value.trim().is_empty() {
-                return Err(RegistryError::FieldBlank(field).into());
-            }
-        }
-        if !AUTH_PLUGINS.contains(&user.auth.as_str()) {
-            return Err(RegistryError::InvalidAuth(user.auth.clone()).into());
-        }
-        if index.username_taken(&user.username) || usernames.contains(&user.username) {
-            return Err(RegistryError::UsernameExists(user.username.clone()).into());
-        }
-        if !INSTALLED_LANGS.contains(&user.lang.as_str()) {
-            return Err(RegistryError::InvalidLang(user.lang.clone()).into());
-        }
-        if user.auth == "manual" && !input.password_given && !input.createpassword {
-            return Err(RegistryError::PasswordRequired.into());
-        }
-        if !valid_email(&user.email) {
-            return Err(RegistryError::EmailInvalid(user.email.clone()).into());
-        }
         let email = user.email.to_lowercase();
-        if !state.config.state.allow_accounts_same_email && (index.email_taken(&user.email) || emails.contains(&email))
-        {
-            return Err(RegistryError::EmailExists(user.email.clone()).into());
-        }
+        let facts = NewUserFacts {
+            username_taken: index.username_taken(&user.username) || usernames.contains(&user.username),
+            email_taken: index.email_taken(&user.email) || emails.contains(&email),
+            allow_accounts_same_email: state.config.state.allow_accounts_same_email,
+            password_given: input.password_given,
+            createpassword: input.createpassword,
+        };
+        rules::check_new_user(user, &facts)?;
         usernames.insert(user.username.clone());
         emails.insert(email);
         let id = index.next_user_id + offset as i64;
@@ -269,47 +249,20 @@ fn create_users(state: &LedgerState, users: Vec<UserInput>, now: i64) -> Result<
     Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::UsersCreated(created) })
 }
 
-/// The guest user's id on a fresh Moodle.
-pub const GUEST_USER_ID: i64 = 1;
-
 fn update_users(
     state: &LedgerState,
     updates: Vec<crate::registry::UserUpdate>,
     now: i64,
 ) -> Result<Decision, LedgerError> {
+    // Each user is its own change, as Moodle's per-user transactions: later users see earlier ones.
     let mut index = state.registry.clone();
     let mut ops = Vec::new();
     let mut warnings = Vec::new();
-    for update in updates {
-        let id = update.id;
-        let mut warn = |code: &str, message: &str| warnings.push((id, code.to_owned(), message.to_owned()));
-        let Some(existing) = index.user(id).cloned() else {
-            warn("invaliduserid", "Invalid user ID");
-            continue;
-        };
-        if existing.deleted {
-            warn("usernotupdateddeleted", "error/usernotupdateddeleted");
+    for mut update in updates {
+        if let Err(refusal) = rules::check_user_update(&index, &update, state.config.state.allow_accounts_same_email) {
+            warnings.push((update.id, refusal));
             continue;
         }
-        if id == ADMIN_USER_ID {
-            warn("usernotupdatedadmin", "Cannot update admin accounts");
-            continue;
-        }
-        if id == GUEST_USER_ID {
-            warn("usernotupdatedguest", "error/usernotupdatedguest");
-            continue;
-        }
-        if let Some(email) = update.email.as_deref().filter(|e| *e != existing.email) {
-            if !valid_email(email) {
-                warn("useremailinvalid", "error/useremailinvalid");
-                continue;
-            }
-            if !state.config.state.allow_accounts_same_email && index.email_taken_by_other(email, Some(id)) {
-                warn("useremailduplicate", "Duplicate address");
-                continue;
-            }
-        }
-        let mut update = update;
         update.profile.retain(|(name, _)| SEMCO_PROFILE_FIELDS.iter().any(|(f, _)| f == name));
         let op = RegistryOp::UpdateUser { update, now };
         op.apply_to_index(&mut index);
@@ -323,14 +276,9 @@ fn delete_users(state: &LedgerState, ids: Vec<i64>, now: i64, actor: Option<i64>
     let mut ops = Vec::new();
     let mut deleted = std::collections::HashSet::new();
     for id in ids {
-        if !state.registry.user_exists(id) || deleted.contains(&id) {
-            return Err(RegistryError::UserMissing(id).into());
-        }
-        if id == ADMIN_USER_ID {
-            return Err(RegistryError::AdminNoDelete.into());
-        }
-        if Some(id) == actor {
-            return Err(RegistryError::SelfDelete.into());
+        match rules::check_delete_user(&state.registry, id, deleted.contains(&id), actor)? {
+            Deletion::KeepGuest => continue,
+            Deletion::Erase => {}
         }
         let instances: Vec<i64> = state
             .live_by_user_course
@@ -363,15 +311,7 @@ fn create_courses(
     let mut ops = Vec::new();
     let mut created = Vec::new();
     for course in courses {
-        if course.categoryid != 1 {
-            return Err(RegistryError::CategoryMissing(course.categoryid).into());
-        }
-        if index.courses.values().any(|c| c.shortname == course.shortname) {
-            return Err(RegistryError::ShortnameTaken(course.shortname.clone()).into());
-        }
-        if !course.idnumber.is_empty() && index.courses.values().any(|c| c.idnumber == course.idnumber) {
-            return Err(RegistryError::IdnumberTaken(course.idnumber.clone()).into());
-        }
+        rules::check_new_course(&index, &course)?;
         let id = index.next_course_id;
         created.push((id, course.shortname.clone()));
         let op = RegistryOp::CreateCourse { id, course, now };
@@ -390,11 +330,9 @@ fn update_courses(
     let mut ops = Vec::new();
     let mut warnings = Vec::new();
     for update in updates {
-        let id = update.id;
-        let refusal = course_update_refusal(&index, &update);
-        match refusal {
-            Some((code, message)) => warnings.push((id, code, message)),
-            None => {
+        match rules::check_course_update(&index, &update) {
+            Err(refusal) => warnings.push((update.id, refusal)),
+            Ok(()) => {
                 let op = RegistryOp::UpdateCourse { update, now };
                 op.apply_to_index(&mut index);
                 ops.push(op);
@@ -402,42 +340,4 @@ fn update_courses(
         }
     }
     Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::Warnings(warnings) })
-}
-
-/// Why `core_course_update_courses` would refuse this course: (warning code, message).
-fn course_update_refusal(
-    index: &crate::registry::RegistryIndex,
-    update: &crate::registry::CourseUpdate,
-) -> Option<(String, String)> {
-    let id = update.id;
-    let taken_by_other = |pick: fn(&crate::registry::CourseEntry) -> &str, value: &str| {
-        index.courses.iter().any(|(other, c)| *other != id && pick(c) == value)
-    };
-    if !index.course_exists(id) {
-        return Some(("invalidrecord".into(), "Can't find data record in database table course.".into()));
-    }
-    if update.categoryid.is_some_and(|c| c != 1) {
-        return Some(("invalidrecord".into(), "Can't find data record in database table course_categories.".into()));
-    }
-    if let Some(name) = update.shortname.as_deref().filter(|n| taken_by_other(|c| &c.shortname, n)) {
-        return Some(("shortnametaken".into(), format!("Short name is already used for another course ({name})")));
-    }
-    if let Some(idnumber) = update.idnumber.as_deref().filter(|n| !n.is_empty() && taken_by_other(|c| &c.idnumber, n)) {
-        return Some((
-            "courseidnumbertaken".into(),
-            format!("ID number is already used for another course ({idnumber})"),
-        ));
-    }
-    None
-}
-
-/// A plain address check: one `@`, a non-empty local part and a dotted domain, no spaces.
-fn valid_email(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else { return false };
-    !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !email.chars().any(|c| c.is_whitespace() || c == ',' || c == '<' || c == '>')
-        && !domain.contains('@')
 }

@@ -2,7 +2,10 @@
 //! live only here, never in the event log, so erasing a person never breaks a replay.
 //!
 //! `RegistryIndex` is the writer's in-memory view (existence, usernames, e-mails, course flags);
-//! `RegistryOp` is a change the writer applies inside its batch transaction.
+//! `rules` decides what a request may change, purely, against that view; `RegistryOp` is a
+//! change the writer applies inside its batch transaction.
+
+pub mod rules;
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -124,6 +127,11 @@ impl RegistryIndex {
 
     pub fn username_taken(&self, username: &str) -> bool {
         self.usernames.contains_key(username)
+    }
+
+    /// Whether a live user other than `except` has this username.
+    pub fn username_taken_by_other(&self, username: &str, except: i64) -> bool {
+        self.usernames.get(username).is_some_and(|id| *id != except)
     }
 
     pub fn email_taken(&self, email: &str) -> bool {

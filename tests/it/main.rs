@@ -9,5 +9,6 @@ mod concurrency;
 mod http;
 mod log_integrity;
 mod rebuild_property;
+mod registry_rules;
 mod scenario;
 mod unbreakable;

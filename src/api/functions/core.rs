@@ -5,11 +5,12 @@ use sqlx::Row;
 
 use super::{boolean, get, get_i64, get_str, int, raw, text, warnings, Call, Function};
 use super::{ParamsFn, ReturnsFn};
-use crate::api::services;
 use crate::api::wire::encode::WsError;
 use crate::api::wire::params::{Desc, ParamType, Value};
+use crate::api::{errors, services};
 use crate::app::command::UserInput;
 use crate::app::{Outcome, Request};
+use crate::registry::rules::RegistryError;
 use crate::registry::{CourseUpdate, NewCourse, NewUser, UserUpdate, SEMCO_PROFILE_FIELDS};
 
 fn value(ty: ParamType, desc: &'static str) -> Desc {
@@ -215,11 +216,12 @@ fn update_courses_params() -> Vec<(&'static str, Desc)> {
     vec![("courses", Desc::multiple(Desc::single(fields)))]
 }
 
-/// Per-item warnings of a `{warnings}` result.
-fn warnings_value(item: &str, warnings: Vec<(i64, String, String)>) -> Value {
+/// Per-item warnings of a `{warnings}` result, worded by `api/errors.rs`.
+fn warnings_value(item: &str, warnings: Vec<(i64, RegistryError)>) -> Value {
     let list = warnings
         .into_iter()
-        .map(|(itemid, code, message)| {
+        .map(|(itemid, refusal)| {
+            let (code, message) = errors::registry_warning(&refusal);
             Value::Struct(vec![
                 ("item".into(), Value::Str(item.into())),
                 ("itemid".into(), Value::Int(itemid)),

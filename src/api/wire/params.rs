@@ -6,10 +6,8 @@
 
 use super::encode::php_float_string;
 use super::request::{canonical_int, ParamTree};
-
-/// Authentication plugins of a stock Moodle 4.5; `PARAM_AUTH` accepts only these (or `""`).
-pub const AUTH_PLUGINS: [&str; 12] =
-    ["cas", "db", "email", "ldap", "lti", "manual", "mnet", "nologin", "none", "oauth2", "shibboleth", "webservice"];
+// `PARAM_AUTH` and `PARAM_EMAIL` clean with the registry's one list and one validator.
+use crate::registry::rules::{auth_plugin, is_host_label, valid_email};
 
 /// Installed language packs; `PARAM_LANG` accepts only these (or `""`).
 pub use crate::registry::INSTALLED_LANGS;
@@ -413,10 +411,10 @@ fn string_is_clean(ty: ParamType, s: &str) -> bool {
         ParamType::Username => {
             all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_' | b'@'))
         }
-        ParamType::Auth => s.is_empty() || AUTH_PLUGINS.contains(&s),
+        ParamType::Auth => s.is_empty() || auth_plugin(s).is_some(),
         ParamType::Lang => s.is_empty() || INSTALLED_LANGS.contains(&s),
         ParamType::Theme => s.is_empty() || THEMES.contains(&s),
-        ParamType::Email => utf8_is_clean(s) && (s.is_empty() || is_valid_email(s)),
+        ParamType::Email => utf8_is_clean(s) && (s.is_empty() || valid_email(s)),
         ParamType::Timezone => s.is_empty() || is_timezone(s),
         // PHP `empty()` also covers "0", which cleans to "".
         ParamType::Url => utf8_is_clean(s) && (s.is_empty() || (s != "0" && is_url(s))),
@@ -524,36 +522,6 @@ fn is_span_open_tag(tag: &str) -> bool {
         };
     }
     ends_tag(rest)
-}
-
-/// An approximation of PHP's `FILTER_VALIDATE_EMAIL`, which Moodle's `validate_email` relies on:
-/// a dot-atom local part of at most 64 characters and a domain of at least two labels whose last
-/// one starts with a letter. Quoted local parts and address literals are not accepted.
-fn is_valid_email(s: &str) -> bool {
-    let Some((local, domain)) = s.rsplit_once('@') else {
-        return false;
-    };
-    s.len() <= 254 && local.len() <= 64 && is_dot_atom(local) && is_email_domain(domain)
-}
-
-fn is_dot_atom(local: &str) -> bool {
-    local.split('.').all(|atom| {
-        !atom.is_empty() && atom.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b))
-    })
-}
-
-fn is_email_domain(domain: &str) -> bool {
-    let labels: Vec<&str> = domain.split('.').collect();
-    let tld_ok = labels.last().is_some_and(|tld| tld.starts_with(|c: char| c.is_ascii_alphabetic()));
-    labels.len() >= 2 && tld_ok && labels.iter().all(|label| is_host_label(label))
-}
-
-fn is_host_label(label: &str) -> bool {
-    let bytes = label.as_bytes();
-    (1..=63).contains(&bytes.len())
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
-        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
-        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
 }
 
 /// Moodle's timezone pattern: an hour offset (`-5`, `+5.5`, `13.0`), `99`, or a name such as
