@@ -9,10 +9,10 @@ use esrs::Aggregate;
 use crate::domain::completion::{Completion, CompletionState};
 use crate::domain::config::{Config, Settings};
 use crate::domain::course::{Course, CourseState};
-use crate::domain::enrolment::{Enrolment, EnrolmentState};
+use crate::domain::enrolment::{transition, Enrolment, EnrolmentState};
 use crate::domain::event::{CompletionEvent, EnrolmentEvent};
 use crate::domain::period::EnrolmentPeriod;
-use crate::domain::LedgerEvent;
+use crate::domain::{ImpossibleEvent, LedgerEvent};
 use crate::projection::state::RowKey;
 use crate::projection::ProjectionState;
 use crate::registry::RegistryIndex;
@@ -82,8 +82,7 @@ impl LedgerState {
         let mut conn = db.pool.acquire().await?;
         log::replay(&mut conn, None, |stored| {
             let event = stored.event()?;
-            state.apply(&stored, &event, &mut BTreeSet::new());
-            Ok(())
+            state.try_apply(&stored, &event, &mut BTreeSet::new()).map_err(|e| stored.unusable(e.into()))
         })
         .await?;
         Ok(state)
@@ -100,11 +99,28 @@ impl LedgerState {
         }
     }
 
-    /// Folds one event into every part of the state.
+    /// Folds one event the writer has just decided into every part of the state. Such events
+    /// are valid by construction, so an impossible one is a defect of the rules: it panics.
     pub fn apply(&mut self, stored: &StoredEvent, event: &LedgerEvent, touched: &mut BTreeSet<RowKey>) {
+        if let Err(impossible) = self.try_apply(stored, event, touched) {
+            panic!("the writer decided an impossible event at position {}: {impossible}", stored.position);
+        }
+    }
+
+    /// Folds one event read from the log into every part of the state, or leaves the state
+    /// untouched and says why the event cannot follow its stream.
+    ///
+    /// # Errors
+    /// `ImpossibleEvent` when the event cannot follow its stream's state.
+    pub fn try_apply(
+        &mut self,
+        stored: &StoredEvent,
+        event: &LedgerEvent,
+        touched: &mut BTreeSet<RowKey>,
+    ) -> Result<(), ImpossibleEvent> {
         let version = stored.stream_version;
         match event {
-            LedgerEvent::Enrolment(e) => self.apply_enrolment(&stored.stream_key, version, e),
+            LedgerEvent::Enrolment(e) => self.apply_enrolment(&stored.stream_key, version, e)?,
             LedgerEvent::Completion(e) => {
                 let key = match e {
                     CompletionEvent::CompletionRecorded { user_id, course_id, .. }
@@ -132,16 +148,35 @@ impl LedgerState {
         self.head_position = stored.position;
         self.head_hash = stored.hash.clone();
         self.head_recorded_at = self.head_recorded_at.max(stored.recorded_at);
+        Ok(())
     }
 
-    fn apply_enrolment(&mut self, stream_key: &str, version: i64, event: &EnrolmentEvent) {
-        let instance = stream_key.parse::<i64>().unwrap_or_default();
+    fn apply_enrolment(
+        &mut self,
+        stream_key: &str,
+        version: i64,
+        event: &EnrolmentEvent,
+    ) -> Result<(), ImpossibleEvent> {
+        let before = stream_key.parse::<i64>().ok().and_then(|i| self.enrolments.get(&i)).map(|v| v.state.clone());
+        let before = before.unwrap_or_default();
+        let instance = match (stream_key.parse::<i64>(), event) {
+            (Ok(instance), EnrolmentEvent::Enrolled { instance_id, .. }) if instance_id.0 != instance => None,
+            (Ok(instance), _) => Some(instance),
+            (Err(_), _) => None,
+        };
+        let Some(instance) = instance else {
+            return Err(ImpossibleEvent {
+                event: event.event_type(),
+                state: before.name(),
+                expected: format!("an event of the instance its stream is named after (stream key {stream_key:?})"),
+            });
+        };
+        let after = transition(before.clone(), event.clone())?;
         let entry = self.enrolments.entry(instance).or_default();
-        let before = std::mem::take(&mut entry.state);
-        entry.state = Enrolment::apply_event(before.clone(), event.clone());
+        entry.state = after.clone();
         entry.version = version;
-        let after = entry.state.clone();
         self.reindex(instance, &before, &after, event);
+        Ok(())
     }
 
     /// Keeps the cross-stream indexes in step with one enrolment stream's transition.

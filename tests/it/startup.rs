@@ -20,6 +20,8 @@ use crate::support::*;
 
 /// The line `serve` logs when it starts folding the log into new projection tables.
 const REBUILD_MARKER: &str = "rebuilding from the log";
+/// The line `serve` logs once the rebuilt projections committed.
+const REBUILT_MARKER: &str = "projections rebuilt";
 /// The installer's first line on stderr.
 const INSTALL_MARKER: &str = "enrol_semco install:";
 /// The line `serve` logs once it accepts requests.
@@ -179,6 +181,8 @@ async fn defect_2_kill_during_projection_rebuild_empties_projections(backend: Ba
         Moment::After(Duration::from_millis(150)),
         Moment::Seen(REBUILD_MARKER),
         Moment::After(Duration::from_millis(400)),
+        Moment::Seen(REBUILT_MARKER),
+        Moment::After(Duration::from_millis(800)),
     ];
     for moment in moments {
         // An older projection definition: the next start must drop, create and rebuild.
@@ -186,6 +190,11 @@ async fn defect_2_kill_during_projection_rebuild_empties_projections(backend: Ba
         let url = test.url.clone();
         tokio::task::spawn_blocking(move || {
             Serve::start(&url).kill_at(moment);
+        })
+        .await
+        .unwrap();
+        let url = test.url.clone();
+        tokio::task::spawn_blocking(move || {
             start_normally(&url);
             assert_verify_ok(&url, &format!("after a kill at {moment:?}"));
         })
@@ -210,6 +219,7 @@ async fn kill_during_first_start_leaves_a_complete_install(backend: Backend) {
         Moment::After(Duration::from_millis(80)),
         Moment::After(Duration::from_millis(200)),
         Moment::Seen(REBUILD_MARKER),
+        Moment::Seen(REBUILT_MARKER),
     ];
     for moment in moments {
         let test = TestDb::unopened(backend).await;
@@ -295,9 +305,9 @@ async fn impossible_event_makes_serve_exit_with_its_position(backend: Backend) {
     append_raw(&test.db, 5, &third.hash, 997, unenrolled(997)).await;
 
     let url = test.url.clone();
-    let (serve, verify) = tokio::task::spawn_blocking(move || {
+    let (serve, verify, export) = tokio::task::spawn_blocking(move || {
         let serve = binary(&url).args(["serve", "--listen", "127.0.0.1:0"]).stdout(Stdio::null()).output().unwrap();
-        (serve, run(&url, &["verify"]))
+        (serve, run(&url, &["verify"]), run(&url, &["export"]))
     })
     .await
     .unwrap();
@@ -310,6 +320,12 @@ async fn impossible_event_makes_serve_exit_with_its_position(backend: Backend) {
     assert!(stderr.contains("Unenrolled"), "names the event type:\n{stderr}");
     assert!(stderr.contains("docs/EVENTS.md"), "names the way out:\n{stderr}");
     assert!(stderr.contains("enrol-ledger export"), "says how to find the event:\n{stderr}");
+
+    // The documented way to find it works.
+    let export = String::from_utf8_lossy(&export.stdout);
+    let found: Vec<&str> = export.lines().filter(|line| line.contains("\"position\":2,")).collect();
+    assert_eq!(found.len(), 1, "{export}");
+    assert!(found[0].contains("\"event_type\":\"Unenrolled\""), "{}", found[0]);
 
     let out = String::from_utf8_lossy(&verify.stdout);
     assert_eq!(verify.status.code(), Some(2), "{out}{}", String::from_utf8_lossy(&verify.stderr));
