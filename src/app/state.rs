@@ -157,21 +157,31 @@ impl LedgerState {
         version: i64,
         event: &EnrolmentEvent,
     ) -> Result<(), ImpossibleEvent> {
-        let before = stream_key.parse::<i64>().ok().and_then(|i| self.enrolments.get(&i)).map(|v| v.state.clone());
-        let before = before.unwrap_or_default();
-        let instance = match (stream_key.parse::<i64>(), event) {
-            (Ok(instance), EnrolmentEvent::Enrolled { instance_id, .. }) if instance_id.0 != instance => None,
-            (Ok(instance), _) => Some(instance),
-            (Err(_), _) => None,
+        let parsed = stream_key.parse::<i64>().ok();
+        let names_its_stream = match event {
+            EnrolmentEvent::Enrolled { instance_id, .. } => parsed == Some(instance_id.0),
+            _ => parsed.is_some(),
         };
-        let Some(instance) = instance else {
-            return Err(ImpossibleEvent {
+        let slot = parsed.and_then(|instance| self.enrolments.get_mut(&instance));
+        // Taken, not cloned, on the writer's hot path; put back if the event cannot follow it.
+        let before = slot.map(|entry| std::mem::take(&mut entry.state)).unwrap_or_default();
+        let checked = match parsed.filter(|_| names_its_stream) {
+            Some(instance) => transition(before.clone(), event.clone()).map(|after| (instance, after)),
+            None => Err(ImpossibleEvent {
                 event: event.event_type(),
                 state: before.name(),
                 expected: format!("an event of the instance its stream is named after (stream key {stream_key:?})"),
-            });
+            }),
         };
-        let after = transition(before.clone(), event.clone())?;
+        let (instance, after) = match checked {
+            Ok(checked) => checked,
+            Err(impossible) => {
+                if let Some(entry) = parsed.and_then(|instance| self.enrolments.get_mut(&instance)) {
+                    entry.state = before;
+                }
+                return Err(impossible);
+            }
+        };
         let entry = self.enrolments.entry(instance).or_default();
         entry.state = after.clone();
         entry.version = version;
@@ -251,4 +261,91 @@ impl LedgerState {
 fn parse_pair(key: &str) -> Option<(i64, i64)> {
     let (a, b) = key.split_once('/')?;
     Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// Given a state, when one stored event is folded with `try_apply`, then the new state, or an
+/// `ImpossibleEvent` and the state exactly as it was.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::UnenrolReason;
+    use crate::domain::ids::{BookingId, CourseId, InstanceId, RoleId, UserEnrolmentId, UserId};
+
+    fn stored(position: i64, stream_key: &str, event: &LedgerEvent) -> StoredEvent {
+        StoredEvent {
+            position,
+            stream_id: String::new(),
+            stream_type: Enrolment::NAME.into(),
+            stream_key: stream_key.into(),
+            stream_version: 1,
+            event_type: event.event_type().into(),
+            schema_version: 1,
+            recorded_at: position,
+            actor_user_id: None,
+            actor_token_id: None,
+            request_id: String::new(),
+            booking_id: None,
+            payload: String::new(),
+            hash: format!("h{position}"),
+        }
+    }
+
+    fn enrolled(instance: i64) -> LedgerEvent {
+        LedgerEvent::Enrolment(EnrolmentEvent::Enrolled {
+            instance_id: InstanceId(instance),
+            user_enrolment_id: UserEnrolmentId(instance),
+            user_id: UserId(42),
+            course_id: CourseId(2),
+            booking_id: BookingId::parse(&format!("B-{instance}")).unwrap(),
+            timestart: 0,
+            timeend: 0,
+            suspended: false,
+            role_id: RoleId(5),
+            sortorder: 0,
+        })
+    }
+
+    fn given_one_enrolment() -> LedgerState {
+        let mut state = LedgerState::default();
+        state.try_apply(&stored(1, "1", &enrolled(1)), &enrolled(1), &mut BTreeSet::new()).unwrap();
+        state
+    }
+
+    /// The parts an impossible event must not touch.
+    fn snapshot(state: &LedgerState) -> impl PartialEq + std::fmt::Debug {
+        let mut enrolments: Vec<_> = state.enrolments.iter().map(|(i, v)| (*i, v.state.clone(), v.version)).collect();
+        enrolments.sort_by_key(|(i, _, _)| *i);
+        (enrolments, state.bookings.clone(), state.projection.clone(), state.head_position, state.head_hash.clone())
+    }
+
+    #[test]
+    fn an_impossible_event_leaves_the_state_as_it_was() {
+        let mut state = given_one_enrolment();
+        let before = snapshot(&state);
+        let again = enrolled(1);
+        let error = state.try_apply(&stored(2, "1", &again), &again, &mut BTreeSet::new()).unwrap_err();
+        assert_eq!((error.event, error.state), ("Enrolled", "live"));
+        let unenrolled = LedgerEvent::Enrolment(EnrolmentEvent::Unenrolled {
+            user_enrolment_id: UserEnrolmentId(9),
+            user_id: UserId(42),
+            course_id: CourseId(2),
+            reason: UnenrolReason::Semco,
+        });
+        let error = state.try_apply(&stored(2, "9", &unenrolled), &unenrolled, &mut BTreeSet::new()).unwrap_err();
+        assert_eq!((error.event, error.state), ("Unenrolled", "new"));
+        assert_eq!(snapshot(&state), before);
+        assert!(!state.enrolments.contains_key(&9), "no empty stream is left behind");
+    }
+
+    #[test]
+    fn an_enrolment_must_name_the_instance_of_its_stream() {
+        let mut state = LedgerState::default();
+        let event = enrolled(3);
+        for key in ["4", "not-a-number"] {
+            let error = state.try_apply(&stored(1, key, &event), &event, &mut BTreeSet::new()).unwrap_err();
+            assert!(error.expected.contains(&format!("stream key {key:?}")), "{error}");
+        }
+        assert!(state.enrolments.is_empty());
+        assert_eq!(state.head_position, 0);
+    }
 }
