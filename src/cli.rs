@@ -116,14 +116,28 @@ pub fn main(cli: Cli) -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error}");
+            if let Some(StoreError::UnusableEvent { position, .. }) = error.downcast_ref::<StoreError>() {
+                eprintln!("{}", unusable_event_way_out(*position));
+            }
             ExitCode::FAILURE
         }
     }
 }
 
+/// What to do when the log holds an event the ledger cannot fold (docs/EVENTS.md).
+fn unusable_event_way_out(position: i64) -> String {
+    format!(
+        "The ledger cannot load past this event, and the log is never edited. See docs/EVENTS.md, \
+         \"An unreadable or impossible event\":\n  \
+         find it:  enrol-ledger export | grep '\"position\":{position},'\n  \
+         then teach this version to read it: add an upcaster for its schema_version (LedgerEvent::upcast) \
+         or a fold rule for it, release, and start again; `enrol-ledger verify` lists every such event."
+    )
+}
+
 type CliResult = Result<ExitCode, Box<dyn std::error::Error + Send + Sync>>;
 
-/// Opens and migrates the database, rebuilding the projections if their definition changed,
+/// Opens and migrates the database, replacing the projections if their definition changed,
 /// and on an empty database does the plugin installer's work (printing each step). Read-only
 /// subcommands use this without the writer lock: on an installed ledger it writes nothing.
 pub async fn open(url: &str) -> Result<Db, Box<dyn std::error::Error + Send + Sync>> {
@@ -133,9 +147,10 @@ pub async fn open(url: &str) -> Result<Db, Box<dyn std::error::Error + Send + Sy
 }
 
 /// Migrations, projection rebuild when their version changed, installer.
+/// Each step commits whole and is skipped once done, so a start killed anywhere resumes.
 async fn prepare(db: &Db) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    if db.migrate().await? {
-        let count = audit::rebuild(db).await?;
+    db.migrate().await?;
+    if let Some(count) = audit::upgrade_projections(db).await? {
         tracing::info!(events = count, "projections rebuilt");
     }
     crate::api::install::run(db).await?;
@@ -220,7 +235,8 @@ async fn run(cli: Cli) -> CliResult {
                 println!("MISMATCH: {problem}");
             }
             if !report.is_ok() {
-                println!("verify FAILED: {} problem(s) in {} events", report.problems.len(), report.events);
+                let chain = if report.chain_intact { "hash chain intact" } else { "hash chain BROKEN" };
+                println!("verify FAILED: {} problem(s) in {} events; {chain}", report.problems.len(), report.events);
                 return Ok(ExitCode::from(2));
             }
             println!("verify OK: {} events, hash chain intact, projections equal a fresh rebuild", report.events);

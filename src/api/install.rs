@@ -3,6 +3,9 @@
 //! The service user, roles and profile fields come with the migrations; this step creates the
 //! SEMCO service's token and reports every step, the token in clear this one time. The report
 //! goes to stderr, so that stdout of `export`, `history` and `as-of` stays machine-readable.
+//!
+//! The step and its record commit in one transaction, so a start killed halfway leaves nothing
+//! and the next start does the step again; two processes starting at once make one token.
 
 use super::services::{self, ENROL_SEMCO, SEMCO_SERVICE_USER_ID};
 use super::tokens;
@@ -19,6 +22,17 @@ pub async fn run(db: &Db) -> Result<(), Box<dyn std::error::Error + Send + Sync>
     if done.is_some() {
         return Ok(());
     }
+    let mut tx = db.pool.begin().await?;
+    // Claiming the step first makes a second process that starts at the same moment wait here
+    // for this transaction, then find the step taken (and roll back, having written nothing).
+    let claimed = sqlx::query("INSERT INTO install_steps (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+        .bind(STEP)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if claimed == 0 {
+        return Ok(());
+    }
     let fields: Vec<&str> = SEMCO_PROFILE_FIELDS.iter().map(|(shortname, _)| *shortname).collect();
     eprintln!("enrol_semco install: web services and the REST protocol are enabled");
     eprintln!("enrol_semco install: role semcowebservice (9) may assign the SEMCO role 5 (student); roles 1 manager, 2 coursecreator, 3 editingteacher, 4 teacher, 5 student, 6 guest, 7 user, 8 frontpage");
@@ -27,8 +41,11 @@ pub async fn run(db: &Db) -> Result<(), Box<dyn std::error::Error + Send + Sync>
     );
     eprintln!("enrol_semco install: service {ENROL_SEMCO} with {} functions", services::functions(ENROL_SEMCO).len());
     eprintln!("enrol_semco install: profile fields {}", fields.join(", "));
-    let token = tokens::create(db, ENROL_SEMCO, SEMCO_SERVICE_USER_ID, 0, "").await?;
-    sqlx::query("INSERT INTO install_steps (name) VALUES ($1)").bind(STEP).execute(&db.pool).await?;
+    let token = tokens::create_in(&mut tx, ENROL_SEMCO, SEMCO_SERVICE_USER_ID, 0, "").await?;
+    tx.commit().await?;
+    // Shown only after the commit: a token printed but never stored would mislead. A start
+    // killed between the commit and this line leaves a token nobody saw; `token create` makes
+    // another.
     eprintln!("enrol_semco install: token of semcowebservice for service {ENROL_SEMCO} (shown only now):");
     eprintln!("{token}");
     Ok(())

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::RwLock;
 
 use sha2::{Digest, Sha256};
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 use subtle::ConstantTimeEq;
 
 use crate::store::{Db, StoreError};
@@ -61,6 +61,17 @@ pub async fn create(
     valid_until: i64,
     ip_restriction: &str,
 ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    create_in(&mut *db.pool.acquire().await?, service, user_id, valid_until, ip_restriction).await
+}
+
+/// `create` on the caller's connection, so it can share a transaction (the installer's).
+pub async fn create_in(
+    conn: &mut AnyConnection,
+    service: &str,
+    user_id: i64,
+    valid_until: i64,
+    ip_restriction: &str,
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
     let token = generate()?;
     sqlx::query(
         "INSERT INTO external_tokens (token_sha256, service, userid, validuntil, iprestriction, timecreated) \
@@ -72,7 +83,7 @@ pub async fn create(
     .bind(valid_until)
     .bind(ip_restriction.to_owned())
     .bind(chrono::Utc::now().timestamp())
-    .execute(&db.pool)
+    .execute(&mut *conn)
     .await?;
     Ok(token)
 }

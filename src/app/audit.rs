@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde_json::json;
 use sqlx::AnyConnection;
 
+use crate::app::state::LedgerState;
 use crate::projection::state::UserEnrolmentRow;
-use crate::projection::{tables, ProjectionState};
+use crate::projection::{schema, tables, ProjectionState, PROJECTION_VERSION};
 use crate::store::log::{self, StoredEvent, GENESIS_HASH};
 use crate::store::{Backend, Db, StoreError};
 
@@ -37,6 +38,30 @@ pub async fn rebuild(db: &Db) -> Result<i64, StoreError> {
     Ok(count)
 }
 
+/// Brings the projection tables to the current definition when it changed. The drop, the
+/// create, the rebuild from the log and the version bump commit in one transaction, so a crash
+/// at any moment leaves either the old tables with the old version or the new ones, full, with
+/// the new version; the next start simply does it again. Returns the events replayed, or `None`
+/// when the tables were current.
+pub async fn upgrade_projections(db: &Db) -> Result<Option<i64>, StoreError> {
+    if schema::is_current(&mut *db.pool.acquire().await?).await? {
+        return Ok(None);
+    }
+    tracing::info!(version = PROJECTION_VERSION, "projection schema out of date; rebuilding from the log");
+    let mut tx = db.begin_schema_change().await?;
+    block_appends(&mut tx, db.backend).await?;
+    // Another process may have upgraded them while this one waited for the lock.
+    if schema::is_current(&mut tx).await? {
+        return Ok(None);
+    }
+    schema::recreate(&mut tx, db.backend).await?;
+    let (state, count) = fold(&mut tx, None).await?;
+    tables::write_all(&mut tx, &state).await?;
+    schema::mark_current(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Some(count))
+}
+
 /// Takes the log's write lock for the rest of the transaction, so the fold and the rewrite see
 /// the same log.
 async fn block_appends(conn: &mut AnyConnection, backend: Backend) -> Result<(), StoreError> {
@@ -54,6 +79,8 @@ async fn block_appends(conn: &mut AnyConnection, backend: Backend) -> Result<(),
 pub struct VerifyReport {
     pub events: i64,
     pub problems: Vec<String>,
+    /// Every event's hash matches its content and its predecessor's hash.
+    pub chain_intact: bool,
 }
 
 impl VerifyReport {
@@ -62,25 +89,36 @@ impl VerifyReport {
     }
 }
 
-/// Recomputes the hash chain, checks positions and stream versions, and compares every
-/// projection row with a fresh fold of the log.
+/// Recomputes the hash chain, checks positions and stream versions, checks that every event
+/// can follow its stream's state (the checked fold `serve` loads with), and compares every
+/// projection row with a fresh fold of the log. An unreadable or impossible event is a problem
+/// like any other: the checks go on to the end of the log.
 pub async fn verify(db: &Db) -> Result<VerifyReport, StoreError> {
     let mut tx = db.pool.begin().await?;
     if db.backend == Backend::Postgres {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
     }
-    let mut report = VerifyReport::default();
+    let mut report = VerifyReport { chain_intact: true, ..VerifyReport::default() };
     let mut state = ProjectionState::default();
+    // The writer's fold, for its checked transitions; its rows are not compared (that is the
+    // projection fold's job, which rebuild also uses).
+    let mut ledger = LedgerState::default();
     let mut prev_position = 0;
     let mut prev_hash = GENESIS_HASH.to_owned();
     let mut versions: HashMap<String, i64> = HashMap::new();
     let problems = &mut report.problems;
+    let chain_intact = &mut report.chain_intact;
     let mut count = 0;
     log::replay(&mut tx, None, |stored| {
         count += 1;
-        check_event(&stored, prev_position, &prev_hash, &mut versions, problems);
+        *chain_intact &= check_event(&stored, prev_position, &prev_hash, &mut versions, problems);
         match stored.event() {
-            Ok(event) => state.apply(&stored, &event, &mut BTreeSet::new()),
+            Ok(event) => {
+                if let Err(impossible) = ledger.try_apply(&stored, &event, &mut BTreeSet::new()) {
+                    problems.push(stored.unusable(impossible.into()).to_string());
+                }
+                state.apply(&stored, &event, &mut BTreeSet::new());
+            }
             Err(error) => problems.push(error.to_string()),
         }
         prev_position = stored.position;
@@ -95,19 +133,21 @@ pub async fn verify(db: &Db) -> Result<VerifyReport, StoreError> {
     Ok(report)
 }
 
+/// Checks one event's position, hash and stream version; returns whether its hash is intact.
 fn check_event(
     stored: &StoredEvent,
     prev_position: i64,
     prev_hash: &str,
     versions: &mut HashMap<String, i64>,
     problems: &mut Vec<String>,
-) {
+) -> bool {
     let p = stored.position;
     if p != prev_position + 1 {
         problems
             .push(format!("position {p} follows position {prev_position}: {} event(s) missing", p - prev_position - 1));
     }
-    if stored.chain_hash(prev_hash) != stored.hash {
+    let hash_intact = stored.chain_hash(prev_hash) == stored.hash;
+    if !hash_intact {
         problems.push(format!(
             "position {p}: hash does not match its content and its predecessor (altered, removed or reordered event)"
         ));
@@ -120,6 +160,7 @@ fn check_event(
         ));
     }
     versions.insert(stored.stream_id.clone(), stored.stream_version);
+    hash_intact
 }
 
 fn compare_tables(expected: &tables::TableRows, live: &tables::TableRows, problems: &mut Vec<String>) {

@@ -9,10 +9,10 @@ use esrs::Aggregate;
 use crate::domain::completion::{Completion, CompletionState};
 use crate::domain::config::{Config, Settings};
 use crate::domain::course::{Course, CourseState};
-use crate::domain::enrolment::{Enrolment, EnrolmentState};
+use crate::domain::enrolment::{transition, Enrolment, EnrolmentState};
 use crate::domain::event::{CompletionEvent, EnrolmentEvent};
 use crate::domain::period::EnrolmentPeriod;
-use crate::domain::LedgerEvent;
+use crate::domain::{ImpossibleEvent, LedgerEvent};
 use crate::projection::state::RowKey;
 use crate::projection::ProjectionState;
 use crate::registry::RegistryIndex;
@@ -82,8 +82,7 @@ impl LedgerState {
         let mut conn = db.pool.acquire().await?;
         log::replay(&mut conn, None, |stored| {
             let event = stored.event()?;
-            state.apply(&stored, &event, &mut BTreeSet::new());
-            Ok(())
+            state.try_apply(&stored, &event, &mut BTreeSet::new()).map_err(|e| stored.unusable(e.into()))
         })
         .await?;
         Ok(state)
@@ -100,11 +99,28 @@ impl LedgerState {
         }
     }
 
-    /// Folds one event into every part of the state.
+    /// Folds one event the writer has just decided into every part of the state. Such events
+    /// are valid by construction, so an impossible one is a defect of the rules: it panics.
     pub fn apply(&mut self, stored: &StoredEvent, event: &LedgerEvent, touched: &mut BTreeSet<RowKey>) {
+        if let Err(impossible) = self.try_apply(stored, event, touched) {
+            panic!("the writer decided an impossible event at position {}: {impossible}", stored.position);
+        }
+    }
+
+    /// Folds one event read from the log into every part of the state, or leaves the state
+    /// untouched and says why the event cannot follow its stream.
+    ///
+    /// # Errors
+    /// `ImpossibleEvent` when the event cannot follow its stream's state.
+    pub fn try_apply(
+        &mut self,
+        stored: &StoredEvent,
+        event: &LedgerEvent,
+        touched: &mut BTreeSet<RowKey>,
+    ) -> Result<(), ImpossibleEvent> {
         let version = stored.stream_version;
         match event {
-            LedgerEvent::Enrolment(e) => self.apply_enrolment(&stored.stream_key, version, e),
+            LedgerEvent::Enrolment(e) => self.apply_enrolment(&stored.stream_key, version, e)?,
             LedgerEvent::Completion(e) => {
                 let key = match e {
                     CompletionEvent::CompletionRecorded { user_id, course_id, .. }
@@ -132,16 +148,45 @@ impl LedgerState {
         self.head_position = stored.position;
         self.head_hash = stored.hash.clone();
         self.head_recorded_at = self.head_recorded_at.max(stored.recorded_at);
+        Ok(())
     }
 
-    fn apply_enrolment(&mut self, stream_key: &str, version: i64, event: &EnrolmentEvent) {
-        let instance = stream_key.parse::<i64>().unwrap_or_default();
+    fn apply_enrolment(
+        &mut self,
+        stream_key: &str,
+        version: i64,
+        event: &EnrolmentEvent,
+    ) -> Result<(), ImpossibleEvent> {
+        let parsed = stream_key.parse::<i64>().ok();
+        let names_its_stream = match event {
+            EnrolmentEvent::Enrolled { instance_id, .. } => parsed == Some(instance_id.0),
+            _ => parsed.is_some(),
+        };
+        let slot = parsed.and_then(|instance| self.enrolments.get_mut(&instance));
+        // Taken, not cloned, on the writer's hot path; put back if the event cannot follow it.
+        let before = slot.map(|entry| std::mem::take(&mut entry.state)).unwrap_or_default();
+        let checked = match parsed.filter(|_| names_its_stream) {
+            Some(instance) => transition(before.clone(), event.clone()).map(|after| (instance, after)),
+            None => Err(ImpossibleEvent {
+                event: event.event_type(),
+                state: before.name(),
+                expected: format!("an event of the instance its stream is named after (stream key {stream_key:?})"),
+            }),
+        };
+        let (instance, after) = match checked {
+            Ok(checked) => checked,
+            Err(impossible) => {
+                if let Some(entry) = parsed.and_then(|instance| self.enrolments.get_mut(&instance)) {
+                    entry.state = before;
+                }
+                return Err(impossible);
+            }
+        };
         let entry = self.enrolments.entry(instance).or_default();
-        let before = std::mem::take(&mut entry.state);
-        entry.state = Enrolment::apply_event(before.clone(), event.clone());
+        entry.state = after.clone();
         entry.version = version;
-        let after = entry.state.clone();
         self.reindex(instance, &before, &after, event);
+        Ok(())
     }
 
     /// Keeps the cross-stream indexes in step with one enrolment stream's transition.
@@ -216,4 +261,91 @@ impl LedgerState {
 fn parse_pair(key: &str) -> Option<(i64, i64)> {
     let (a, b) = key.split_once('/')?;
     Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// Given a state, when one stored event is folded with `try_apply`, then the new state, or an
+/// `ImpossibleEvent` and the state exactly as it was.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::UnenrolReason;
+    use crate::domain::ids::{BookingId, CourseId, InstanceId, RoleId, UserEnrolmentId, UserId};
+
+    fn stored(position: i64, stream_key: &str, event: &LedgerEvent) -> StoredEvent {
+        StoredEvent {
+            position,
+            stream_id: String::new(),
+            stream_type: Enrolment::NAME.into(),
+            stream_key: stream_key.into(),
+            stream_version: 1,
+            event_type: event.event_type().into(),
+            schema_version: 1,
+            recorded_at: position,
+            actor_user_id: None,
+            actor_token_id: None,
+            request_id: String::new(),
+            booking_id: None,
+            payload: String::new(),
+            hash: format!("h{position}"),
+        }
+    }
+
+    fn enrolled(instance: i64) -> LedgerEvent {
+        LedgerEvent::Enrolment(EnrolmentEvent::Enrolled {
+            instance_id: InstanceId(instance),
+            user_enrolment_id: UserEnrolmentId(instance),
+            user_id: UserId(42),
+            course_id: CourseId(2),
+            booking_id: BookingId::parse(&format!("B-{instance}")).unwrap(),
+            timestart: 0,
+            timeend: 0,
+            suspended: false,
+            role_id: RoleId(5),
+            sortorder: 0,
+        })
+    }
+
+    fn given_one_enrolment() -> LedgerState {
+        let mut state = LedgerState::default();
+        state.try_apply(&stored(1, "1", &enrolled(1)), &enrolled(1), &mut BTreeSet::new()).unwrap();
+        state
+    }
+
+    /// The parts an impossible event must not touch.
+    fn snapshot(state: &LedgerState) -> impl PartialEq + std::fmt::Debug {
+        let mut enrolments: Vec<_> = state.enrolments.iter().map(|(i, v)| (*i, v.state.clone(), v.version)).collect();
+        enrolments.sort_by_key(|(i, _, _)| *i);
+        (enrolments, state.bookings.clone(), state.projection.clone(), state.head_position, state.head_hash.clone())
+    }
+
+    #[test]
+    fn an_impossible_event_leaves_the_state_as_it_was() {
+        let mut state = given_one_enrolment();
+        let before = snapshot(&state);
+        let again = enrolled(1);
+        let error = state.try_apply(&stored(2, "1", &again), &again, &mut BTreeSet::new()).unwrap_err();
+        assert_eq!((error.event, error.state), ("Enrolled", "live"));
+        let unenrolled = LedgerEvent::Enrolment(EnrolmentEvent::Unenrolled {
+            user_enrolment_id: UserEnrolmentId(9),
+            user_id: UserId(42),
+            course_id: CourseId(2),
+            reason: UnenrolReason::Semco,
+        });
+        let error = state.try_apply(&stored(2, "9", &unenrolled), &unenrolled, &mut BTreeSet::new()).unwrap_err();
+        assert_eq!((error.event, error.state), ("Unenrolled", "new"));
+        assert_eq!(snapshot(&state), before);
+        assert!(!state.enrolments.contains_key(&9), "no empty stream is left behind");
+    }
+
+    #[test]
+    fn an_enrolment_must_name_the_instance_of_its_stream() {
+        let mut state = LedgerState::default();
+        let event = enrolled(3);
+        for key in ["4", "not-a-number"] {
+            let error = state.try_apply(&stored(1, key, &event), &event, &mut BTreeSet::new()).unwrap_err();
+            assert!(error.expected.contains(&format!("stream key {key:?}")), "{error}");
+        }
+        assert!(state.enrolments.is_empty());
+        assert_eq!(state.head_position, 0);
+    }
 }

@@ -545,7 +545,7 @@ impl Writer {
                 Ok(_) => StoreError::HeadMoved { expected: -1, found: -1 },
                 Err(error) => error,
             };
-            if matches!(error, StoreError::Corrupt { .. }) {
+            if matches!(error, StoreError::UnusableEvent { .. }) {
                 return Err(error);
             }
             if is_connection_failure(&error) {

@@ -9,7 +9,7 @@ use super::event::{Change, EnrolmentEvent, UnenrolReason};
 use super::ids::{BookingId, CourseId, InstanceId, RoleId, UserEnrolmentId, UserId};
 use super::period::{EnrolmentPeriod, OverlapRule};
 use super::recompletion::RecompletionFacts;
-use super::DomainError;
+use super::{DomainError, ImpossibleEvent};
 
 /// A live SEMCO enrolment: its instance and its one user enrolment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,60 +136,112 @@ impl esrs::Aggregate for Enrolment {
         }
     }
 
+    /// For events this ledger decided, which are valid by construction; `transition` is the
+    /// checked fold for events read back from the log.
     fn apply_event(state: Self::State, event: Self::Event) -> Self::State {
-        match (state, event) {
-            (
-                EnrolmentState::New,
-                EnrolmentEvent::Enrolled {
-                    instance_id,
-                    user_enrolment_id,
-                    user_id,
-                    course_id,
-                    booking_id,
-                    timestart,
-                    timeend,
-                    suspended,
-                    role_id,
-                    ..
-                },
-            ) => EnrolmentState::Live(LiveEnrolment {
+        transition(state, event)
+            .unwrap_or_else(|impossible| panic!("the rules decided an impossible event: {impossible}"))
+    }
+}
+
+impl EnrolmentState {
+    /// The state's name in `ImpossibleEvent`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Live(_) => "live",
+            Self::Orphaned { .. } => "orphaned",
+            Self::Closed => "closed",
+        }
+    }
+
+    /// What may follow this state, for `ImpossibleEvent`.
+    fn expected(&self) -> String {
+        match self {
+            Self::New => "Enrolled".into(),
+            Self::Live(live) => format!(
+                "EnrolmentEdited or Unenrolled of user enrolment {}, or BookingIdChanged of instance {}",
+                live.user_enrolment_id, live.instance_id
+            ),
+            Self::Orphaned { instance_id, .. } => format!("InstanceDeleted of instance {instance_id}"),
+            Self::Closed => "no further event (the instance was removed)".into(),
+        }
+    }
+}
+
+/// The checked fold of one enrolment stream: the state after `event`, or why `event` cannot
+/// follow `state` (a wrong state, or ids that are not this stream's).
+pub fn transition(state: EnrolmentState, event: EnrolmentEvent) -> Result<EnrolmentState, ImpossibleEvent> {
+    let impossible = |state: &EnrolmentState, event: &EnrolmentEvent| ImpossibleEvent {
+        event: event.event_type(),
+        state: state.name(),
+        expected: state.expected(),
+    };
+    Ok(match (state, event) {
+        (
+            EnrolmentState::New,
+            EnrolmentEvent::Enrolled {
                 instance_id,
                 user_enrolment_id,
                 user_id,
                 course_id,
                 booking_id,
-                period: EnrolmentPeriod { timestart, timeend },
+                timestart,
+                timeend,
                 suspended,
                 role_id,
-            }),
-            (EnrolmentState::Live(mut live), EnrolmentEvent::EnrolmentEdited { timestart, timeend, suspended, .. }) => {
-                if let Some(change) = timestart {
-                    live.period.timestart = change.new;
-                }
-                if let Some(change) = timeend {
-                    live.period.timeend = change.new;
-                }
-                if let Some(change) = suspended {
-                    live.suspended = change.new;
-                }
-                EnrolmentState::Live(live)
+                ..
+            },
+        ) => EnrolmentState::Live(LiveEnrolment {
+            instance_id,
+            user_enrolment_id,
+            user_id,
+            course_id,
+            booking_id,
+            period: EnrolmentPeriod { timestart, timeend },
+            suspended,
+            role_id,
+        }),
+        (
+            EnrolmentState::Live(mut live),
+            EnrolmentEvent::EnrolmentEdited { user_enrolment_id, timestart, timeend, suspended },
+        ) if user_enrolment_id == live.user_enrolment_id => {
+            if let Some(change) = timestart {
+                live.period.timestart = change.new;
             }
-            (EnrolmentState::Live(mut live), EnrolmentEvent::BookingIdChanged { new, .. }) => {
-                live.booking_id = new;
-                EnrolmentState::Live(live)
+            if let Some(change) = timeend {
+                live.period.timeend = change.new;
             }
-            (EnrolmentState::Live(live), EnrolmentEvent::Unenrolled { reason, .. }) => match reason {
+            if let Some(change) = suspended {
+                live.suspended = change.new;
+            }
+            EnrolmentState::Live(live)
+        }
+        (EnrolmentState::Live(mut live), EnrolmentEvent::BookingIdChanged { instance_id, new, .. })
+            if instance_id == live.instance_id =>
+        {
+            live.booking_id = new;
+            EnrolmentState::Live(live)
+        }
+        (EnrolmentState::Live(live), EnrolmentEvent::Unenrolled { user_enrolment_id, reason, .. })
+            if user_enrolment_id == live.user_enrolment_id =>
+        {
+            match reason {
                 UnenrolReason::UserDeleted => EnrolmentState::Orphaned {
                     instance_id: live.instance_id,
                     course_id: live.course_id,
                     booking_id: live.booking_id,
                 },
                 _ => EnrolmentState::Closed,
-            },
-            (EnrolmentState::Orphaned { .. }, EnrolmentEvent::InstanceDeleted { .. }) => EnrolmentState::Closed,
-            (state, event) => panic!("event {event:?} cannot follow state {state:?}: the log is corrupt"),
+            }
         }
-    }
+        (EnrolmentState::Orphaned { instance_id: orphan, .. }, EnrolmentEvent::InstanceDeleted { instance_id, .. })
+            if instance_id == orphan =>
+        {
+            EnrolmentState::Closed
+        }
+        (state, event) => return Err(impossible(&state, &event)),
+    })
 }
 
 fn enrol(state: &EnrolmentState, cmd: EnrolUser) -> Result<Vec<EnrolmentEvent>, DomainError> {
@@ -320,5 +372,92 @@ fn unenrolled(live: &LiveEnrolment, reason: UnenrolReason) -> EnrolmentEvent {
         user_id: live.user_id,
         course_id: live.course_id,
         reason,
+    }
+}
+
+/// Given a stream's history, when one more event is folded with the checked `transition`,
+/// then this state or this `ImpossibleEvent`. (The commands' tests are in `domain/tests.rs`.)
+#[cfg(test)]
+mod transition_tests {
+    use super::*;
+
+    const INSTANCE: InstanceId = InstanceId(7);
+    const UE: UserEnrolmentId = UserEnrolmentId(13);
+    const COURSE: CourseId = CourseId(2);
+
+    fn enrolled() -> EnrolmentEvent {
+        EnrolmentEvent::Enrolled {
+            instance_id: INSTANCE,
+            user_enrolment_id: UE,
+            user_id: UserId(42),
+            course_id: COURSE,
+            booking_id: BookingId::parse("B-1").unwrap(),
+            timestart: 0,
+            timeend: 0,
+            suspended: false,
+            role_id: RoleId(5),
+            sortorder: 0,
+        }
+    }
+
+    fn unenrolled(ue: UserEnrolmentId, reason: UnenrolReason) -> EnrolmentEvent {
+        EnrolmentEvent::Unenrolled { user_enrolment_id: ue, user_id: UserId(42), course_id: COURSE, reason }
+    }
+
+    fn deleted(instance_id: InstanceId) -> EnrolmentEvent {
+        EnrolmentEvent::InstanceDeleted { instance_id, course_id: COURSE, reason: UnenrolReason::OrphanCleanup }
+    }
+
+    fn given(history: Vec<EnrolmentEvent>) -> EnrolmentState {
+        history.into_iter().try_fold(EnrolmentState::New, transition).expect("a possible history")
+    }
+
+    #[test]
+    fn every_event_the_rules_emit_follows_its_state() {
+        let orphaned = given(vec![enrolled(), unenrolled(UE, UnenrolReason::UserDeleted)]);
+        assert!(matches!(orphaned, EnrolmentState::Orphaned { instance_id: INSTANCE, .. }));
+        assert_eq!(transition(orphaned, deleted(INSTANCE)), Ok(EnrolmentState::Closed));
+        let live = given(vec![enrolled()]);
+        assert_eq!(transition(live, unenrolled(UE, UnenrolReason::Semco)), Ok(EnrolmentState::Closed));
+    }
+
+    #[test]
+    fn unenrolled_cannot_open_a_stream() {
+        let error = transition(given(vec![]), unenrolled(UE, UnenrolReason::Semco)).unwrap_err();
+        assert_eq!(error, ImpossibleEvent { event: "Unenrolled", state: "new", expected: "Enrolled".into() });
+        assert_eq!(error.to_string(), "Unenrolled cannot follow a new enrolment stream: expected Enrolled");
+    }
+
+    #[test]
+    fn enrolled_cannot_follow_a_live_enrolment() {
+        let error = transition(given(vec![enrolled()]), enrolled()).unwrap_err();
+        assert_eq!(error.state, "live");
+        assert_eq!(
+            error.expected,
+            "EnrolmentEdited or Unenrolled of user enrolment 13, or BookingIdChanged of instance 7"
+        );
+    }
+
+    #[test]
+    fn an_event_of_another_user_enrolment_cannot_follow_a_live_enrolment() {
+        let error = transition(given(vec![enrolled()]), unenrolled(UserEnrolmentId(99), UnenrolReason::Semco));
+        assert_eq!(error.unwrap_err().event, "Unenrolled");
+    }
+
+    #[test]
+    fn instance_deleted_needs_that_orphaned_instance() {
+        let error = transition(given(vec![enrolled()]), deleted(INSTANCE)).unwrap_err();
+        assert_eq!((error.event, error.state), ("InstanceDeleted", "live"));
+        let orphaned = given(vec![enrolled(), unenrolled(UE, UnenrolReason::UserDeleted)]);
+        let error = transition(orphaned, deleted(InstanceId(8))).unwrap_err();
+        assert_eq!(error.expected, "InstanceDeleted of instance 7");
+    }
+
+    #[test]
+    fn nothing_follows_a_closed_stream() {
+        let closed = given(vec![enrolled(), unenrolled(UE, UnenrolReason::Semco)]);
+        let error = transition(closed, unenrolled(UE, UnenrolReason::Semco)).unwrap_err();
+        assert_eq!(error.state, "closed");
+        assert_eq!(error.expected, "no further event (the instance was removed)");
     }
 }

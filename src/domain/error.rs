@@ -44,3 +44,17 @@ pub enum DomainError {
     #[error("invalid value {value:?} for setting {name}")]
     InvalidSettingValue { name: String, value: String },
 }
+
+/// An event that cannot follow its stream's state. The rules never produce one, so meeting it
+/// while folding the log means the log holds something they did not decide (a defect of an
+/// earlier version, or a row written by hand). Not a business-rule failure: no client sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{event} cannot follow a {state} enrolment stream: expected {expected}")]
+pub struct ImpossibleEvent {
+    /// The event's type, as in the log's `event_type` column.
+    pub event: &'static str,
+    /// The stream's state before it: `new`, `live`, `orphaned` or `closed`.
+    pub state: &'static str,
+    /// What may follow that state.
+    pub expected: String,
+}

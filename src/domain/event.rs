@@ -145,17 +145,24 @@ pub enum LedgerEvent {
     Config(ConfigEvent),
 }
 
+impl EnrolmentEvent {
+    /// The type name stored in the log's `event_type` column (the same as the payload tag).
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Self::Enrolled { .. } => "Enrolled",
+            Self::EnrolmentEdited { .. } => "EnrolmentEdited",
+            Self::BookingIdChanged { .. } => "BookingIdChanged",
+            Self::Unenrolled { .. } => "Unenrolled",
+            Self::InstanceDeleted { .. } => "InstanceDeleted",
+        }
+    }
+}
+
 impl LedgerEvent {
     /// The type name stored in the log's `event_type` column (the same as the payload tag).
     pub fn event_type(&self) -> &'static str {
         match self {
-            Self::Enrolment(e) => match e {
-                EnrolmentEvent::Enrolled { .. } => "Enrolled",
-                EnrolmentEvent::EnrolmentEdited { .. } => "EnrolmentEdited",
-                EnrolmentEvent::BookingIdChanged { .. } => "BookingIdChanged",
-                EnrolmentEvent::Unenrolled { .. } => "Unenrolled",
-                EnrolmentEvent::InstanceDeleted { .. } => "InstanceDeleted",
-            },
+            Self::Enrolment(e) => e.event_type(),
             Self::Completion(e) => match e {
                 CompletionEvent::CompletionRecorded { .. } => "CompletionRecorded",
                 CompletionEvent::CompletionReset { .. } => "CompletionReset",

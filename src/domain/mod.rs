@@ -14,7 +14,7 @@ pub mod ids;
 pub mod period;
 pub mod recompletion;
 
-pub use error::DomainError;
+pub use error::{DomainError, ImpossibleEvent};
 pub use event::LedgerEvent;
 
 #[cfg(test)]

@@ -1409,7 +1409,7 @@ fn unenrolment_for_a_deleted_course_closes_the_stream() {
 }
 
 #[test]
-#[should_panic(expected = "the log is corrupt")]
+#[should_panic(expected = "the rules decided an impossible event: Enrolled cannot follow a live enrolment stream")]
 fn an_event_that_cannot_follow_the_state_is_a_corrupt_log() {
     let _ = given::<Enrolment>(vec![enrolled(0, 0, false), enrolled(0, 0, false)]);
 }

@@ -2,7 +2,9 @@
 //! completions, the recompletion history, course recompletion types and the settings.
 //!
 //! `state` is the pure fold (also used for rebuild, verify and "as of" queries); `tables` maps it
-//! to SQL rows; `schema` creates the tables and rebuilds them when `PROJECTION_VERSION` changes.
+//! to SQL rows; `schema` drops and creates the tables and records their version, inside the
+//! transaction of `app::audit::upgrade_projections`, which rebuilds them when
+//! `PROJECTION_VERSION` changes.
 
 pub mod schema;
 pub mod state;
@@ -10,5 +12,6 @@ pub mod tables;
 
 pub use state::ProjectionState;
 
-/// Bump when a projection's definition changes: the next start drops and rebuilds them all.
+/// Bump when a projection's definition changes: the next start drops and rebuilds them all,
+/// in one transaction with the new version.
 pub const PROJECTION_VERSION: i64 = 1;

@@ -1,7 +1,15 @@
-//! Creates the projection tables and rebuilds them from the log when their definition changed.
+//! The projection tables' definition and its version.
+//!
+//! When `PROJECTION_VERSION` changes the tables are dropped, created and rebuilt from the log.
+//! These steps run inside the caller's transaction and never commit on their own: the
+//! upgrade (`app::audit::upgrade_projections`) commits the drop, the create, the rebuilt rows
+//! and the version bump together, so a crash leaves either the old tables and version or the
+//! new ones, full.
+
+use sqlx::AnyConnection;
 
 use super::PROJECTION_VERSION;
-use crate::store::{Backend, Db, StoreError};
+use crate::store::{Backend, StoreError};
 
 const NAME: &str = "projections";
 
@@ -15,29 +23,33 @@ fn schema_sql(backend: Backend) -> (&'static str, &'static str) {
     }
 }
 
-/// Makes sure the projection tables have the current definition. Returns true when they were
-/// (re)created empty and must be rebuilt from the log.
-pub async fn ensure(db: &Db) -> Result<bool, StoreError> {
+/// True when the projection tables have the current definition.
+pub async fn is_current(conn: &mut AnyConnection) -> Result<bool, StoreError> {
     let version: Option<i64> = sqlx::query_scalar("SELECT version FROM projection_meta WHERE name = $1")
         .bind(NAME)
-        .fetch_optional(&db.pool)
+        .fetch_optional(&mut *conn)
         .await?;
-    if version == Some(PROJECTION_VERSION) {
-        return Ok(false);
-    }
-    let (drop, create) = schema_sql(db.backend);
-    let mut tx = db.pool.begin().await?;
-    sqlx::raw_sql(drop).execute(&mut *tx).await?;
-    sqlx::raw_sql(create).execute(&mut *tx).await?;
+    Ok(version == Some(PROJECTION_VERSION))
+}
+
+/// Drops and creates the projection tables, empty, in the caller's transaction.
+pub async fn recreate(conn: &mut AnyConnection, backend: Backend) -> Result<(), StoreError> {
+    let (drop, create) = schema_sql(backend);
+    sqlx::raw_sql(drop).execute(&mut *conn).await?;
+    sqlx::raw_sql(create).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Records that the tables have the current definition, in the caller's transaction. Call it
+/// only in the transaction that also wrote the rebuilt rows.
+pub async fn mark_current(conn: &mut AnyConnection) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO projection_meta (name, version) VALUES ($1, $2) \
          ON CONFLICT (name) DO UPDATE SET version = excluded.version",
     )
     .bind(NAME)
     .bind(PROJECTION_VERSION)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    tx.commit().await?;
-    tracing::info!(version = PROJECTION_VERSION, "projection schema created; rebuilding from the log");
-    Ok(true)
+    Ok(())
 }

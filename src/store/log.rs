@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row};
 
-use super::{Db, StoreError};
+use super::{Db, EventProblem, StoreError};
 
 /// The `prev` hash of the first event.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -69,13 +69,18 @@ pub struct StoredEvent {
 impl StoredEvent {
     /// The domain event, upcast from its stored schema version.
     pub fn event(&self) -> Result<LedgerEvent, StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt { position: self.position, reason };
+        let corrupt = |reason: String| self.unusable(EventProblem::Unreadable(reason));
         let value: serde_json::Value = serde_json::from_str(&self.payload).map_err(|e| corrupt(e.to_string()))?;
         let event = LedgerEvent::upcast(value, Some(self.schema_version as i32)).map_err(|e| corrupt(e.to_string()))?;
         if event.event_type() != self.event_type {
             return Err(corrupt(format!("payload is a {} but the row says {}", event.event_type(), self.event_type)));
         }
         Ok(event)
+    }
+
+    /// The error for this event when it cannot be folded: its position, type and why.
+    pub fn unusable(&self, problem: EventProblem) -> StoreError {
+        StoreError::UnusableEvent { position: self.position, event_type: self.event_type.clone(), problem }
     }
 
     /// SHA-256 over the previous hash and every column but `hash`, each length-prefixed so no

@@ -30,6 +30,9 @@ pub const POOL_ACQUIRE_TIMEOUT_MS: u64 = 30_000;
 /// column on both backends, so a sqlx upgrade that fixes the swap is caught too.
 pub const NULL_DOUBLE: Option<f32> = None;
 
+/// The PostgreSQL advisory lock class of schema changes (per schema); not the writer's.
+const SCHEMA_LOCK_CLASS: i32 = 0x656e_6d67;
+
 /// The default database of `serve` and every data subcommand: a SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://enrol-ledger.db";
 
@@ -52,8 +55,10 @@ impl Backend {
 pub enum StoreError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("stored event at position {position} is unreadable: {reason}")]
-    Corrupt { position: i64, reason: String },
+    /// A stored event that cannot be folded: the ledger cannot load past it (docs/EVENTS.md,
+    /// "An unreadable or impossible event").
+    #[error("stored event at position {position} ({event_type}) {problem}")]
+    UnusableEvent { position: i64, event_type: String, problem: EventProblem },
     #[error("unsupported database URL {0:?}: use postgres://... or sqlite://FILE")]
     UnsupportedUrl(String),
     #[error("the event log is append-only: {0}")]
@@ -74,6 +79,17 @@ pub enum StoreError {
     GaveUp { after_ms: u64, last: String },
 }
 
+/// Why a stored event cannot be folded.
+#[derive(Debug, thiserror::Error)]
+pub enum EventProblem {
+    /// The payload does not decode (at its schema version) into the event its row names.
+    #[error("is unreadable: {0}")]
+    Unreadable(String),
+    /// It decodes, but cannot follow its stream's state.
+    #[error("is impossible: {0}")]
+    Impossible(#[from] crate::domain::ImpossibleEvent),
+}
+
 /// A pool for one database plus which backend it is.
 #[derive(Clone, Debug)]
 pub struct Db {
@@ -91,21 +107,24 @@ impl Db {
         Ok(Self { pool, backend, url })
     }
 
-    /// Applies every migration not applied yet, then the projection schema if its version changed.
-    /// Returns true when the projections must be rebuilt from the log.
-    pub async fn migrate(&self) -> Result<bool, StoreError> {
-        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL)")
-            .execute(&self.pool)
-            .await?;
+    /// Applies every migration not applied yet, each in one transaction with its record, under
+    /// the schema lock (`begin_schema_change`). The projection tables are not migrations:
+    /// `app::audit::upgrade_projections` replaces them.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
         for (version, name, sql) in migrations(self.backend) {
+            let mut tx = self.begin_schema_change().await?;
+            sqlx::raw_sql(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL)",
+            )
+            .execute(&mut *tx)
+            .await?;
             let applied: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
                 .bind(*version)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await?;
             if applied.is_some() {
                 continue;
             }
-            let mut tx = self.pool.begin().await?;
             sqlx::raw_sql(sql).execute(&mut *tx).await?;
             sqlx::query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)")
                 .bind(*version)
@@ -115,7 +134,25 @@ impl Db {
             tx.commit().await?;
             tracing::info!(version, name, "applied migration");
         }
-        crate::projection::schema::ensure(self).await
+        Ok(())
+    }
+
+    /// A transaction that holds the schema lock until it ends, so processes that start at once
+    /// (or a start whose killed predecessor's session the server has not ended yet) change the
+    /// schema one after another: SQLite's write lock from the first statement on, a
+    /// transaction-level advisory lock on PostgreSQL.
+    pub async fn begin_schema_change(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        match self.backend {
+            Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))")
+                    .bind(SCHEMA_LOCK_CLASS)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(tx)
+            }
+        }
     }
 
     pub fn now_micros() -> i64 {

@@ -11,4 +11,5 @@ mod log_integrity;
 mod rebuild_property;
 mod registry_rules;
 mod scenario;
+mod startup;
 mod unbreakable;

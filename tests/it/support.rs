@@ -159,3 +159,27 @@ pub async fn enrol(ledger: &Ledger, user_id: i64, course_id: i64, booking: &str,
         other => panic!("enrol {booking}: {other:?}"),
     }
 }
+
+impl TestDb {
+    /// A fresh database of one backend that nothing has opened yet: the very first start of
+    /// the binary migrates and installs it. `db` is a plain pool for the test's own queries.
+    pub async fn unopened(backend: Backend) -> Self {
+        let (url, dir, schema) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                (format!("sqlite://{}", dir.path().join("ledger.db").display()), Some(dir), None)
+            }
+            Backend::Postgres => {
+                let base = postgres_base_url();
+                let schema = unique_name();
+                let admin = Db::connect(&base).await.expect("connect to the PostgreSQL test database");
+                sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin.pool).await.expect("create schema");
+                admin.pool.close().await;
+                let sep = if base.contains('?') { '&' } else { '?' };
+                (format!("{base}{sep}options=-c%20search_path%3D{schema}"), None, Some((base, schema)))
+            }
+        };
+        let db = Db::connect(&url).await.expect("connect");
+        Self { db, url, _dir: dir, schema }
+    }
+}
