@@ -10,3 +10,4 @@ mod http;
 mod log_integrity;
 mod rebuild_property;
 mod scenario;
+mod valid_input;
