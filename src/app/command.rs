@@ -1,5 +1,6 @@
 //! What the shell asks the ledger to do, what it answers, and how it can fail.
 
+use crate::domain::column::ColumnOverflow;
 use crate::domain::completion::GradeInput;
 use crate::domain::DomainError;
 use crate::registry::{NewCourse, NewUser};
@@ -108,6 +109,9 @@ pub enum RegistryError {
     IdnumberTaken(String),
     #[error("category {0} does not exist")]
     CategoryMissing(i64),
+    /// Last, as in Moodle where the write comes after every check: a value its column cannot hold.
+    #[error(transparent)]
+    DoesNotFit(#[from] ColumnOverflow),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -116,6 +120,10 @@ pub enum LedgerError {
     Domain(#[from] DomainError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// An event of the request did not decode back to the event it was encoded from; nothing of
+    /// the request was applied or written (the writer's assert on write).
+    #[error("the {event_type} event does not survive its own encoding: {reason}")]
+    EventRoundTrip { event_type: &'static str, reason: String },
     /// The batch could not be made durable; nothing of it was kept.
     #[error("the ledger could not store the change: {0}")]
     Unavailable(String),

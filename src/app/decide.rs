@@ -7,6 +7,7 @@ use esrs::Aggregate;
 
 use super::command::{LedgerError, Outcome, RegistryError, Request, UserInput};
 use super::state::LedgerState;
+use crate::domain::column::{self, Column, ColumnOverflow};
 use crate::domain::completion::{Completion, CompletionCommand, ResetTarget};
 use crate::domain::config::{Config, SetConfig};
 use crate::domain::course::{Course, SetRecompletionType};
@@ -257,6 +258,14 @@ fn create_users(state: &LedgerState, users: Vec<UserInput>, now: i64) -> Result<
         {
             return Err(RegistryError::EmailExists(user.email.clone()).into());
         }
+        fits_user_columns(
+            Some(&user.username),
+            Some(&user.firstname),
+            Some(&user.lastname),
+            Some(&user.email),
+            Some(&user.idnumber),
+        )
+        .map_err(RegistryError::from)?;
         usernames.insert(user.username.clone());
         emails.insert(email);
         let id = index.next_user_id + offset as i64;
@@ -308,6 +317,14 @@ fn update_users(
                 warn("useremailduplicate", "Duplicate address");
                 continue;
             }
+        }
+        let (username, firstname, lastname) =
+            (update.username.as_deref(), update.firstname.as_deref(), update.lastname.as_deref());
+        if fits_user_columns(username, firstname, lastname, update.email.as_deref(), update.idnumber.as_deref())
+            .is_err()
+        {
+            warn(DML_WRITE_CODE, DML_WRITE_MESSAGE);
+            continue;
         }
         let mut update = update;
         update.profile.retain(|(name, _)| SEMCO_PROFILE_FIELDS.iter().any(|(f, _)| f == name));
@@ -372,6 +389,14 @@ fn create_courses(
         if !course.idnumber.is_empty() && index.courses.values().any(|c| c.idnumber == course.idnumber) {
             return Err(RegistryError::IdnumberTaken(course.idnumber.clone()).into());
         }
+        fits_course_columns(
+            Some(&course.fullname),
+            Some(&course.shortname),
+            Some(&course.idnumber),
+            Some(course.startdate),
+            Some(course.enddate),
+        )
+        .map_err(RegistryError::from)?;
         let id = index.next_course_id;
         created.push((id, course.shortname.clone()));
         let op = RegistryOp::CreateCourse { id, course, now };
@@ -428,7 +453,51 @@ fn course_update_refusal(
             format!("ID number is already used for another course ({idnumber})"),
         ));
     }
+    let (fullname, shortname, idnumber) =
+        (update.fullname.as_deref(), update.shortname.as_deref(), update.idnumber.as_deref());
+    if fits_course_columns(fullname, shortname, idnumber, update.startdate, update.enddate).is_err() {
+        return Some((DML_WRITE_CODE.into(), DML_WRITE_MESSAGE.into()));
+    }
     None
+}
+
+/// What `core_user_update_users` and `core_course_update_courses` report for an item Moodle's
+/// database refused (they turn each item's exception into a warning).
+const DML_WRITE_CODE: &str = "dmlwriteexception";
+const DML_WRITE_MESSAGE: &str = "Error writing to database";
+
+/// The `user` columns a create or update fills (`None`: not changed), as Moodle's write would
+/// check them.
+fn fits_user_columns(
+    username: Option<&str>,
+    firstname: Option<&str>,
+    lastname: Option<&str>,
+    email: Option<&str>,
+    idnumber: Option<&str>,
+) -> Result<(), ColumnOverflow> {
+    let fields = [
+        (Column::UserUsername, username),
+        (Column::UserFirstname, firstname),
+        (Column::UserLastname, lastname),
+        (Column::UserEmail, email),
+        (Column::UserIdnumber, idnumber),
+    ];
+    fields.iter().filter_map(|(c, v)| Some((*c, (*v)?))).try_for_each(|(c, v)| column::text(c, v))
+}
+
+/// The `course` columns a create or update fills (`None`: not changed).
+fn fits_course_columns(
+    fullname: Option<&str>,
+    shortname: Option<&str>,
+    idnumber: Option<&str>,
+    startdate: Option<i64>,
+    enddate: Option<i64>,
+) -> Result<(), ColumnOverflow> {
+    let texts =
+        [(Column::CourseFullname, fullname), (Column::CourseShortname, shortname), (Column::CourseIdnumber, idnumber)];
+    texts.iter().filter_map(|(c, v)| Some((*c, (*v)?))).try_for_each(|(c, v)| column::text(c, v))?;
+    let times = [(Column::CourseStartdate, startdate), (Column::CourseEnddate, enddate)];
+    times.iter().filter_map(|(c, v)| Some((*c, (*v)?))).try_for_each(|(c, v)| column::time(c, v).map(drop))
 }
 
 /// A plain address check: one `@`, a non-empty local part and a dotted domain, no spaces.

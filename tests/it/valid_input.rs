@@ -105,8 +105,9 @@ async fn defect_1_huge_grade_bricks_server(backend: Backend) {
     let lms = site.token(services::LEDGER_LMS).await;
     let before = site.events().await;
     for grade in ["finalgrade=1e308", "finalgrade=100000", "finalgrade=-100000", "finalgrade=50&grademax=1e6"] {
-        let answer =
-            site.call(&lms, "ledger_record_course_completion", &format!("userid=4&courseid=2&timecompleted=5&{grade}")).await;
+        let answer = site
+            .call(&lms, "ledger_record_course_completion", &format!("userid=4&courseid=2&timecompleted=5&{grade}"))
+            .await;
         assert_eq!(answer, DML_WRITE, "{grade}");
     }
     assert_eq!(site.events().await, before, "nothing of a refused completion is written");
@@ -183,11 +184,7 @@ async fn defect_5_long_booking_id_fails_its_batch(backend: Backend) {
     let answer = site.call(&semco, "enrol_semco_edit_enrolment", &format!("enrolid=1&semcobookingid={over}")).await;
     assert_eq!(answer, DML_WRITE);
     let answer = site
-        .call(
-            &semco,
-            "enrol_semco_enrol_user",
-            &format!("userid={}&courseid=2&semcobookingid={at_limit}", 4 + VALID),
-        )
+        .call(&semco, "enrol_semco_enrol_user", &format!("userid={}&courseid=2&semcobookingid={at_limit}", 4 + VALID))
         .await;
     assert!(answer.starts_with(r#"{"enrolid":"#), "{answer}");
     let stored: String = sqlx::query_scalar("SELECT customchar1 FROM enrol WHERE customchar1 LIKE 'é%'")
@@ -257,10 +254,12 @@ async fn every_column_limit_is_answered_before_writing(backend: Backend) {
         .fetch_one(&site.test.db.pool)
         .await
         .unwrap();
-    let courses: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM courses WHERE id <> 2 OR length(shortname) > 255 OR enddate > 9999999999")
-        .fetch_one(&site.test.db.pool)
-        .await
-        .unwrap();
+    let courses: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM courses WHERE id <> 2 OR length(shortname) > 255 OR enddate > 9999999999",
+    )
+    .fetch_one(&site.test.db.pool)
+    .await
+    .unwrap();
     assert_eq!((users, courses), (0, 0), "no registry row of a refused request");
 
     // At the limits.
@@ -270,7 +269,8 @@ async fn every_column_limit_is_answered_before_writing(backend: Backend) {
     assert!(answer.contains(r#""shortname":"S""#), "{answer}");
     let answer = site.call(&semco, "enrol_semco_edit_enrolment", "enrolid=1&timeend=9999999999").await;
     assert_eq!(answer, RESULT_TRUE);
-    let answer = site.call(&lms, "ledger_record_course_completion", "userid=4&courseid=2&timecompleted=9999999999").await;
+    let answer =
+        site.call(&lms, "ledger_record_course_completion", "userid=4&courseid=2&timecompleted=9999999999").await;
     assert_eq!(answer, RESULT_TRUE);
     site.restart().await;
 }
