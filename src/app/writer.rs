@@ -188,13 +188,15 @@ fn record(
 ) -> Result<Outcome, LedgerError> {
     let mut envelopes: Vec<(StoredEvent, LedgerEvent)> = Vec::new();
     for stream_events in decision.streams {
+        let stream_id = stream_events.stream.uuid().to_string();
         for event in stream_events.events {
             let (position, prev_hash) = match envelopes.last() {
                 Some((last, _)) => (last.position + 1, last.hash.as_str()),
                 None => (state.head_position + 1, state.head_hash.as_str()),
             };
-            let earlier = envelopes.iter().filter(|(e, _)| e.stream_id == stream_events.stream.uuid().to_string());
-            let stream_version = state.next_version(&stream_events.stream) + earlier.count() as i64;
+            // Earlier events of this decision in the same stream are not in the state yet.
+            let earlier = envelopes.iter().filter(|(e, _)| e.stream_id == stream_id).count() as i64;
+            let stream_version = state.next_version(&stream_events.stream) + earlier;
             let head = Head { position, stream_version, prev_hash };
             let stored =
                 envelope(head, &stream_events.stream, stream_events.booking_id.clone(), &event, actor, now_micros)?;
