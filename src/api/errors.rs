@@ -73,6 +73,7 @@ pub fn domain_error(error: &DomainError, base_url: &str) -> WsError {
         InvalidSettingValue { name, value } => {
             WsError::invalid_parameter(format!("Invalid value \"{value}\" for {name}"))
         }
+        DoesNotFit(_) => dml_write(),
     }
 }
 
@@ -89,6 +90,7 @@ pub fn registry_error(error: &RegistryError) -> WsError {
         IdnumberTaken(idnumber) => {
             semco("courseidnumbertaken", format!("ID number is already used for another course ({idnumber})"))
         }
+        DoesNotFit(_) => dml_write(),
         CategoryMissing(_) => WsError::new(
             DML_MISSING_RECORD_EXCEPTION,
             "invalidrecord",
@@ -135,13 +137,27 @@ const DML_WRITE_MESSAGE: &str = "Error writing to database";
 /// Moodle's generic database write error, never with internal text.
 pub fn ledger_error(error: &LedgerError, base_url: &str, request_id: &str) -> WsError {
     match error {
+        LedgerError::Domain(DomainError::DoesNotFit(cause))
+        | LedgerError::Registry(RegistryError::DoesNotFit(cause)) => {
+            tracing::info!(request_id, %cause, "refused: Moodle's database could not hold a value");
+            dml_write()
+        }
         LedgerError::Domain(e) => domain_error(e, base_url),
         LedgerError::Registry(e) => registry_error(e),
+        LedgerError::EventRoundTrip { event_type, reason } => {
+            tracing::error!(request_id, event_type, %reason, "event failed its round trip; the request was not applied");
+            dml_write()
+        }
         LedgerError::Unavailable(_) | LedgerError::OutcomeUnknown(_) | LedgerError::Timeout(_) => {
             tracing::error!(request_id, cause = %error, "write failed");
-            WsError::new("dml_write_exception", "dmlwriteexception", DML_WRITE_MESSAGE)
+            dml_write()
         }
     }
+}
+
+/// Moodle's answer when its database refuses a write (`dml_write_exception`).
+pub fn dml_write() -> WsError {
+    WsError::new("dml_write_exception", "dmlwriteexception", DML_WRITE_MESSAGE)
 }
 
 pub fn completions_max() -> WsError {

@@ -87,6 +87,10 @@ pub enum LedgerError {
     Domain(#[from] DomainError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// An event of the request did not decode back to the event it was encoded from; nothing of
+    /// the request was applied or written (the writer's assert on write).
+    #[error("the {event_type} event does not survive its own encoding: {reason}")]
+    EventRoundTrip { event_type: &'static str, reason: String },
     /// The batch could not be made durable; nothing of it was kept.
     #[error("the ledger could not store the change: {0}")]
     Unavailable(String),

@@ -419,7 +419,7 @@ impl Writer {
             .into_iter()
             .map(|Job { request, actor, reply }| {
                 let result = decide(&self.state, request, now_micros / 1_000_000, actor.user_id)
-                    .map(|decision| record(&mut self.state, &mut batch, decision, &actor, now_micros));
+                    .and_then(|decision| record(&mut self.state, &mut batch, decision, &actor, now_micros));
                 (reply, result)
             })
             .collect();
@@ -608,39 +608,75 @@ async fn write_batch(conn: &mut sqlx::AnyConnection, state: &LedgerState, batch:
 }
 
 /// Turns a decision into stored events (position, version, hash) and folds them into the state.
-fn record(state: &mut LedgerState, batch: &mut Batch, decision: Decision, actor: &Actor, now_micros: i64) -> Outcome {
+///
+/// Assert on write: every envelope of the decision is built first and its payload decoded back
+/// and compared with the event it was made from. Only when all of them round-trip are the
+/// registry changes and events applied to the state and pushed to the batch; otherwise the
+/// request fails alone (`EventRoundTrip`) and nothing of it is applied.
+fn record(
+    state: &mut LedgerState,
+    batch: &mut Batch,
+    decision: Decision,
+    actor: &Actor,
+    now_micros: i64,
+) -> Result<Outcome, LedgerError> {
+    let mut envelopes: Vec<(StoredEvent, LedgerEvent)> = Vec::new();
+    for stream_events in decision.streams {
+        let stream_id = stream_events.stream.uuid().to_string();
+        for event in stream_events.events {
+            let (position, prev_hash) = match envelopes.last() {
+                Some((last, _)) => (last.position + 1, last.hash.as_str()),
+                None => (state.head_position + 1, state.head_hash.as_str()),
+            };
+            // Earlier events of this decision in the same stream are not in the state yet.
+            let earlier = envelopes.iter().filter(|(e, _)| e.stream_id == stream_id).count() as i64;
+            let stream_version = state.next_version(&stream_events.stream) + earlier;
+            let head = Head { position, stream_version, prev_hash };
+            let stored =
+                envelope(head, &stream_events.stream, stream_events.booking_id.clone(), &event, actor, now_micros)?;
+            envelopes.push((stored, event));
+        }
+    }
     for op in decision.registry {
         op.apply_to_index(&mut state.registry);
         batch.registry.push(op);
     }
-    for stream_events in decision.streams {
-        for event in stream_events.events {
-            let stored =
-                envelope(state, &stream_events.stream, stream_events.booking_id.clone(), &event, actor, now_micros);
-            if let LedgerEvent::Enrolment(EnrolmentEvent::BookingIdChanged { instance_id, .. }) = &event {
-                batch.booking_moved.insert(instance_id.0);
-            }
-            state.apply(&stored, &event, &mut batch.touched);
-            batch.events.push(stored);
+    for (stored, event) in envelopes {
+        if let LedgerEvent::Enrolment(EnrolmentEvent::BookingIdChanged { instance_id, .. }) = &event {
+            batch.booking_moved.insert(instance_id.0);
         }
+        state.apply(&stored, &event, &mut batch.touched);
+        batch.events.push(stored);
     }
-    decision.outcome
+    Ok(decision.outcome)
 }
 
+/// Where the next envelope goes: its position, its stream version and the hash it chains to.
+struct Head<'a> {
+    position: i64,
+    stream_version: i64,
+    prev_hash: &'a str,
+}
+
+/// Builds one stored event and checks that its payload decodes back to `event`.
 fn envelope(
-    state: &LedgerState,
+    head: Head<'_>,
     stream: &log::StreamRef,
     booking_id: Option<String>,
     event: &LedgerEvent,
     actor: &Actor,
     now_micros: i64,
-) -> StoredEvent {
+) -> Result<StoredEvent, LedgerError> {
+    let refused = |reason: String| {
+        tracing::error!(event_type = event.event_type(), %reason, "event failed its round trip; request refused");
+        LedgerError::EventRoundTrip { event_type: event.event_type(), reason }
+    };
     let mut stored = StoredEvent {
-        position: state.head_position + 1,
+        position: head.position,
         stream_id: stream.uuid().to_string(),
         stream_type: stream.stream_type.to_owned(),
         stream_key: stream.key.clone(),
-        stream_version: state.next_version(stream),
+        stream_version: head.stream_version,
         event_type: event.event_type().to_owned(),
         schema_version: i64::from(SCHEMA_VERSION),
         recorded_at: now_micros,
@@ -648,9 +684,76 @@ fn envelope(
         actor_token_id: actor.token_id,
         request_id: actor.request_id.clone(),
         booking_id,
-        payload: serde_json::to_string(event).expect("events always serialise"),
+        payload: serde_json::to_string(event).map_err(|e| refused(e.to_string()))?,
         hash: String::new(),
     };
-    stored.hash = stored.chain_hash(&state.head_hash);
-    stored
+    match stored.event() {
+        Ok(decoded) if decoded == *event => {}
+        Ok(decoded) => return Err(refused(format!("decodes as {decoded:?}"))),
+        Err(error) => return Err(refused(error.to_string())),
+    }
+    stored.hash = stored.chain_hash(head.prev_hash);
+    Ok(stored)
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::decide::{completion_stream, StreamEvents};
+    use crate::domain::column::GradeValue;
+    use crate::domain::event::{CompletionEvent, CourseCompletion, Grade};
+    use crate::domain::ids::{CourseId, UserId};
+    use crate::registry::NewUser;
+
+    fn recorded(timecompleted: i64, finalgrade: GradeValue) -> LedgerEvent {
+        let zero = GradeValue::unchecked(0.0);
+        let grade = Grade { finalgrade, grademin: zero, grademax: zero, gradepass: zero };
+        LedgerEvent::Completion(CompletionEvent::CompletionRecorded {
+            user_id: UserId(4),
+            course_id: CourseId(2),
+            completion: CourseCompletion { timecompleted, grade: Some(grade) },
+        })
+    }
+
+    fn decision(events: Vec<LedgerEvent>) -> Decision {
+        let user = NewUser { username: "u".into(), ..NewUser::default() };
+        Decision {
+            streams: vec![StreamEvents { stream: completion_stream(4, 2), booking_id: None, events }],
+            registry: vec![RegistryOp::CreateUser { id: 4, user, now: 1 }],
+            outcome: Outcome::Done,
+        }
+    }
+
+    // given an empty ledger, when a decision's second event does not survive its encoding,
+    // then the request fails and nothing of it (events, registry, state) is applied.
+    #[test]
+    fn an_event_that_does_not_round_trip_fails_its_request_only() {
+        let (mut state, mut batch) = (LedgerState::default(), Batch::default());
+        let good = recorded(5, GradeValue::unchecked(1.0));
+        let bad = recorded(6, GradeValue::unchecked(f64::INFINITY));
+        let result = record(&mut state, &mut batch, decision(vec![good, bad]), &Actor::default(), 1);
+        assert!(
+            matches!(result, Err(LedgerError::EventRoundTrip { event_type: "CompletionRecorded", .. })),
+            "{result:?}"
+        );
+        assert_eq!(state.head_position, 0);
+        assert!(!state.registry.user_exists(4));
+        assert!(batch.events.is_empty() && batch.registry.is_empty() && batch.touched.is_empty());
+    }
+
+    // given an empty ledger, when a decision has two events of one stream, then they get
+    // consecutive positions and versions and chain to each other.
+    #[test]
+    fn events_of_one_decision_are_chained_in_order() {
+        let (mut state, mut batch) = (LedgerState::default(), Batch::default());
+        let events = vec![recorded(5, GradeValue::unchecked(1.0)), recorded(6, GradeValue::unchecked(2.0))];
+        let outcome = record(&mut state, &mut batch, decision(events), &Actor::default(), 1).unwrap();
+        assert_eq!(outcome, Outcome::Done);
+        let [first, second] = &batch.events[..] else { panic!("two events: {:?}", batch.events) };
+        assert_eq!((first.position, first.stream_version), (1, 1));
+        assert_eq!((second.position, second.stream_version), (2, 2));
+        assert_eq!(first.hash, first.chain_hash(crate::store::log::GENESIS_HASH));
+        assert_eq!(second.hash, second.chain_hash(&first.hash));
+        assert_eq!((state.head_position, state.head_hash.as_str()), (2, second.hash.as_str()));
+        assert!(state.registry.user_exists(4));
+    }
 }

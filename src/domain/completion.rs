@@ -3,6 +3,7 @@
 //! A reset comes through a SEMCO user enrolment; the writer resolves the enrolment and hands
 //! it in (`None` when the id names no live user enrolment, so the error comes out in order).
 
+use super::column::{self, Column, GradeValue};
 use super::event::{CompletionEvent, CourseCompletion, Grade};
 use super::ids::{BookingId, CourseId, UserEnrolmentId, UserId};
 use super::recompletion::RecompletionFacts;
@@ -32,6 +33,19 @@ pub struct GradeInput {
     pub gradepass: Option<f64>,
 }
 
+impl GradeInput {
+    /// The grade as Moodle stores it: bounds default to 0–100 and pass 0, each rounded to
+    /// numeric(10,5) or refused.
+    fn recorded(self, finalgrade: f64) -> Result<Grade, column::ColumnOverflow> {
+        Ok(Grade {
+            finalgrade: GradeValue::new(Column::GradeFinalgrade, finalgrade)?,
+            grademin: GradeValue::new(Column::GradeGrademin, self.grademin.unwrap_or(0.0))?,
+            grademax: GradeValue::new(Column::GradeGrademax, self.grademax.unwrap_or(100.0))?,
+            gradepass: GradeValue::new(Column::GradeGradepass, self.gradepass.unwrap_or(0.0))?,
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum CompletionCommand {
     /// `ledger_record_course_completion`.
@@ -48,11 +62,6 @@ pub enum CompletionCommand {
 }
 
 pub struct Completion;
-
-/// Moodle keeps grades as numeric(10,5): five decimals are all that is recorded.
-pub fn grade_precision(value: f64) -> f64 {
-    (value * 100_000.0).round() / 100_000.0
-}
 
 impl esrs::Aggregate for Completion {
     const NAME: &'static str = "completion";
@@ -74,12 +83,9 @@ impl esrs::Aggregate for Completion {
                 if !user_exists {
                     return Err(DomainError::UserNotExist(user_id));
                 }
-                let grade = grade.finalgrade.map(|finalgrade| Grade {
-                    finalgrade: grade_precision(finalgrade),
-                    grademin: grade_precision(grade.grademin.unwrap_or(0.0)),
-                    grademax: grade_precision(grade.grademax.unwrap_or(100.0)),
-                    gradepass: grade_precision(grade.gradepass.unwrap_or(0.0)),
-                });
+                // What the database would refuse, last: numeric(10,5) grades, an int(10) time.
+                let timecompleted = column::time(Column::CourseCompletionsTimecompleted, timecompleted)?;
+                let grade = grade.finalgrade.map(|finalgrade| grade.recorded(finalgrade)).transpose()?;
                 Ok(vec![CompletionEvent::CompletionRecorded {
                     user_id,
                     course_id,

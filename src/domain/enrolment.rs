@@ -5,8 +5,9 @@
 //! command; because that writer decides one command at a time, the facts cannot go stale
 //! between lookup and append (see docs/ARCHITECTURE.md, "Invariants").
 
+use super::column::{self, Column};
 use super::event::{Change, EnrolmentEvent, UnenrolReason};
-use super::ids::{BookingId, CourseId, InstanceId, RoleId, UserEnrolmentId, UserId};
+use super::ids::{BookingId, BookingIdError, CourseId, InstanceId, RoleId, UserEnrolmentId, UserId};
 use super::period::{EnrolmentPeriod, OverlapRule};
 use super::recompletion::RecompletionFacts;
 use super::{DomainError, ImpossibleEvent};
@@ -255,7 +256,11 @@ fn enrol(state: &EnrolmentState, cmd: EnrolUser) -> Result<Vec<EnrolmentEvent>, 
     if !cmd.user_exists {
         return Err(DomainError::UserNotExist(cmd.user_id));
     }
-    let booking_id = BookingId::parse(&cmd.booking_id).ok_or(DomainError::BookingIdEmpty)?;
+    // Empty is the plugin's check, here; too long is its database's, after every other check.
+    let booking_id = match BookingId::parse(&cmd.booking_id) {
+        Err(BookingIdError::Empty) => return Err(DomainError::BookingIdEmpty),
+        parsed => parsed,
+    };
     if cmd.booking_id_taken {
         return Err(DomainError::BookingIdDuplicate(cmd.booking_id));
     }
@@ -270,6 +275,9 @@ fn enrol(state: &EnrolmentState, cmd: EnrolUser) -> Result<Vec<EnrolmentEvent>, 
         }
         cmd.recompletion.require_on_demand(cmd.course_id)?;
     }
+    let booking_id = booking_id?;
+    column::time(Column::UserEnrolmentsTimestart, cmd.timestart)?;
+    column::time(Column::UserEnrolmentsTimeend, cmd.timeend)?;
     Ok(vec![EnrolmentEvent::Enrolled {
         instance_id: cmd.new_instance_id,
         user_enrolment_id: cmd.new_user_enrolment_id,
@@ -289,7 +297,10 @@ fn edit(state: &EnrolmentState, cmd: EditEnrolment) -> Result<Vec<EnrolmentEvent
     let new_booking_id = match &cmd.booking_id {
         None => None,
         Some(raw) => {
-            let parsed = BookingId::parse(raw).ok_or(DomainError::BookingIdEmpty)?;
+            let parsed = match BookingId::parse(raw) {
+                Err(BookingIdError::Empty) => return Err(DomainError::BookingIdEmpty),
+                parsed => parsed,
+            };
             // Resending the enrolment's own booking ID is a duplicate too (plugin quirk).
             if cmd.booking_id_taken {
                 return Err(DomainError::BookingIdDuplicateMustChange(raw.clone()));
@@ -305,6 +316,14 @@ fn edit(state: &EnrolmentState, cmd: EditEnrolment) -> Result<Vec<EnrolmentEvent
     let times_given = cmd.timestart.is_some() || cmd.timeend.is_some();
     if times_given && cmd.overlap_rule.conflicts(period, &cmd.other_periods) {
         return Err(DomainError::BookingOverlap);
+    }
+    // What the database would refuse, last.
+    let new_booking_id = new_booking_id.transpose()?;
+    if let Some(timestart) = cmd.timestart {
+        column::time(Column::UserEnrolmentsTimestart, timestart)?;
+    }
+    if let Some(timeend) = cmd.timeend {
+        column::time(Column::UserEnrolmentsTimeend, timeend)?;
     }
 
     let mut events = Vec::new();

@@ -2,6 +2,7 @@
 //!
 //! Only `api::errors` knows the Moodle error codes and messages these become.
 
+use super::column::ColumnOverflow;
 use super::ids::{CourseId, UserId};
 use thiserror::Error;
 
@@ -43,6 +44,18 @@ pub enum DomainError {
     UnknownSetting(String),
     #[error("invalid value {value:?} for setting {name}")]
     InvalidSettingValue { name: String, value: String },
+    /// Last, as in Moodle where the write comes after every check: a value its column cannot hold.
+    #[error(transparent)]
+    DoesNotFit(#[from] ColumnOverflow),
+}
+
+impl From<super::ids::BookingIdError> for DomainError {
+    fn from(error: super::ids::BookingIdError) -> Self {
+        match error {
+            super::ids::BookingIdError::Empty => Self::BookingIdEmpty,
+            super::ids::BookingIdError::DoesNotFit(overflow) => Self::DoesNotFit(overflow),
+        }
+    }
 }
 
 /// An event that cannot follow its stream's state. The rules never produce one, so meeting it

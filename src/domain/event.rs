@@ -4,6 +4,7 @@
 //! with its type (`{"type":"Enrolled",...}`); `SCHEMA_VERSION` is stored beside it so an old
 //! payload can be upcast when a definition changes. docs/EVENTS.md describes every field.
 
+use super::column::GradeValue;
 use super::ids::{BookingId, CourseId, InstanceId, RoleId, UserEnrolmentId, UserId};
 use super::recompletion::RecompletionType;
 use serde::{Deserialize, Serialize};
@@ -46,13 +47,13 @@ impl UnenrolReason {
     }
 }
 
-/// A course total grade as local_recompletion archives it.
+/// A course total grade as local_recompletion archives it, each value a `numeric(10,5)`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Grade {
-    pub finalgrade: f64,
-    pub grademin: f64,
-    pub grademax: f64,
-    pub gradepass: f64,
+    pub finalgrade: GradeValue,
+    pub grademin: GradeValue,
+    pub grademax: GradeValue,
+    pub gradepass: GradeValue,
 }
 
 /// A user's completion of a course.

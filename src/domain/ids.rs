@@ -4,6 +4,7 @@
 //! booking), `UserEnrolmentId` is `user_enrolments.id` (what enrol_semco's web services call
 //! `enrolid`).
 
+use super::column::{self, Column, ColumnOverflow};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -43,17 +44,36 @@ numeric_id!(
     RoleId
 );
 
-/// A SEMCO booking ID as stored in `enrol.customchar1`: never empty, never `"0"`.
+/// A SEMCO booking ID as stored in `enrol.customchar1`: never empty, never `"0"`, at most 255
+/// characters. Payloads are read through the same check, so no event can hold another.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "String", into = "String")]
 pub struct BookingId(String);
 
+/// Why a text is not a booking ID, in the order enrol_semco meets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BookingIdError {
+    /// PHP's `empty()`: the plugin's own check, `bookingidempty`.
+    #[error("booking ID is empty")]
+    Empty,
+    /// `customchar1` cannot hold it: Moodle's database refuses the write.
+    #[error(transparent)]
+    DoesNotFit(#[from] ColumnOverflow),
+}
+
 impl BookingId {
-    /// Accepts what PHP's `empty()` does not consider empty: anything but `""` and `"0"`.
-    pub fn parse(raw: &str) -> Option<Self> {
+    /// Accepts what PHP's `empty()` does not consider empty (anything but `""` and `"0"`) and
+    /// what `enrol.customchar1` can hold.
+    ///
+    /// # Errors
+    /// `Empty` for `""` and `"0"`; `DoesNotFit` beyond 255 characters.
+    pub fn parse(raw: &str) -> Result<Self, BookingIdError> {
         match raw {
-            "" | "0" => None,
-            _ => Some(Self(raw.to_owned())),
+            "" | "0" => Err(BookingIdError::Empty),
+            _ => {
+                column::text(Column::EnrolCustomchar1, raw)?;
+                Ok(Self(raw.to_owned()))
+            }
         }
     }
 
@@ -62,8 +82,52 @@ impl BookingId {
     }
 }
 
+impl TryFrom<String> for BookingId {
+    type Error = BookingIdError;
+
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<BookingId> for String {
+    fn from(id: BookingId) -> Self {
+        id.0
+    }
+}
+
 impl fmt::Display for BookingId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // given a raw booking ID, when it is parsed, then it is one or says why not.
+    #[test]
+    fn booking_id_is_never_empty_and_fits_customchar1() {
+        assert_eq!(BookingId::parse(""), Err(BookingIdError::Empty));
+        assert_eq!(BookingId::parse("0"), Err(BookingIdError::Empty));
+        assert_eq!(BookingId::parse(&"b".repeat(255)).map(|b| b.as_str().len()), Ok(255));
+        assert_eq!(
+            BookingId::parse(&"b".repeat(256)),
+            Err(BookingIdError::DoesNotFit(ColumnOverflow::TooLong {
+                column: Column::EnrolCustomchar1,
+                max: 255,
+                got: 256
+            }))
+        );
+    }
+
+    #[test]
+    fn booking_id_payload_is_read_through_the_same_check() {
+        let id: BookingId = serde_json::from_str("\"B-1\"").unwrap();
+        assert_eq!(id.as_str(), "B-1");
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"B-1\"");
+        assert!(serde_json::from_str::<BookingId>("\"0\"").is_err());
+        assert!(serde_json::from_str::<BookingId>(&format!("\"{}\"", "b".repeat(256))).is_err());
     }
 }

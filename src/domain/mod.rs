@@ -4,6 +4,7 @@
 //! looked up elsewhere (does the course exist, is the booking ID taken, which periods does the
 //! user already have) arrive inside the command. Each aggregate is an esrs `Aggregate`.
 
+pub mod column;
 pub mod completion;
 pub mod config;
 pub mod course;

@@ -7,6 +7,7 @@
 //! once and prove which error the plugin reports first. The overlap formula itself is tested
 //! case by case in `period.rs`; here it is only exercised through the commands.
 
+use super::column::{Column, ColumnOverflow, GradeValue, TIME_MAX};
 use super::completion::{Completion, CompletionCommand, CompletionState, GradeInput, ResetTarget};
 use super::config::{Config, SetConfig, Settings, DEFAULT_ROLE, SETTING_NAMES};
 use super::course::{Course, CourseState, SetRecompletionType};
@@ -323,6 +324,16 @@ fn reset_with(change: impl FnOnce(&mut Reset)) -> CompletionCommand {
     let mut r = reset();
     change(&mut r);
     r.into()
+}
+
+fn grade(finalgrade: f64, grademin: f64, grademax: f64, gradepass: f64) -> Grade {
+    let value = |v| GradeValue::new(Column::GradeFinalgrade, v).expect("a numeric(10,5) grade");
+    Grade {
+        finalgrade: value(finalgrade),
+        grademin: value(grademin),
+        grademax: value(grademax),
+        gradepass: value(gradepass),
+    }
 }
 
 fn completion(timecompleted: i64, grade: Option<Grade>) -> CourseCompletion {
@@ -1427,9 +1438,9 @@ fn record_without_finalgrade_has_no_grade() {
 
 #[test]
 fn record_with_only_finalgrade_defaults_min_0_max_100_pass_0() {
-    given::<Completion>(vec![]).when(record_with(|r| r.grade.finalgrade = Some(30.0))).then_events(vec![recorded(
-        completion(1_700_003_600, Some(Grade { finalgrade: 30.0, grademin: 0.0, grademax: 100.0, gradepass: 0.0 })),
-    )]);
+    given::<Completion>(vec![])
+        .when(record_with(|r| r.grade.finalgrade = Some(30.0)))
+        .then_events(vec![recorded(completion(1_700_003_600, Some(grade(30.0, 0.0, 100.0, 0.0))))]);
 }
 
 #[test]
@@ -1439,10 +1450,7 @@ fn record_keeps_the_grade_bounds_that_are_sent() {
             r.grade =
                 GradeInput { finalgrade: Some(7.5), grademin: Some(1.0), grademax: Some(10.0), gradepass: Some(5.0) }
         }))
-        .then_events(vec![recorded(completion(
-            1_700_003_600,
-            Some(Grade { finalgrade: 7.5, grademin: 1.0, grademax: 10.0, gradepass: 5.0 }),
-        ))]);
+        .then_events(vec![recorded(completion(1_700_003_600, Some(grade(7.5, 1.0, 10.0, 5.0))))]);
 }
 
 #[test]
@@ -1451,10 +1459,7 @@ fn record_defaults_only_the_missing_grade_bounds() {
         .when(record_with(|r| {
             r.grade = GradeInput { finalgrade: Some(40.0), gradepass: Some(30.0), ..GradeInput::default() }
         }))
-        .then_events(vec![recorded(completion(
-            1_700_003_600,
-            Some(Grade { finalgrade: 40.0, grademin: 0.0, grademax: 100.0, gradepass: 30.0 }),
-        ))]);
+        .then_events(vec![recorded(completion(1_700_003_600, Some(grade(40.0, 0.0, 100.0, 30.0))))]);
 }
 
 #[test]
@@ -1522,7 +1527,7 @@ fn record_invalid_timecompleted_beats_user_missing() {
 #[test]
 fn a_second_record_replaces_the_current_completion() {
     let first = completion(1000, None);
-    let second = completion(2000, Some(Grade { finalgrade: 80.0, grademin: 0.0, grademax: 100.0, gradepass: 0.0 }));
+    let second = completion(2000, Some(grade(80.0, 0.0, 100.0, 0.0)));
     let state = given::<Completion>(vec![recorded(first)])
         .when(record_with(|r| {
             r.timecompleted = 2000;
@@ -1547,7 +1552,7 @@ fn record_is_accepted_after_a_reset() {
 
 #[test]
 fn reset_archives_the_current_completion_and_clears_it() {
-    let current = completion(1000, Some(Grade { finalgrade: 30.0, grademin: 0.0, grademax: 100.0, gradepass: 30.0 }));
+    let current = completion(1000, Some(grade(30.0, 0.0, 100.0, 30.0)));
     let state = given::<Completion>(vec![recorded(current)])
         .when(reset().into())
         .then_events(vec![completion_reset(Some(current))]);
@@ -1916,4 +1921,119 @@ fn config_history_folds_into_the_settings() {
 fn config_change_of_a_name_unknown_to_this_version_is_ignored_by_the_fold() {
     let settings = given::<Config>(vec![config_changed("future_setting", "a", "b")]).state;
     assert_eq!(settings, Settings::default());
+}
+
+// =============================================================================================
+// What Moodle's columns hold (issue 6, defects 1 and 5): refused last, as Moodle's write fails
+// after every check, with `DoesNotFit` (answered as dmlwriteexception)
+// =============================================================================================
+
+fn too_long(column: Column, max: usize, got: usize) -> DomainError {
+    DomainError::DoesNotFit(ColumnOverflow::TooLong { column, max, got })
+}
+
+fn out_of_range(column: Column) -> DomainError {
+    DomainError::DoesNotFit(ColumnOverflow::OutOfRange { column })
+}
+
+#[test]
+fn enrol_fails_on_a_booking_id_longer_than_customchar1() {
+    given::<Enrolment>(vec![]).when(enrol_with(|c| c.booking_id = "b".repeat(256))).then_error(too_long(
+        Column::EnrolCustomchar1,
+        255,
+        256,
+    ));
+}
+
+#[test]
+fn enrol_accepts_a_booking_id_of_255_characters() {
+    let long = "é".repeat(255);
+    let events = Enrolment::handle_command(&EnrolmentState::New, enrol_with(|c| c.booking_id = long.clone()));
+    assert!(
+        matches!(&events.unwrap()[..], [EnrolmentEvent::Enrolled { booking_id, .. }] if booking_id.as_str() == long)
+    );
+}
+
+#[test]
+fn enrol_overlap_beats_a_too_long_booking_id() {
+    given::<Enrolment>(vec![])
+        .when(enrol_with(|c| {
+            c.booking_id = "b".repeat(10_000);
+            c.other_periods = vec![period(0, 0)];
+        }))
+        .then_error(DomainError::BookingOverlap);
+}
+
+#[test]
+fn enrol_empty_booking_id_is_still_the_plugin_error() {
+    given::<Enrolment>(vec![]).when(enrol_with(|c| c.booking_id = "0".into())).then_error(DomainError::BookingIdEmpty);
+}
+
+#[test]
+fn enrol_fails_on_times_beyond_int_10() {
+    given::<Enrolment>(vec![])
+        .when(enrol_with(|c| c.timestart = TIME_MAX + 1))
+        .then_error(out_of_range(Column::UserEnrolmentsTimestart));
+    given::<Enrolment>(vec![])
+        .when(enrol_with(|c| c.timeend = TIME_MAX + 1))
+        .then_error(out_of_range(Column::UserEnrolmentsTimeend));
+    given::<Enrolment>(vec![])
+        .when(enrol_with(|c| c.timeend = TIME_MAX))
+        .then_events(vec![enrolled(0, TIME_MAX, false)]);
+}
+
+#[test]
+fn edit_fails_on_a_booking_id_longer_than_customchar1() {
+    given::<Enrolment>(live_history()).when(edit_with(|c| c.booking_id = Some("b".repeat(256)))).then_error(too_long(
+        Column::EnrolCustomchar1,
+        255,
+        256,
+    ));
+}
+
+#[test]
+fn edit_fails_on_a_time_beyond_int_10() {
+    given::<Enrolment>(live_history())
+        .when(edit_with(|c| c.timeend = Some(TIME_MAX + 1)))
+        .then_error(out_of_range(Column::UserEnrolmentsTimeend));
+}
+
+#[test]
+fn record_fails_on_a_grade_beyond_numeric_10_5() {
+    given::<Completion>(vec![])
+        .when(record_with(|r| r.grade.finalgrade = Some(1e308)))
+        .then_error(out_of_range(Column::GradeFinalgrade));
+    given::<Completion>(vec![])
+        .when(record_with(|r| {
+            r.grade.finalgrade = Some(50.0);
+            r.grade.grademax = Some(100_000.0);
+        }))
+        .then_error(out_of_range(Column::GradeGrademax));
+}
+
+#[test]
+fn record_rounds_grades_to_five_decimals() {
+    given::<Completion>(vec![])
+        .when(record_with(|r| {
+            r.grade.finalgrade = Some(99_999.999_994);
+            r.grade.gradepass = Some(0.123_456);
+        }))
+        .then_events(vec![recorded(completion(1_700_003_600, Some(grade(99_999.999_99, 0.0, 100.0, 0.123_46))))]);
+}
+
+#[test]
+fn record_fails_on_a_timecompleted_beyond_int_10() {
+    given::<Completion>(vec![])
+        .when(record_with(|r| r.timecompleted = TIME_MAX + 1))
+        .then_error(out_of_range(Column::CourseCompletionsTimecompleted));
+}
+
+#[test]
+fn record_course_check_beats_an_impossible_grade() {
+    given::<Completion>(vec![])
+        .when(record_with(|r| {
+            r.course_exists = false;
+            r.grade.finalgrade = Some(f64::INFINITY);
+        }))
+        .then_error(DomainError::CourseNotExist(COURSE));
 }

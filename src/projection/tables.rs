@@ -118,10 +118,10 @@ fn completion_values(completion: Option<&CourseCompletion>) -> [SqlValue; 5] {
     let grade: Option<&Grade> = completion.and_then(|c| c.grade.as_ref());
     [
         SqlValue::Int(completion.map(|c| c.timecompleted)),
-        SqlValue::Real(grade.map(|g| g.finalgrade)),
-        SqlValue::Real(grade.map(|g| g.grademin)),
-        SqlValue::Real(grade.map(|g| g.grademax)),
-        SqlValue::Real(grade.map(|g| g.gradepass)),
+        SqlValue::Real(grade.map(|g| g.finalgrade.get())),
+        SqlValue::Real(grade.map(|g| g.grademin.get())),
+        SqlValue::Real(grade.map(|g| g.grademax.get())),
+        SqlValue::Real(grade.map(|g| g.gradepass.get())),
     ]
 }
 

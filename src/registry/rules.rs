@@ -6,6 +6,8 @@
 //! `PARAM_EMAIL` and `PARAM_AUTH` use [`valid_email`] and [`AUTH_PLUGINS`] from here, so the
 //! parameter cleaning and the rules cannot disagree.
 
+use crate::domain::column::{self, Column, ColumnOverflow};
+
 use super::{CourseUpdate, NewCourse, NewUser, RegistryIndex, UserUpdate, INSTALLED_LANGS};
 
 /// The guest user's id on a fresh Moodle (`$CFG->siteguest`).
@@ -123,6 +125,10 @@ pub enum RegistryError {
     IdnumberTaken(String),
     #[error("category {0} does not exist")]
     CategoryMissing(i64),
+    /// Last, as in Moodle where the write comes after every check: a value its column cannot
+    /// hold (Moodle's database would refuse the row).
+    #[error(transparent)]
+    DoesNotFit(#[from] ColumnOverflow),
 }
 
 /// What the writer looked up for one user of `core_user_create_users`. "Taken" covers the
@@ -167,6 +173,13 @@ pub fn check_new_user(user: &NewUser, facts: &NewUserFacts) -> Result<(), Regist
     if !facts.allow_accounts_same_email && facts.email_taken {
         return Err(RegistryError::EmailExists(user.email.clone()));
     }
+    fits_user_columns(
+        Some(&user.username),
+        Some(&user.firstname),
+        Some(&user.lastname),
+        Some(&user.email),
+        Some(&user.idnumber),
+    )?;
     Ok(())
 }
 
@@ -206,6 +219,9 @@ pub fn check_user_update(
     if let Some(username) = update.username.as_deref().filter(|u| index.username_taken_by_other(u, id)) {
         return Err(RegistryError::UsernameExists(username.to_owned()));
     }
+    let (username, firstname, lastname) =
+        (update.username.as_deref(), update.firstname.as_deref(), update.lastname.as_deref());
+    fits_user_columns(username, firstname, lastname, update.email.as_deref(), update.idnumber.as_deref())?;
     Ok(())
 }
 
@@ -260,6 +276,13 @@ pub fn check_new_course(index: &RegistryIndex, course: &NewCourse) -> Result<(),
     if !course.idnumber.is_empty() && index.courses.values().any(|c| c.idnumber == course.idnumber) {
         return Err(RegistryError::IdnumberTaken(course.idnumber.clone()));
     }
+    fits_course_columns(
+        Some(&course.fullname),
+        Some(&course.shortname),
+        Some(&course.idnumber),
+        Some(course.startdate),
+        Some(course.enddate),
+    )?;
     Ok(())
 }
 
@@ -286,7 +309,44 @@ pub fn check_course_update(index: &RegistryIndex, update: &CourseUpdate) -> Resu
     if let Some(idnumber) = update.idnumber.as_deref().filter(|n| !n.is_empty() && taken_by_other(|c| &c.idnumber, n)) {
         return Err(RegistryError::IdnumberTaken(idnumber.to_owned()));
     }
+    let (fullname, shortname, idnumber) =
+        (update.fullname.as_deref(), update.shortname.as_deref(), update.idnumber.as_deref());
+    fits_course_columns(fullname, shortname, idnumber, update.startdate, update.enddate)?;
     Ok(())
+}
+
+/// The `user` columns a create or update fills (`None`: not changed), as Moodle's write would
+/// check them.
+fn fits_user_columns(
+    username: Option<&str>,
+    firstname: Option<&str>,
+    lastname: Option<&str>,
+    email: Option<&str>,
+    idnumber: Option<&str>,
+) -> Result<(), ColumnOverflow> {
+    let fields = [
+        (Column::UserUsername, username),
+        (Column::UserFirstname, firstname),
+        (Column::UserLastname, lastname),
+        (Column::UserEmail, email),
+        (Column::UserIdnumber, idnumber),
+    ];
+    fields.iter().filter_map(|(c, v)| Some((*c, (*v)?))).try_for_each(|(c, v)| column::text(c, v))
+}
+
+/// The `course` columns a create or update fills (`None`: not changed).
+fn fits_course_columns(
+    fullname: Option<&str>,
+    shortname: Option<&str>,
+    idnumber: Option<&str>,
+    startdate: Option<i64>,
+    enddate: Option<i64>,
+) -> Result<(), ColumnOverflow> {
+    let texts =
+        [(Column::CourseFullname, fullname), (Column::CourseShortname, shortname), (Column::CourseIdnumber, idnumber)];
+    texts.iter().filter_map(|(c, v)| Some((*c, (*v)?))).try_for_each(|(c, v)| column::text(c, v))?;
+    let times = [(Column::CourseStartdate, startdate), (Column::CourseEnddate, enddate)];
+    times.iter().filter_map(|(c, v)| Some((*c, (*v)?))).try_for_each(|(c, v)| column::time(c, v).map(drop))
 }
 
 #[cfg(test)]

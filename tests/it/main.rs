@@ -13,3 +13,4 @@ mod registry_rules;
 mod scenario;
 mod startup;
 mod unbreakable;
+mod valid_input;
