@@ -260,7 +260,8 @@ async fn exchange(port: u16, request: Vec<u8>) -> Result<(u16, String), String> 
     stream.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
     let response = String::from_utf8_lossy(&response).into_owned();
     let (head, body) = response.split_once("\r\n\r\n").ok_or_else(|| format!("no HTTP head in {response:?}"))?;
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad status in {head:?}"))?;
+    let status =
+        head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad status in {head:?}"))?;
     Ok((status, body.to_owned()))
 }
 
@@ -448,7 +449,14 @@ impl Traffic {
                 let (timestart, timeend) = slot_period(client.next_slot);
                 let id = format!("{}-c{}-s{}", self.prefix, client.index, client.next_slot);
                 client.next_slot += 1;
-                client.bookings.push(Booking { id: id.clone(), state: None, pending: None, enrols: 0, edits: 0, unenrols: 0 });
+                client.bookings.push(Booking {
+                    id: id.clone(),
+                    state: None,
+                    pending: None,
+                    enrols: 0,
+                    edits: 0,
+                    unenrols: 0,
+                });
                 let p = params(&[
                     ("userid", client.user_id.to_string()),
                     ("courseid", self.course_id.to_string()),
@@ -493,7 +501,8 @@ impl Traffic {
 fn apply(booking: &mut Booking, change: &Pending, answer: &Value) -> Result<(), String> {
     match change {
         Pending::Enrol { timestart, timeend } => {
-            let enrolid = answer["enrolid"].as_i64().ok_or_else(|| format!("enrol answer without enrolid: {answer}"))?;
+            let enrolid =
+                answer["enrolid"].as_i64().ok_or_else(|| format!("enrol answer without enrolid: {answer}"))?;
             booking.state = Some(Enrolment { enrolid, timestart: *timestart, timeend: *timeend, suspend: false });
             booking.enrols += 1;
         }
@@ -516,7 +525,8 @@ fn apply(booking: &mut Booking, change: &Pending, answer: &Value) -> Result<(), 
 /// there, pending changes resolve to one outcome (adopted). Returns the problems found.
 pub async fn reconcile(port: u16, token: &str, url: &str, course_id: i64, clients: &mut [Client]) -> Vec<String> {
     let mut problems = Vec::new();
-    let rows = call_ok(port, token, "enrol_semco_get_enrolments", &params(&[("courseid", course_id.to_string())])).await;
+    let rows =
+        call_ok(port, token, "enrol_semco_get_enrolments", &params(&[("courseid", course_id.to_string())])).await;
     let mut by_booking: HashMap<String, Vec<Enrolment>> = HashMap::new();
     for row in rows.as_array().unwrap() {
         by_booking.entry(row["semcobookingid"].as_str().unwrap().to_owned()).or_default().push(Enrolment {
@@ -556,14 +566,18 @@ pub async fn reconcile(port: u16, token: &str, url: &str, course_id: i64, client
             match booking.pending.take() {
                 None => {
                     if actual != before {
-                        problems.push(format!("booking {}: expected {before:?}, the ledger has {actual:?}", booking.id));
+                        problems
+                            .push(format!("booking {}: expected {before:?}, the ledger has {actual:?}", booking.id));
                     }
                 }
                 Some(pending) => {
                     let after = match &pending {
-                        Pending::Enrol { timestart, timeend } => actual
-                            .as_ref()
-                            .map(|a| Enrolment { enrolid: a.enrolid, timestart: *timestart, timeend: *timeend, suspend: false }),
+                        Pending::Enrol { timestart, timeend } => actual.as_ref().map(|a| Enrolment {
+                            enrolid: a.enrolid,
+                            timestart: *timestart,
+                            timeend: *timeend,
+                            suspend: false,
+                        }),
                         Pending::Edit { timeend, suspend } => {
                             before.clone().map(|b| Enrolment { timeend: *timeend, suspend: *suspend, ..b })
                         }
@@ -588,7 +602,12 @@ pub async fn reconcile(port: u16, token: &str, url: &str, course_id: i64, client
             // The log agrees: one stream per enrolled booking with exactly the changes made.
             let streams = stream_of_booking.get(&booking.id).cloned().unwrap_or_default();
             if streams.len() != booking.enrols as usize {
-                problems.push(format!("booking {}: {} Enrolled events, {} acknowledged", booking.id, streams.len(), booking.enrols));
+                problems.push(format!(
+                    "booking {}: {} Enrolled events, {} acknowledged",
+                    booking.id,
+                    streams.len(),
+                    booking.enrols
+                ));
                 continue;
             }
             if let Some(stream) = streams.first() {
@@ -637,5 +656,9 @@ pub async fn join(handles: Vec<tokio::task::JoinHandle<(Client, Tally)>>) -> (Ve
 }
 
 pub fn new_clients(user_ids: &[i64]) -> Vec<Client> {
-    user_ids.iter().enumerate().map(|(index, &user_id)| Client { index, user_id, next_slot: 0, bookings: Vec::new() }).collect()
+    user_ids
+        .iter()
+        .enumerate()
+        .map(|(index, &user_id)| Client { index, user_id, next_slot: 0, bookings: Vec::new() })
+        .collect()
 }

@@ -92,10 +92,10 @@ impl PrivateCluster {
 
     fn setup_role_and_database(&self) {
         let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        // On a thread of its own: the caller may be inside a runtime.
+        // On a thread (and runtime) of its own: the caller may be inside a runtime.
         std::thread::scope(|s| {
             s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                 rt.block_on(async {
                     let mut conn = sqlx::postgres::PgConnection::connect(&admin).await.expect("connect as postgres");
                     for sql in [
@@ -112,7 +112,6 @@ impl PrivateCluster {
         });
     }
 
-    #[allow(dead_code)] // part of the reusable API (durability tests)
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -130,7 +129,7 @@ impl PrivateCluster {
 
     fn pg_ctl(&self, args: &[&str]) -> Command {
         let mut command = as_postgres("pg_ctl");
-        command.arg("-D").arg(&self.data).args(args).args(["-t", &PG_CTL_WAIT_S.to_string()]);
+        command.arg("-D").arg(&self.data).args(["-t", &PG_CTL_WAIT_S.to_string()]).args(args);
         command
     }
 
