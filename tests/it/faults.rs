@@ -642,3 +642,126 @@ async fn hostile_parameters_never_break_the_ledger(backend: Backend) {
 }
 
 on_both_backends!(hostile_parameters_never_break_the_ledger);
+
+// ---------------------------------------------------------------------------------------------
+// 6. Kill during start-up: the very first start (installer) and a projection upgrade (rebuild)
+
+/// Sets the stored projection version back, as a binary with a newer `PROJECTION_VERSION`
+/// would find it: the next start drops, recreates and rebuilds every projection.
+async fn simulate_projection_upgrade(url: &str) {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.expect("connect to set the projection version back");
+    sqlx::query("UPDATE projection_meta SET version = version - 1 WHERE name = 'projections'")
+        .execute(&mut conn)
+        .await
+        .expect("set the projection version back");
+    conn.close().await.ok();
+}
+
+/// How long a start takes until ready, to aim kills inside it.
+async fn startup_ms(url: &str) -> u64 {
+    let started = Instant::now();
+    let mut server = ServerProc::serve(url);
+    server.wait_ready(Duration::from_millis(READY_WAIT_MS)).await.unwrap();
+    let ms = started.elapsed().as_millis() as u64;
+    server.kill9();
+    ms
+}
+
+/// Kills `serve` at random moments of its very first start (migrations, installer), then
+/// starts it for good: it must be ready, fully installed (tokens, an enrol works), `verify` OK.
+async fn kill_during_first_start_leaves_a_working_ledger(backend: Backend) {
+    let kills = if long_mode() { 20 } else { 8 };
+    let mut rng = Rng::new(seed("kill_during_first_start", 0x5EED_0006));
+    // The start-up time of a fresh install, measured on a database of its own.
+    let window_ms = startup_ms(&BlankDb::new(backend).await.url).await;
+    let db = BlankDb::new(backend).await;
+    for _ in 0..kills {
+        let mut server = ServerProc::serve(&db.url);
+        tokio::time::sleep(Duration::from_millis(rng.below(window_ms + 1))).await;
+        server.kill9();
+    }
+    let mut server = ServerProc::serve(&db.url);
+    server.wait_ready(Duration::from_millis(READY_WAIT_MS)).await.unwrap_or_else(|e| panic!("after kills: {e}"));
+    // Read through SQL first: `token create` opens the database too and could finish an
+    // installation this start left undone.
+    let config_rows = {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_config").fetch_one(&mut conn).await.unwrap();
+        conn.close().await.ok();
+        count
+    };
+    assert!(config_rows > 0, "ledger_config is empty after kills during the first start");
+    assert_verify_ok(&db.url, "after kills during the first start").await;
+    server.kill9();
+    let token = create_token(&db.url, "ledger_admin").await;
+    let mut server = ServerProc::serve(&db.url);
+    server.wait_ready(Duration::from_millis(READY_WAIT_MS)).await.unwrap();
+    let (course_id, user_ids) = seed_course_and_users(server.port, &token, 1).await;
+    call_ok(
+        server.port,
+        &token,
+        "enrol_semco_enrol_user",
+        &params(&[
+            ("userid", user_ids[0].to_string()),
+            ("courseid", course_id.to_string()),
+            ("semcobookingid", "FIRST-1".into()),
+        ]),
+    )
+    .await;
+    assert_verify_ok(&db.url, "after the first enrol").await;
+}
+
+on_both_backends!(kill_during_first_start_leaves_a_working_ledger);
+
+/// Traffic builds a log; then the projection version is set back (an upgrade) and `serve` is
+/// killed, again and again, at a random moment of its start-up (and rebuild). The final start
+/// must answer every acknowledged change exactly once and `verify` must pass.
+async fn kill_during_projection_upgrade_loses_nothing(backend: Backend) {
+    let kills = if long_mode() { 30 } else { 12 };
+    let mut rng = Rng::new(seed("kill_during_projection_upgrade", 0x5EED_0007));
+    let db = BlankDb::new(backend).await;
+    let token = create_token(&db.url, "ledger_admin").await;
+    let mut server = ServerProc::serve(&db.url);
+    server.wait_ready(Duration::from_millis(READY_WAIT_MS)).await.unwrap();
+    let (course_id, user_ids) = seed_course_and_users(server.port, &token, CRASH_CLIENTS).await;
+    let traffic = Arc::new(Traffic {
+        port: server.port,
+        token: token.clone(),
+        course_id,
+        prefix: "UPG".into(),
+        bound: Duration::from_millis(CALL_HANG_MS),
+        stop_on_transport_failure: true,
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = drive(&traffic, new_clients(&user_ids), &mut rng, &stop).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut clients, tally) = join(handles).await;
+    assert_no_problems(&tally.failures, "traffic before the upgrade");
+    server.kill9();
+
+    simulate_projection_upgrade(&db.url).await;
+    let window_ms = startup_ms(&db.url).await;
+    // One upgrade, started again and again (a supervisor's start timeout, an OOM kill): a kill
+    // anywhere in the start-up must not leave the new version marked done without its rows.
+    simulate_projection_upgrade(&db.url).await;
+    for _ in 0..kills {
+        let mut server = ServerProc::serve(&db.url);
+        tokio::time::sleep(Duration::from_millis(rng.below(window_ms + 1))).await;
+        server.kill9();
+    }
+    let mut server = ServerProc::serve(&db.url);
+    server.wait_ready(Duration::from_millis(READY_WAIT_MS)).await.unwrap_or_else(|e| panic!("after kills: {e}"));
+    let problems = reconcile(server.port, &token, &db.url, course_id, &mut clients).await;
+    assert_no_problems(
+        &problems,
+        &format!("{backend:?} after kills during projection upgrades ({window_ms} ms window)"),
+    );
+    assert_verify_ok(&db.url, "after kills during projection upgrades").await;
+}
+
+on_both_backends!(kill_during_projection_upgrade_loses_nothing);
