@@ -21,6 +21,9 @@ const CRASH_CLIENTS: usize = 32;
 /// The bound on one call while PostgreSQL is down; the lead will replace it by the writer's
 /// named submit timeout.
 const OUTAGE_CALL_MS_MAX: u64 = 35_000;
+/// How long `serve` may take to refuse a database it cannot write (a permanent error, not
+/// one to retry until the pool's acquire timeout).
+const READ_ONLY_REFUSAL_MS_MAX: u64 = 20_000;
 /// How long the same server process may take to write again once PostgreSQL is back.
 const RECOVERY_MS_MAX: u64 = 30_000;
 
@@ -272,13 +275,34 @@ fn postgres_base_url_for_admin() -> String {
 
 /// Root ignores file modes, so the server runs as `nobody` on a root-owned, read-only file and
 /// directory (as itself when the suite is not run as root). It must refuse to start with a
-/// clear message, or answer every write with a Moodle error; never hang or panic.
+/// clear message within a bound, or answer every write with a Moodle error; never hang or
+/// panic. Two states of the file: closed cleanly (no `-wal`/`-shm`), and left by a killed
+/// server (its `-wal`/`-shm` still there).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_sqlite_file() {
+    for killed in [true, false] {
+        read_only_sqlite_file_case(killed).await;
+    }
+}
+
+async fn read_only_sqlite_file_case(killed: bool) {
     use std::os::unix::fs::PermissionsExt;
+    let state = if killed { "left by a killed server" } else { "closed cleanly" };
     let db = BlankDb::new(Backend::Sqlite).await;
     let token = create_token(&db.url, "ledger_admin").await;
     let dir = db.dir.as_ref().unwrap().path().to_owned();
+    if killed {
+        let mut server = ServerProc::serve(&db.url);
+        server.wait_ready(Duration::from_millis(READY_WAIT_MS)).await.unwrap();
+        server.kill9();
+        assert!(dir.join("ledger.db-wal").exists(), "a killed server leaves its WAL file");
+    } else {
+        use sqlx::Connection;
+        let mut conn = sqlx::sqlite::SqliteConnection::connect(&db.url).await.unwrap();
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+        assert!(!dir.join("ledger.db-wal").exists(), "the last connection's close removes the WAL file");
+    }
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
@@ -297,19 +321,19 @@ async fn read_only_sqlite_file() {
         .args(["--database-url", &db.url, "serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("RUST_LOG", "warn");
     let mut server = ServerProc::spawn(command, port);
-    let ready = server.wait_ready(Duration::from_millis(20_000)).await;
+    let ready = server.wait_ready(Duration::from_millis(READ_ONLY_REFUSAL_MS_MAX)).await;
     match ready {
         Err(_) if server.exited().is_some() => {
             let status = server.exited().unwrap();
             let stderr = server.stderr();
-            assert!(!status.success(), "serve exited 0 on a read-only database:\n{stderr}");
-            assert!(!stderr.contains("panicked"), "serve panicked on a read-only database:\n{stderr}");
+            assert!(!status.success(), "{state}: serve exited 0 on a read-only database:\n{stderr}");
+            assert!(!stderr.contains("panicked"), "{state}: serve panicked on a read-only database:\n{stderr}");
             assert!(
                 ["read-only", "readonly", "permission", "Permission"].iter().any(|w| stderr.contains(w)),
-                "serve refused to start without saying the database is read-only:\n{stderr}"
+                "{state}: serve refused to start without saying the database is read-only:\n{stderr}"
             );
         }
-        Err(error) => panic!("serve hung on a read-only database: {error}"),
+        Err(error) => panic!("{state}: serve neither refused nor started on a read-only database: {error}"),
         Ok(()) => {
             for (function, call_params) in [
                 (
@@ -334,12 +358,12 @@ async fn read_only_sqlite_file() {
                 let answer = call(port, &token, function, &call_params, Duration::from_millis(CALL_HANG_MS)).await;
                 assert!(
                     matches!(&answer, Ok(value) if is_envelope(value)),
-                    "{function} on a read-only database: {answer:?}\n{}",
+                    "{state}: {function} on a read-only database: {answer:?}\n{}",
                     server.stderr()
                 );
             }
-            assert!(server.exited().is_none(), "serve died:\n{}", server.stderr());
-            assert!(!server.stderr().contains("panicked"), "{}", server.stderr());
+            assert!(server.exited().is_none(), "{state}: serve died:\n{}", server.stderr());
+            assert!(!server.stderr().contains("panicked"), "{state}: {}", server.stderr());
         }
     }
     drop(server);
