@@ -18,9 +18,9 @@ use crate::private_cluster::PrivateCluster;
 
 /// Clients of the crash loop, as in issue 6's measurement.
 const CRASH_CLIENTS: usize = 32;
-/// The bound on one call while PostgreSQL is down; the lead will replace it by the writer's
-/// named submit timeout.
-const OUTAGE_CALL_MS_MAX: u64 = 35_000;
+/// The bound on one call while PostgreSQL is down: the writer's named submit timeout plus
+/// time for the HTTP round trip.
+const OUTAGE_CALL_MS_MAX: u64 = enrol_ledger::app::writer::SUBMIT_TIMEOUT_MS + 5_000;
 /// How long `serve` may take to refuse a database it cannot write (a permanent error, not
 /// one to retry until the pool's acquire timeout).
 const READ_ONLY_REFUSAL_MS_MAX: u64 = 20_000;

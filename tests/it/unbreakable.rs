@@ -355,7 +355,7 @@ async fn post_raw(port: u16, body: &str) -> String {
 
 /// Defect 7: a database that does not make commits durable was used without a word. SQLite in
 /// memory (journal_mode "memory") stands for it here; the PostgreSQL side (fsync=off on a
-/// private cluster) is `defect_7_postgres_fsync_off_starts_silently` in tests/it/faults.rs.
+/// private cluster) is `defect_7_postgres_fsync_off_starts_silently` below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn defect_7_unsafe_durability_starts_silently() {
     let url = "sqlite://:memory:";
@@ -374,5 +374,31 @@ async fn defect_7_unsafe_durability_starts_silently() {
     let (status, body) = readyz(&ledger).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""status":"degraded""#) && body.contains("journal_mode is memory"), "{body}");
+    ledger.shutdown().await;
+}
+
+/// Defect 7 on PostgreSQL: with `fsync=off` and `synchronous_commit=off` the server started
+/// without a word (and an immediate stop then lost acknowledged enrols). Now `serve` refuses;
+/// with `--allow-unsafe-durability` it starts, logs it and reports degraded; the writer's
+/// session always commits synchronously whatever the server's default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defect_7_postgres_fsync_off_starts_silently() {
+    let settings = [("fsync", "off"), ("synchronous_commit", "off"), ("full_page_writes", "off")];
+    let Some(cluster) = crate::private_cluster::PrivateCluster::start(&settings) else { return };
+    let url = cluster.url();
+    let (code, text) = run_binary(&url, &["serve", "--listen", "127.0.0.1:0"]).await;
+    assert_ne!(code, Some(0), "{text}");
+    assert!(text.contains("does not make commits durable"), "{text}");
+    assert!(text.contains("fsync is off") && text.contains("full_page_writes is off"), "{text}");
+    assert!(!text.contains("synchronous_commit is"), "the writer forces synchronous_commit on: {text}");
+    assert!(text.contains("the writer's session forces it on"), "{text}");
+
+    let db = enrol_ledger::cli::open(&url).await.unwrap();
+    let allowed = WriterOptions { allow_unsafe_durability: true, ..WriterOptions::default() };
+    let ledger = Ledger::start_with(db.clone(), allowed).await.unwrap();
+    create_course(&ledger, "NOFSYNC", false).await;
+    let (status, body) = readyz(&ledger).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""status":"degraded""#) && body.contains("fsync is off"), "{body}");
     ledger.shutdown().await;
 }
