@@ -9,11 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use enrol_ledger::store::{Backend, Db};
+use enrol_ledger::store::Backend;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use crate::support::postgres_base_url;
 
 /// How long a healthy server may take to answer one call before the test calls it a hang.
 pub const CALL_HANG_MS: u64 = 60_000;
@@ -90,37 +88,16 @@ fn unique(prefix: &str) -> String {
 impl BlankDb {
     pub async fn new(backend: Backend) -> Self {
         let application_name = unique("faults_");
-        match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("temporary directory");
-                let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
-                Self { url, application_name, dir: Some(dir), schema: None }
-            }
-            Backend::Postgres => {
-                let base = postgres_base_url();
-                let schema = unique("f");
-                let admin = Db::connect(&base).await.expect("connect to the PostgreSQL test database");
-                sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin.pool).await.expect("create schema");
-                admin.pool.close().await;
-                let sep = if base.contains('?') { '&' } else { '?' };
-                let url = format!("{base}{sep}options=-c%20search_path%3D{schema}&application_name={application_name}");
-                Self { url, application_name, dir: None, schema: Some((base, schema)) }
-            }
-        }
+        let extra = format!("&application_name={application_name}");
+        let (url, dir, schema) = crate::support::fresh_location(backend, &extra).await;
+        Self { url, application_name, dir, schema }
     }
 }
 
 impl Drop for BlankDb {
     fn drop(&mut self) {
         if let Some((base, schema)) = self.schema.take() {
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-                rt.block_on(async {
-                    let admin = Db::connect(&base).await.ok()?;
-                    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin.pool).await.ok()
-                })
-            })
-            .join();
+            crate::support::drop_schema(base, schema);
         }
     }
 }

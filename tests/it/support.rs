@@ -36,22 +36,7 @@ pub fn postgres_base_url() -> String {
 
 impl TestDb {
     pub async fn new(backend: Backend) -> Self {
-        let (url, dir, schema) = match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("temporary directory");
-                let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
-                (url, Some(dir), None)
-            }
-            Backend::Postgres => {
-                let base = postgres_base_url();
-                let schema = unique_name();
-                let admin = Db::connect(&base).await.expect("connect to the PostgreSQL test database");
-                sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin.pool).await.expect("create schema");
-                admin.pool.close().await;
-                let sep = if base.contains('?') { '&' } else { '?' };
-                (format!("{base}{sep}options=-c%20search_path%3D{schema}"), None, Some((base, schema)))
-            }
-        };
+        let (url, dir, schema) = fresh_location(backend, "").await;
         let db = enrol_ledger::cli::open(&url).await.expect("open and migrate");
         Self { db, url, _dir: dir, schema }
     }
@@ -64,17 +49,45 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some((base, schema)) = self.schema.take() {
-            // Best effort, on a thread of its own: Drop cannot await inside the test's runtime.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-                rt.block_on(async {
-                    let admin = Db::connect(&base).await.ok()?;
-                    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin.pool).await.ok()
-                })
-            })
-            .join();
+            drop_schema(base, schema);
         }
     }
+}
+
+/// Where a fresh database of one backend lives: a SQLite file in a temporary directory, or a
+/// new PostgreSQL schema (`search_path`; `extra_query` is appended to the URL's options).
+pub type Location = (String, Option<tempfile::TempDir>, Option<(String, String)>);
+
+pub async fn fresh_location(backend: Backend, extra_query: &str) -> Location {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+            (url, Some(dir), None)
+        }
+        Backend::Postgres => {
+            let base = postgres_base_url();
+            let schema = unique_name();
+            let admin = Db::connect(&base).await.expect("connect to the PostgreSQL test database");
+            sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin.pool).await.expect("create schema");
+            admin.pool.close().await;
+            let sep = if base.contains('?') { '&' } else { '?' };
+            (format!("{base}{sep}options=-c%20search_path%3D{schema}{extra_query}"), None, Some((base, schema)))
+        }
+    }
+}
+
+/// Drops a test schema, best effort, on a thread of its own: Drop cannot await inside the
+/// test's runtime.
+pub fn drop_schema(base: String, schema: String) {
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        rt.block_on(async {
+            let admin = Db::connect(&base).await.ok()?;
+            sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin.pool).await.ok()
+        })
+    })
+    .join();
 }
 
 /// Runs an async test body on SQLite and on PostgreSQL, as two named tests.
@@ -164,21 +177,7 @@ impl TestDb {
     /// A fresh database of one backend that nothing has opened yet: the very first start of
     /// the binary migrates and installs it. `db` is a plain pool for the test's own queries.
     pub async fn unopened(backend: Backend) -> Self {
-        let (url, dir, schema) = match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("temporary directory");
-                (format!("sqlite://{}", dir.path().join("ledger.db").display()), Some(dir), None)
-            }
-            Backend::Postgres => {
-                let base = postgres_base_url();
-                let schema = unique_name();
-                let admin = Db::connect(&base).await.expect("connect to the PostgreSQL test database");
-                sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin.pool).await.expect("create schema");
-                admin.pool.close().await;
-                let sep = if base.contains('?') { '&' } else { '?' };
-                (format!("{base}{sep}options=-c%20search_path%3D{schema}"), None, Some((base, schema)))
-            }
-        };
+        let (url, dir, schema) = fresh_location(backend, "").await;
         let db = Db::connect(&url).await.expect("connect");
         Self { db, url, _dir: dir, schema }
     }

@@ -9,6 +9,7 @@ use enrol_ledger::domain::completion::GradeInput;
 use enrol_ledger::store::Backend;
 use sqlx::Row;
 
+use crate::faults_support::{binary, call, cli, create_token, params};
 use crate::on_both_backends;
 use crate::support::*;
 
@@ -75,17 +76,9 @@ on_both_backends!(defect_3_null_then_value_binds_fail_on_postgres);
 // ---------------------------------------------------------------------------------------------
 // Defect 4: one writer per ledger, always.
 
-fn binary(url: &str) -> std::process::Command {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_enrol-ledger"));
-    command.env("DATABASE_URL", url).env("RUST_LOG", "warn");
-    command
-}
-
 /// Runs the binary to its end on a blocking thread: (exit status, stdout + stderr).
 async fn run_binary(url: &str, args: &[&str]) -> (Option<i32>, String) {
-    let mut command = binary(url);
-    command.args(args);
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let output = cli(url, args).await;
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.code(), text)
 }
@@ -296,9 +289,7 @@ on_both_backends!(defect_6_failed_writer_reported_ready);
 async fn defect_6_failed_writer_keeps_serve_running(backend: Backend) {
     let test = TestDb::new(backend).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let out = binary(&test.url).args(["token", "create", "--service", "ledger_admin"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let token = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_owned();
+    let token = create_token(&test.url, "ledger_admin").await;
     let mut server = binary(&test.url)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(std::process::Stdio::null())
@@ -312,10 +303,8 @@ async fn defect_6_failed_writer_keeps_serve_running(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     insert_rogue_event(&test).await;
-    let body = format!(
-        "wstoken={token}&wsfunction=ledger_set_config&moodlewsrestformat=json&name=allowaccountssameemail&value=1"
-    );
-    let _ = post_raw(port, &body).await;
+    let setting = params(&[("name", "allowaccountssameemail".into()), ("value", "1".into())]);
+    let _ = call(port, &token, "ledger_set_config", &setting, Duration::from_secs(15)).await;
     let mut status = None;
     for _ in 0..100 {
         if let Some(exit) = server.try_wait().unwrap() {
@@ -335,20 +324,6 @@ async fn defect_6_failed_writer_keeps_serve_running(backend: Backend) {
 }
 
 on_both_backends!(defect_6_failed_writer_keeps_serve_running);
-
-/// POSTs a form body; the whole HTTP response, or an empty string when the connection broke.
-async fn post_raw(port: u16, body: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return String::new() };
-    let request = format!(
-        "POST /webservice/rest/server.php HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(request.as_bytes()).await;
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response).await;
-    response
-}
 
 // ---------------------------------------------------------------------------------------------
 // Defect 7: durability checked at start.
