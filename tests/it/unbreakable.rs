@@ -377,3 +377,97 @@ async fn defect_7_postgres_fsync_off_starts_silently() {
     assert!(body.contains(r#""status":"degraded""#) && body.contains("fsync is off"), "{body}");
     ledger.shutdown().await;
 }
+
+/// A TCP proxy in front of PostgreSQL that, once armed, swallows the server's answer to the
+/// next COMMIT (its CommandComplete message) and cuts that connection: the transaction is
+/// committed but the client never hears it, as with a network cut at the worst moment.
+struct CommitCutter {
+    port: u16,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CommitCutter {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = std::sync::Arc::new(AtomicBool::new(false));
+        let cuts = std::sync::Arc::new(AtomicUsize::new(0));
+        let (armed_accept, cuts_accept) = (armed.clone(), cuts.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { continue };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let (armed, cuts) = (armed_accept.clone(), cuts_accept.clone());
+                tokio::spawn(async move {
+                    // CommandComplete: 'C', length 11, "COMMIT\0".
+                    const COMMIT_DONE: &[u8] = b"C\x00\x00\x00\x0bCOMMIT\x00";
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    loop {
+                        let Ok(n) = server_read.read(&mut buffer).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        let chunk = &buffer[..n];
+                        let hit = chunk.windows(COMMIT_DONE.len()).any(|w| w == COMMIT_DONE);
+                        if hit && armed.swap(false, Ordering::SeqCst) {
+                            cuts.fetch_add(1, Ordering::SeqCst);
+                            let _ = client_write.shutdown().await;
+                            return;
+                        }
+                        if client_write.write_all(chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, armed, cuts }
+    }
+}
+
+/// Defect 6: a commit whose outcome was unknown (connection lost during COMMIT) was answered
+/// "nothing of it was kept" although its event was in the log. Now the writer reconnects, finds
+/// the batch's last position and hash, and answers success. PostgreSQL only: SQLite has no
+/// connection to lose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defect_6_unknown_commit_outcome_answered_as_lost() {
+    use std::sync::atomic::Ordering;
+    let test = TestDb::new(Backend::Postgres).await;
+    let parsed = url_host_port(&test.url);
+    let cutter = CommitCutter::start(parsed.1).await;
+    let through_cutter = test.url.replacen(&parsed.0, &format!("127.0.0.1:{}", cutter.port), 1);
+    let db = enrol_ledger::store::Db::connect(&through_cutter).await.unwrap();
+    let ledger = Ledger::start(db).await.unwrap();
+    let course = create_course(&ledger, "CUT", false).await;
+    let user = create_user(&ledger, "cut").await;
+
+    cutter.armed.store(true, Ordering::SeqCst);
+    let answer = submit(&ledger, enrol_request(user, course, "CUT-1", 1, 5)).await;
+    assert_eq!(cutter.cuts.load(Ordering::SeqCst), 1, "the COMMIT's answer was cut");
+    assert!(matches!(answer, Ok(enrol_ledger::app::Outcome::Enrolled { .. })), "{answer:?}");
+    let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE booking_id = 'CUT-1'")
+        .fetch_one(&test.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 1, "the enrolment is in the log exactly once");
+    // The writer goes on on its new connection.
+    enrol(&ledger, user, course, "CUT-2", 10, 20).await;
+    ledger.shutdown().await;
+    let report = audit::verify(&test.db).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+}
+
+/// ("host:port" as written in a postgres:// URL, that address resolved).
+fn url_host_port(url: &str) -> (String, std::net::SocketAddr) {
+    let after_at = url.split_once('@').map_or(url, |(_, rest)| rest);
+    let host_port = after_at.split(['/', '?']).next().unwrap().to_owned();
+    let address = std::net::ToSocketAddrs::to_socket_addrs(&host_port).unwrap().next().unwrap();
+    (host_port, address)
+}
