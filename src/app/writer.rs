@@ -174,6 +174,7 @@ impl Ledger {
             options: options.clone(),
             committed,
             stopping: false,
+            stale: false,
             _file_lock: file_lock,
         };
         let task = tokio::spawn(writer.run(receiver));
@@ -312,6 +313,8 @@ struct Writer {
     /// The log head known to be in the database.
     committed: (i64, String),
     stopping: bool,
+    /// The state is not the database's (a shutdown came before a reload): decide nothing more.
+    stale: bool,
     /// SQLite's lock file, held for the writer's life.
     _file_lock: Option<WriterLock>,
 }
@@ -368,11 +371,17 @@ impl Writer {
             Committed::No(error) => {
                 tracing::error!(%error, requests = decided.len(), "batch refused; nothing of it was kept");
                 self.failed(&error);
-                self.reload(receiver).await?;
-                if retry.is_empty() {
+                let refuse = |decided: Vec<Decided>| {
                     for (reply, _) in decided {
                         let _ = reply.send(Err(LedgerError::Unavailable(error.to_string())));
                     }
+                };
+                if retry.is_empty() {
+                    refuse(decided);
+                    self.reload(receiver).await?;
+                } else if !self.reload(receiver).await? {
+                    // Stopped while the database was away: nothing can be retried.
+                    refuse(decided);
                 } else {
                     // One by one, so that only the request the database refuses fails.
                     for ((request, actor), (reply, _)) in retry.into_iter().zip(decided) {
@@ -390,6 +399,10 @@ impl Writer {
 
     async fn process_alone(&mut self, job: Job, receiver: &mut mpsc::Receiver<Message>) -> Result<(), StoreError> {
         if job.reply.is_closed() {
+            return Ok(());
+        }
+        if self.stale {
+            let _ = job.reply.send(Err(LedgerError::Unavailable("the writer is shutting down".into())));
             return Ok(());
         }
         let (decided, batch) = self.decide_all(vec![job]);
@@ -529,8 +542,9 @@ impl Writer {
 
     /// Reloads the state from the database after a failed or unknown commit, backing off
     /// between attempts and answering queued requests with an error meanwhile. Gives up after
-    /// `reload_give_up`; an unreadable log is not retried.
-    async fn reload(&mut self, receiver: &mut mpsc::Receiver<Message>) -> Result<(), StoreError> {
+    /// `reload_give_up`; an unreadable log is not retried. Returns false when a shutdown came
+    /// first: the writer then stops without a state to decide on.
+    async fn reload(&mut self, receiver: &mut mpsc::Receiver<Message>) -> Result<bool, StoreError> {
         let started = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(RELOAD_BACKOFF_FIRST_MS);
         loop {
@@ -540,7 +554,7 @@ impl Writer {
                     self.state = state;
                     update(&self.health, |h| h.status = WriterStatus::Running);
                     tracing::info!(position = self.committed.0, "ledger state reloaded");
-                    return Ok(());
+                    return Ok(true);
                 }
                 Ok(_) => StoreError::HeadMoved { expected: -1, found: -1 },
                 Err(error) => error,
@@ -564,6 +578,11 @@ impl Writer {
                 h.last_error_micros = Some(Db::now_micros());
             });
             self.refuse_while(pause, receiver, &error).await;
+            if self.stopping {
+                tracing::warn!(%error, "shutting down before the ledger state could be reloaded");
+                self.stale = true;
+                return Ok(false);
+            }
             pause = (pause * 2).min(Duration::from_millis(RELOAD_BACKOFF_MAX_MS));
         }
     }
