@@ -95,6 +95,19 @@ pub enum TokenAction {
         #[arg(long)]
         ip: Option<String>,
     },
+    /// Every token: id, service, user, validity, IP list, creation and last use (never the token).
+    List,
+    /// Delete a token; running servers refuse it from their next call on.
+    Revoke {
+        #[arg(long)]
+        id: i64,
+    },
+    /// Revoke a token and create one with the same service, user, validity and IP list; the new
+    /// token is printed alone on the last line of stdout, and never again.
+    Rotate {
+        #[arg(long)]
+        id: i64,
+    },
 }
 
 pub fn main(cli: Cli) -> ExitCode {
@@ -297,6 +310,41 @@ async fn run(cli: Cli) -> CliResult {
             let user = crate::api::services::service_user(&service);
             let token = crate::api::tokens::create(&db, &service, user, valid_until, &ip).await?;
             println!("created a token for service {service} (user {user}); it is shown only now:");
+            println!("{token}");
+        }
+        Command::Token { action } => return token_admin(&db, action).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `token list`, `revoke` and `rotate` (`create` is handled with the other subcommands).
+async fn token_admin(db: &Db, action: TokenAction) -> CliResult {
+    use crate::api::tokens;
+    let time = |t: i64| match t {
+        0 => "-".to_owned(),
+        t => chrono::DateTime::from_timestamp(t, 0).map_or_else(|| t.to_string(), |t| t.to_rfc3339()),
+    };
+    match action {
+        TokenAction::Create { .. } => unreachable!("handled in run"),
+        TokenAction::List => {
+            println!("id\tservice\tuser\tvalid_until\tip\tcreated\tlast_access");
+            for t in tokens::list(db).await? {
+                let ip = if t.ip_restriction.trim().is_empty() { "-" } else { t.ip_restriction.as_str() };
+                let (valid, created, last) = (time(t.valid_until), time(t.time_created), time(t.last_access));
+                println!("{}\t{}\t{}\t{valid}\t{ip}\t{created}\t{last}", t.id, t.service, t.user_id);
+            }
+        }
+        TokenAction::Revoke { id } => {
+            if !tokens::revoke(db, id).await? {
+                return Err(format!("no token with id {id} (see `enrol-ledger token list`)").into());
+            }
+            println!("revoked token {id}; running servers refuse it from their next call on");
+        }
+        TokenAction::Rotate { id } => {
+            let Some(token) = tokens::rotate(db, id).await? else {
+                return Err(format!("no token with id {id} (see `enrol-ledger token list`)").into());
+            };
+            println!("revoked token {id} and created its replacement; it is shown only now:");
             println!("{token}");
         }
     }

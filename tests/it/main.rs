@@ -15,5 +15,6 @@ mod rebuild_property;
 mod registry_rules;
 mod scenario;
 mod startup;
+mod tokens;
 mod unbreakable;
 mod valid_input;
