@@ -182,3 +182,17 @@ impl TestDb {
         Self { db, url, _dir: dir, schema }
     }
 }
+
+/// The PostgreSQL runtime role the least-privilege tests serve as (`scripts/test.sh` creates
+/// it with password = name): `ENROL_LEDGER_TEST_PG_RUNTIME_ROLE`, default `enrol_ledger_runtime`.
+pub fn runtime_role() -> String {
+    std::env::var("ENROL_LEDGER_TEST_PG_RUNTIME_ROLE").unwrap_or_else(|_| "enrol_ledger_runtime".to_owned())
+}
+
+/// `owner_url` with the runtime role's credentials instead of the owner's.
+pub fn runtime_url(owner_url: &str) -> String {
+    let (scheme, rest) = owner_url.split_once("://").expect("a postgres:// URL");
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    let role = runtime_role();
+    format!("{scheme}://{role}:{role}@{host}")
+}
