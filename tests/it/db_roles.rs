@@ -32,7 +32,8 @@ const ALTERABLE: &str = "could alter the event log";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn why_5_database_can_be_told_to_skip_the_triggers() {
     let blank = BlankDb::new(Backend::Postgres).await;
-    let owner = blank.url.as_str();
+    let owner = crate::support::owner_url(&blank.url);
+    let owner = owner.as_str();
     let runtime = runtime_url(owner);
     // The one step before the first start: the runtime role may see the schema (OPERATIONS.md).
     let owner_db = Db::connect(owner).await.unwrap();
