@@ -66,7 +66,7 @@ async fn newest_token_id(url: &str, service: &str) -> String {
     let output = cli(url, &["token", "list"]).await;
     assert!(output.status.success(), "token list: {}", String::from_utf8_lossy(&output.stderr));
     let text = String::from_utf8(output.stdout).unwrap();
-    let line = text.lines().filter(|l| l.split_whitespace().nth(1) == Some(service)).last();
+    let line = text.lines().rfind(|l| l.split_whitespace().nth(1) == Some(service));
     line.unwrap_or_else(|| panic!("no {service} token in:\n{text}")).split_whitespace().next().unwrap().to_owned()
 }
 
