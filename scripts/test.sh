@@ -46,4 +46,4 @@ cargo test --all-targets "$@"
 echo "== the PostgreSQL part under the runtime role $RUNTIME_ROLE (api_doc, scenario, http, tokens, faults crash loop)"
 ENROL_LEDGER_TEST_PG_AS_RUNTIME=1 cargo test --test it "$@" -- \
     api_doc::documented_curl_session_replays::postgres scenario:: http:: tokens:: \
-    faults::crash_loop_loses_no_acknowledged_change::postgres
+    faults::crash_loop_loses_no_acknowledged_change::postgres --skip sqlite
