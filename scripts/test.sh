@@ -30,6 +30,20 @@ fi
 if [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = 'enrol_ledger_test'")" != 1 ]; then
     psql_admin -c "CREATE DATABASE enrol_ledger_test OWNER enrol_ledger"
 fi
+# The least-privilege runtime role (docs/OPERATIONS.md): no ownership, only the grants that
+# `enrol-ledger grants` prints, applied per test schema by its owner.
+RUNTIME_ROLE="${ENROL_LEDGER_TEST_PG_RUNTIME_ROLE:-enrol_ledger_runtime}"
+if [ "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = '$RUNTIME_ROLE'")" != 1 ]; then
+    psql_admin -c "CREATE ROLE $RUNTIME_ROLE LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '$RUNTIME_ROLE'"
+fi
+export ENROL_LEDGER_TEST_PG_RUNTIME_ROLE="$RUNTIME_ROLE"
 export ENROL_LEDGER_TEST_PG="postgres://enrol_ledger:enrol_ledger@127.0.0.1:$PG_PORT/enrol_ledger_test"
 echo "== PostgreSQL ready at 127.0.0.1:$PG_PORT; running the test suite on SQLite and PostgreSQL"
 cargo test --all-targets "$@"
+# The PostgreSQL part again with the ledger under the runtime role: the owner installs each
+# test schema, the test's ledger, CLI and server use the runtime role. A representative
+# subset: the tests that tamper with the log or kill the first start need the owner.
+echo "== the PostgreSQL part under the runtime role $RUNTIME_ROLE (api_doc, scenario, http, tokens, faults crash loop)"
+ENROL_LEDGER_TEST_PG_AS_RUNTIME=1 cargo test --test it "$@" -- \
+    api_doc::documented_curl_session_replays::postgres scenario:: http:: tokens:: \
+    faults::crash_loop_loses_no_acknowledged_change::postgres --skip sqlite

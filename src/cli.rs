@@ -23,6 +23,11 @@ pub struct Cli {
     /// postgres://... for PostgreSQL, or a SQLite file (default: enrol-ledger.db in the working directory).
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
     pub database_url: String,
+    /// PostgreSQL: the owner role's URL for migrations, the projection upgrade, the installer
+    /// and `rebuild`, so `--database-url` can be a runtime role with only the grants of
+    /// `enrol-ledger grants` (docs/OPERATIONS.md). Default: `--database-url` does everything.
+    #[arg(long, env = "MIGRATE_DATABASE_URL", global = true)]
+    pub migrate_url: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -74,6 +79,12 @@ pub enum Command {
     },
     /// Remove orphaned SEMCO enrolment instances now.
     Cleanup,
+    /// Print the SQL (PostgreSQL) that lets a runtime role serve this schema with least
+    /// privilege: INSERT and SELECT on the log, what it needs elsewhere. Run it as the owner.
+    Grants {
+        #[arg(long)]
+        runtime_role: String,
+    },
     /// Web-service tokens.
     Token {
         #[command(subcommand)]
@@ -94,6 +105,19 @@ pub enum TokenAction {
         /// Comma-separated IP addresses and CIDR ranges the token may be used from.
         #[arg(long)]
         ip: Option<String>,
+    },
+    /// Every token: id, service, user, validity, IP list, creation and last use (never the token).
+    List,
+    /// Delete a token; running servers refuse it from their next call on.
+    Revoke {
+        #[arg(long)]
+        id: i64,
+    },
+    /// Revoke a token and create one with the same service, user, validity and IP list; the new
+    /// token is printed alone on the last line of stdout, and never again.
+    Rotate {
+        #[arg(long)]
+        id: i64,
     },
 }
 
@@ -141,9 +165,48 @@ type CliResult = Result<ExitCode, Box<dyn std::error::Error + Send + Sync>>;
 /// and on an empty database does the plugin installer's work (printing each step). Read-only
 /// subcommands use this without the writer lock: on an installed ledger it writes nothing.
 pub async fn open(url: &str) -> Result<Db, Box<dyn std::error::Error + Send + Sync>> {
+    open_as(url, None).await
+}
+
+/// `open`, preparing the database through `migrate_url` (the owner role) when given.
+pub async fn open_as(url: &str, migrate_url: Option<&str>) -> Result<Db, Box<dyn std::error::Error + Send + Sync>> {
     let db = Db::connect(url).await?;
-    prepare(&db).await?;
+    prepare_as(&db, migrate_url).await?;
     Ok(db)
+}
+
+/// `prepare` on the owner's connection when a migrate URL is given, else on `db`'s.
+async fn prepare_as(db: &Db, migrate_url: Option<&str>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let Some(migrate_url) = migrate_url else { return prepare(db).await };
+    let owner = Db::connect(migrate_url).await?;
+    let prepared = async {
+        prepare(&owner).await?;
+        grant_runtime_role(&owner, db).await
+    }
+    .await;
+    owner.pool.close().await;
+    prepared
+}
+
+/// PostgreSQL: (re)applies `enrol-ledger grants` for `runtime`'s role as the owner, so the
+/// runtime role has exactly what it needs after every migration and projection upgrade.
+async fn grant_runtime_role(owner: &Db, runtime: &Db) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use crate::store::privileges;
+    if owner.backend != crate::store::Backend::Postgres {
+        return Ok(());
+    }
+    let current_user = "SELECT current_user::text";
+    let runtime_role: String = sqlx::query_scalar(current_user).fetch_one(&runtime.pool).await?;
+    let owner_role: String = sqlx::query_scalar(current_user).fetch_one(&owner.pool).await?;
+    if runtime_role == owner_role {
+        return Ok(());
+    }
+    let schema = privileges::current_schema(owner).await?;
+    let sql = privileges::grants_sql(&schema, &runtime_role)
+        .ok_or_else(|| format!("runtime role {runtime_role:?} or schema {schema:?} needs quoting in SQL: rename it"))?;
+    sqlx::raw_sql(&sql).execute(&owner.pool).await?;
+    tracing::info!(role = %runtime_role, %schema, "runtime role granted INSERT and SELECT on the log");
+    Ok(())
 }
 
 /// Migrations, projection rebuild when their version changed, installer.
@@ -161,6 +224,15 @@ async fn prepare(db: &Db) -> Result<(), Box<dyn std::error::Error + Send + Sync>
 /// projection rebuild, installer), so start-up never writes beside another process. Refuses,
 /// saying what to do instead, while another process holds the lock.
 pub async fn open_locked(url: &str, what: &str) -> Result<(Db, WriterLock), Box<dyn std::error::Error + Send + Sync>> {
+    open_locked_as(url, None, what).await
+}
+
+/// `open_locked`, preparing the database through `migrate_url` (the owner role) when given.
+pub async fn open_locked_as(
+    url: &str,
+    migrate_url: Option<&str>,
+    what: &str,
+) -> Result<(Db, WriterLock), Box<dyn std::error::Error + Send + Sync>> {
     let db = Db::connect(url).await?;
     let lock = match WriterLock::acquire(&db, std::time::Duration::from_millis(WRITER_LOCK_WAIT_MS)).await {
         Ok(lock) => lock,
@@ -169,7 +241,7 @@ pub async fn open_locked(url: &str, what: &str) -> Result<(Db, WriterLock), Box<
         }
         Err(error) => return Err(error.into()),
     };
-    prepare(&db).await?;
+    prepare_as(&db, migrate_url).await?;
     Ok((db, lock))
 }
 
@@ -183,9 +255,11 @@ const WHILE_SERVING_MIGRATE: &str = "the running server has already migrated the
 
 async fn run(cli: Cli) -> CliResult {
     let url = cli.database_url.as_str();
+    let migrate_url = cli.migrate_url.as_deref();
     match cli.command {
         Command::Serve { listen, base_url, debug, allow_unsafe_durability, submit_timeout_ms, writer_give_up_ms } => {
-            let (db, lock) = open_locked(url, WHILE_SERVING_SERVE).await?;
+            let (db, lock) = open_locked_as(url, migrate_url, WHILE_SERVING_SERVE).await?;
+            warn_if_log_alterable(&db).await;
             let options = WriterOptions {
                 exit_on_failure: true,
                 allow_unsafe_durability,
@@ -201,18 +275,23 @@ async fn run(cli: Cli) -> CliResult {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Migrate => {
-            let _lock = open_locked(url, WHILE_SERVING_MIGRATE).await?;
+            let _lock = open_locked_as(url, migrate_url, WHILE_SERVING_MIGRATE).await?;
             println!("database is at the current schema");
             return Ok(ExitCode::SUCCESS);
         }
         Command::Rebuild => {
-            let (db, _lock) = open_locked(url, WHILE_SERVING_REBUILD).await?;
-            let count = audit::rebuild(&db).await?;
+            let (db, _lock) = open_locked_as(url, migrate_url, WHILE_SERVING_REBUILD).await?;
+            // The rebuild locks the log against appends: the owner's privilege.
+            let owner = match migrate_url {
+                Some(migrate_url) => Db::connect(migrate_url).await?,
+                None => db.clone(),
+            };
+            let count = audit::rebuild(&owner).await?;
             println!("projections rebuilt from {count} events");
             return Ok(ExitCode::SUCCESS);
         }
         Command::Cleanup => {
-            let (db, lock) = open_locked(url, WHILE_SERVING_CLEANUP).await?;
+            let (db, lock) = open_locked_as(url, migrate_url, WHILE_SERVING_CLEANUP).await?;
             let ledger = Ledger::start_locked(db, WriterOptions::default(), lock).await?;
             let outcome = ledger.submit(Request::CleanupOrphans, cli_actor("cleanup")).await;
             ledger.shutdown().await;
@@ -222,11 +301,28 @@ async fn run(cli: Cli) -> CliResult {
             }
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Grants { runtime_role } => {
+            let db = Db::connect(migrate_url.unwrap_or(url)).await?;
+            if db.backend != crate::store::Backend::Postgres {
+                return Err("grants are for PostgreSQL; SQLite has no roles: the file's permissions are the \
+                            boundary (docs/OPERATIONS.md)"
+                    .into());
+            }
+            let schema = crate::store::privileges::current_schema(&db).await?;
+            let sql = crate::store::privileges::grants_sql(&schema, &runtime_role).ok_or_else(|| {
+                format!(
+                    "--runtime-role {runtime_role:?} (schema {schema:?}): expected a lowercase SQL name \
+                     (letters, digits, _)"
+                )
+            })?;
+            print!("{sql}");
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
-    let db = open(url).await?;
+    let db = open_as(url, migrate_url).await?;
     match cli.command {
-        Command::Serve { .. } | Command::Migrate | Command::Rebuild | Command::Cleanup => {
+        Command::Serve { .. } | Command::Migrate | Command::Rebuild | Command::Cleanup | Command::Grants { .. } => {
             unreachable!("write subcommands return above")
         }
         Command::Verify => {
@@ -297,6 +393,55 @@ async fn run(cli: Cli) -> CliResult {
             let user = crate::api::services::service_user(&service);
             let token = crate::api::tokens::create(&db, &service, user, valid_until, &ip).await?;
             println!("created a token for service {service} (user {user}); it is shown only now:");
+            println!("{token}");
+        }
+        Command::Token { action } => return token_admin(&db, action).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Warns (once, at start) when the server's database role could alter the log: it should have
+/// only INSERT and SELECT on `events` (docs/OPERATIONS.md).
+async fn warn_if_log_alterable(db: &Db) {
+    match crate::store::privileges::log_alterable_by_this_role(db).await {
+        Ok(powers) if !powers.reasons().is_empty() => tracing::warn!(
+            reasons = %powers.reasons().join("; "),
+            "the server's database role could alter the event log; run serve as a runtime role with \
+             only the grants of `enrol-ledger grants` (docs/OPERATIONS.md)"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot check the database role's privileges on the log"),
+    }
+}
+
+/// `token list`, `revoke` and `rotate` (`create` is handled with the other subcommands).
+async fn token_admin(db: &Db, action: TokenAction) -> CliResult {
+    use crate::api::tokens;
+    let time = |t: i64| match t {
+        0 => "-".to_owned(),
+        t => chrono::DateTime::from_timestamp(t, 0).map_or_else(|| t.to_string(), |t| t.to_rfc3339()),
+    };
+    match action {
+        TokenAction::Create { .. } => unreachable!("handled in run"),
+        TokenAction::List => {
+            println!("id\tservice\tuser\tvalid_until\tip\tcreated\tlast_access");
+            for t in tokens::list(db).await? {
+                let ip = if t.ip_restriction.trim().is_empty() { "-" } else { t.ip_restriction.as_str() };
+                let (valid, created, last) = (time(t.valid_until), time(t.time_created), time(t.last_access));
+                println!("{}\t{}\t{}\t{valid}\t{ip}\t{created}\t{last}", t.id, t.service, t.user_id);
+            }
+        }
+        TokenAction::Revoke { id } => {
+            if !tokens::revoke(db, id).await? {
+                return Err(format!("no token with id {id} (see `enrol-ledger token list`)").into());
+            }
+            println!("revoked token {id}; running servers refuse it from their next call on");
+        }
+        TokenAction::Rotate { id } => {
+            let Some(token) = tokens::rotate(db, id).await? else {
+                return Err(format!("no token with id {id} (see `enrol-ledger token list`)").into());
+            };
+            println!("revoked token {id} and created its replacement; it is shown only now:");
             println!("{token}");
         }
     }

@@ -12,6 +12,7 @@ pub mod functions;
 pub mod install;
 pub mod rest;
 pub mod services;
+pub mod throttle;
 pub mod tokens;
 pub mod wire;
 

@@ -74,9 +74,11 @@ async fn dispatch(
         return Err(invalid_token());
     }
     let now = chrono::Utc::now().timestamp();
-    let token = match state.tokens.authenticate(&ledger.db, token_text, client_ip, now).await.map_err(store_error)? {
+    let clock = std::time::Instant::now();
+    let checked = state.tokens.check(&ledger.db, token_text, client_ip, now, clock).await.map_err(store_error)?;
+    let token = match checked {
         Ok(token) => token,
-        Err(TokenRefusal::Unknown) => return Err(invalid_token()),
+        Err(TokenRefusal::Unknown | TokenRefusal::Throttled) => return Err(invalid_token()),
         Err(TokenRefusal::Expired) => {
             return Err(access_exception("Invalid token - token expired - check validuntil time for the token"))
         }

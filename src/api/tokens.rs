@@ -1,7 +1,15 @@
 //! Web-service tokens: 32 lowercase hex characters, stored as SHA-256, shown in clear once.
 //!
-//! Tokens are cached in memory by hash; a miss re-reads the table, so a token created by the
-//! CLI while the server runs works at once.
+//! Found by hash: the cache is a map from SHA-256 to the token and its user, filled one token
+//! at a time from the table's unique index, so a miss costs one indexed read however many
+//! tokens exist. Every change that can alter a token check (a token created, revoked, rotated,
+//! expired or edited by hand; its user renamed, suspended, deleted or set to `nologin`) bumps
+//! the `token_generation` row in the same transaction (triggers, migration 4); each call reads
+//! that row first and drops the cache when it moved. The bound for a change made by any
+//! process, this one, the CLI or SQL by hand, is therefore [`TOKEN_CHANGE_BOUND`]: the next
+//! call that starts after the change commits.
+//!
+//! Failed guesses are throttled per client address ([`super::throttle`]).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -38,6 +46,8 @@ pub struct TokenUser {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenRefusal {
     Unknown,
+    /// The client address used up its failed attempts; answered as `Unknown`, without a lookup.
+    Throttled,
     Expired,
     IpNotAllowed(String),
 }
@@ -95,53 +105,97 @@ pub async fn count_for_service(db: &Db, service: &str) -> Result<i64, StoreError
         .await?)
 }
 
+/// When a token change made by any process takes effect in a running server.
+pub const TOKEN_CHANGE_BOUND: &str = "the next call that starts after the change commits";
+
+/// How often a token's `lastaccess` is written while it is in use (Moodle writes it on use;
+/// once a minute keeps a busy token from writing on every call).
+pub const TOKEN_LAST_ACCESS_WRITE_INTERVAL_S: i64 = 60;
+
+const TOKEN_BY_HASH: &str = "SELECT t.id, t.token_sha256, t.service, t.userid, t.validuntil, t.iprestriction, \
+         t.lastaccess, COALESCE(u.username, '') AS username, COALESCE(u.auth, '') AS auth, \
+         COALESCE(u.suspended, 0) AS suspended, COALESCE(u.deleted, 1) AS deleted \
+     FROM external_tokens t LEFT JOIN users u ON u.id = t.userid WHERE t.token_sha256 = $1";
+
+/// The tokens found so far, valid while `generation` is the database's.
+#[derive(Default)]
+struct Cached {
+    generation: i64,
+    by_hash: HashMap<String, (Token, i64)>,
+}
+
 #[derive(Default)]
 pub struct TokenCache {
-    by_hash: RwLock<HashMap<String, Token>>,
+    cached: RwLock<Cached>,
+    throttle: super::throttle::GuessThrottle,
+}
+
+fn token_from_row(row: &sqlx::any::AnyRow) -> Result<(Token, i64), StoreError> {
+    let token = Token {
+        id: row.try_get("id")?,
+        sha256: row.try_get("token_sha256")?,
+        service: row.try_get("service")?,
+        user_id: row.try_get("userid")?,
+        valid_until: row.try_get("validuntil")?,
+        ip_restriction: row.try_get("iprestriction")?,
+        user: TokenUser {
+            username: row.try_get("username")?,
+            auth: row.try_get("auth")?,
+            suspended: row.try_get::<i32, _>("suspended")? != 0,
+            deleted: row.try_get::<i32, _>("deleted")? != 0,
+        },
+    };
+    Ok((token, row.try_get("lastaccess")?))
+}
+
+/// The database's token generation (one indexed single-row read).
+pub async fn generation(db: &Db) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("SELECT generation FROM token_generation WHERE id = 1").fetch_one(&db.pool).await?)
 }
 
 impl TokenCache {
-    async fn reload(&self, db: &Db) -> Result<(), StoreError> {
-        let rows = sqlx::query(
-            "SELECT t.id, t.token_sha256, t.service, t.userid, t.validuntil, t.iprestriction, \
-                        COALESCE(u.username, '') AS username, COALESCE(u.auth, '') AS auth, \
-                        COALESCE(u.suspended, 0) AS suspended, COALESCE(u.deleted, 1) AS deleted \
-                 FROM external_tokens t LEFT JOIN users u ON u.id = t.userid",
-        )
-        .fetch_all(&db.pool)
-        .await?;
-        let mut map = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let token = Token {
-                id: row.try_get("id")?,
-                sha256: row.try_get("token_sha256")?,
-                service: row.try_get("service")?,
-                user_id: row.try_get("userid")?,
-                valid_until: row.try_get("validuntil")?,
-                ip_restriction: row.try_get("iprestriction")?,
-                user: TokenUser {
-                    username: row.try_get("username")?,
-                    auth: row.try_get("auth")?,
-                    suspended: row.try_get::<i32, _>("suspended")? != 0,
-                    deleted: row.try_get::<i32, _>("deleted")? != 0,
-                },
-            };
-            map.insert(token.sha256.clone(), token);
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Cached> {
+        self.cached.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops every cached token when the database's generation is not the cache's.
+    fn sync(&self, generation: i64) {
+        if self.cached.read().unwrap_or_else(|e| e.into_inner()).generation == generation {
+            return;
         }
-        *self.by_hash.write().unwrap_or_else(|e| e.into_inner()) = map;
-        Ok(())
+        let mut cached = self.write();
+        if cached.generation != generation {
+            cached.generation = generation;
+            cached.by_hash.clear();
+        }
     }
 
-    /// Drops cached tokens of users whose tokens were deleted with them.
+    /// Drops the cached tokens of these users (their state changed in this process; the
+    /// generation row says so too, this only saves the next call's re-read).
     pub fn forget_users(&self, user_ids: &[i64]) {
-        self.by_hash.write().unwrap_or_else(|e| e.into_inner()).retain(|_, t| !user_ids.contains(&t.user_id));
+        self.write().by_hash.retain(|_, (t, _)| !user_ids.contains(&t.user_id));
     }
 
-    fn lookup(&self, sha256: &str) -> Option<Token> {
-        let map = self.by_hash.read().unwrap_or_else(|e| e.into_inner());
-        let token = map.get(sha256)?;
-        // The map found it by hash; confirm in constant time all the same.
-        bool::from(token.sha256.as_bytes().ct_eq(sha256.as_bytes())).then(|| token.clone())
+    /// The token with this hash: from the cache, else one indexed read (remembered only if no
+    /// change was seen meanwhile).
+    async fn find(&self, db: &Db, sha256: &str, generation: i64) -> Result<Option<(Token, i64)>, StoreError> {
+        {
+            let cached = self.cached.read().unwrap_or_else(|e| e.into_inner());
+            if let Some((token, last_access)) = cached.by_hash.get(sha256) {
+                // The map found it by hash; confirm in constant time all the same.
+                if bool::from(token.sha256.as_bytes().ct_eq(sha256.as_bytes())) {
+                    return Ok(Some((token.clone(), *last_access)));
+                }
+            }
+        }
+        let row = sqlx::query(TOKEN_BY_HASH).bind(sha256.to_owned()).fetch_optional(&db.pool).await?;
+        let Some(row) = row else { return Ok(None) };
+        let found = token_from_row(&row)?;
+        let mut cached = self.write();
+        if cached.generation == generation {
+            cached.by_hash.insert(sha256.to_owned(), found.clone());
+        }
+        Ok(Some(found))
     }
 
     /// Moodle's token checks: known, not expired (an expired token is deleted), IP allowed.
@@ -153,17 +207,14 @@ impl TokenCache {
         now: i64,
     ) -> Result<Result<Token, TokenRefusal>, StoreError> {
         let sha256 = hash(token);
-        let found = match self.lookup(&sha256) {
-            Some(token) => Some(token),
-            None => {
-                self.reload(db).await?;
-                self.lookup(&sha256)
-            }
+        let generation = generation(db).await?;
+        self.sync(generation);
+        let Some((found, last_access)) = self.find(db, &sha256, generation).await? else {
+            return Ok(Err(TokenRefusal::Unknown));
         };
-        let Some(found) = found else { return Ok(Err(TokenRefusal::Unknown)) };
         if found.valid_until > 0 && found.valid_until < now {
             sqlx::query("DELETE FROM external_tokens WHERE id = $1").bind(found.id).execute(&db.pool).await?;
-            self.by_hash.write().unwrap_or_else(|e| e.into_inner()).remove(&sha256);
+            self.write().by_hash.remove(&sha256);
             return Ok(Err(TokenRefusal::Expired));
         }
         if !found.ip_restriction.trim().is_empty() {
@@ -173,8 +224,108 @@ impl TokenCache {
                 return Ok(Err(TokenRefusal::IpNotAllowed(shown)));
             }
         }
+        if now - last_access >= TOKEN_LAST_ACCESS_WRITE_INTERVAL_S {
+            self.touch(db, &found, now).await;
+        }
         Ok(Ok(found))
     }
+
+    /// Records the token's last use in the background; a failure is logged, never refuses the
+    /// call, and never makes it wait for the database's write lock.
+    async fn touch(&self, db: &Db, token: &Token, now: i64) {
+        if let Some(entry) = self.write().by_hash.get_mut(&token.sha256) {
+            entry.1 = now;
+        }
+        let (db, id) = (db.clone(), token.id);
+        tokio::spawn(async move {
+            let written = sqlx::query("UPDATE external_tokens SET lastaccess = $1 WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(&db.pool)
+                .await;
+            if let Err(error) = written {
+                tracing::warn!(token_id = id, %error, "cannot record the token's last access");
+            }
+        });
+    }
+
+    /// [`Self::authenticate`] behind the guessing throttle of `client_ip`: an address that
+    /// has used up its failures is refused as an unknown token without a lookup, and every
+    /// unknown token it sends uses one up.
+    pub async fn check(
+        &self,
+        db: &Db,
+        token: &str,
+        client_ip: Option<IpAddr>,
+        now: i64,
+        clock: std::time::Instant,
+    ) -> Result<Result<Token, TokenRefusal>, StoreError> {
+        if !self.throttle.may_try(client_ip, clock) {
+            return Ok(Err(TokenRefusal::Throttled));
+        }
+        let outcome = self.authenticate(db, token, client_ip, now).await?;
+        if outcome == Err(TokenRefusal::Unknown) {
+            self.throttle.failed(client_ip, clock);
+        }
+        Ok(outcome)
+    }
+}
+
+/// What `token list` shows of a token: never the token nor its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub service: String,
+    pub user_id: i64,
+    pub valid_until: i64,
+    pub ip_restriction: String,
+    pub time_created: i64,
+    pub last_access: i64,
+}
+
+pub async fn list(db: &Db) -> Result<Vec<TokenInfo>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, service, userid, validuntil, iprestriction, timecreated, lastaccess FROM external_tokens ORDER BY id",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(TokenInfo {
+                id: row.try_get("id")?,
+                service: row.try_get("service")?,
+                user_id: row.try_get("userid")?,
+                valid_until: row.try_get("validuntil")?,
+                ip_restriction: row.try_get("iprestriction")?,
+                time_created: row.try_get("timecreated")?,
+                last_access: row.try_get("lastaccess")?,
+            })
+        })
+        .collect()
+}
+
+/// Deletes a token; `false` when there is none with this id. Running servers refuse it from
+/// their next call on (the delete bumps the token generation).
+pub async fn revoke(db: &Db, id: i64) -> Result<bool, StoreError> {
+    let deleted = sqlx::query("DELETE FROM external_tokens WHERE id = $1").bind(id).execute(&db.pool).await?;
+    Ok(deleted.rows_affected() > 0)
+}
+
+/// Replaces a token by a new one with the same service, user, validity and IP list, in one
+/// transaction; returns the new token in clear, or `None` when there is no token with this id.
+pub async fn rotate(db: &Db, id: i64) -> Result<Option<String>, Box<dyn std::error::Error + Send + Sync>> {
+    let mut tx = db.pool.begin().await?;
+    let row = sqlx::query("SELECT service, userid, validuntil, iprestriction FROM external_tokens WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let (service, user_id, valid_until, ip): (String, i64, i64, String) =
+        (row.try_get("service")?, row.try_get("userid")?, row.try_get("validuntil")?, row.try_get("iprestriction")?);
+    sqlx::query("DELETE FROM external_tokens WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    let token = create_in(&mut tx, &service, user_id, valid_until, &ip).await?;
+    tx.commit().await?;
+    Ok(Some(token))
 }
 
 /// One entry of an IP list: an address, or a network with its prefix length (a plain address

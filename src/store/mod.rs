@@ -6,6 +6,7 @@
 
 pub mod esrs_store;
 pub mod log;
+pub mod privileges;
 pub mod writer_conn;
 
 use sqlx::any::AnyPoolOptions;
@@ -116,6 +117,13 @@ impl Db {
     /// the schema lock (`begin_schema_change`). The projection tables are not migrations:
     /// `app::audit::upgrade_projections` replaces them.
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        // Read-only when every migration is recorded, so a runtime role without CREATE on the
+        // schema starts on a database its owner migrated (docs/OPERATIONS.md).
+        let applied: Result<i64, _> =
+            sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations").fetch_one(&self.pool).await;
+        if applied.is_ok_and(|n| n >= migrations(self.backend).len() as i64) {
+            return Ok(());
+        }
         for (version, name, sql) in migrations(self.backend) {
             let mut tx = self.begin_schema_change().await?;
             sqlx::raw_sql(
@@ -222,11 +230,13 @@ fn migrations(backend: Backend) -> &'static [Migration] {
             (1, "event_log", include_str!("../../migrations/sqlite/0001_event_log.sql")),
             (2, "tokens", include_str!("../../migrations/sqlite/0002_tokens.sql")),
             (3, "unique_live_usernames", include_str!("../../migrations/sqlite/0003_unique_live_usernames.sql")),
+            (4, "token_generation", include_str!("../../migrations/sqlite/0004_token_generation.sql")),
         ],
         Backend::Postgres => &[
             (1, "event_log", include_str!("../../migrations/postgres/0001_event_log.sql")),
             (2, "tokens", include_str!("../../migrations/postgres/0002_tokens.sql")),
             (3, "unique_live_usernames", include_str!("../../migrations/postgres/0003_unique_live_usernames.sql")),
+            (4, "token_generation", include_str!("../../migrations/postgres/0004_token_generation.sql")),
         ],
     }
 }

@@ -72,7 +72,9 @@ pub async fn fresh_location(backend: Backend, extra_query: &str) -> Location {
             sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin.pool).await.expect("create schema");
             admin.pool.close().await;
             let sep = if base.contains('?') { '&' } else { '?' };
-            (format!("{base}{sep}options=-c%20search_path%3D{schema}{extra_query}"), None, Some((base, schema)))
+            let url = format!("{base}{sep}options=-c%20search_path%3D{schema}{extra_query}");
+            let url = if pg_as_runtime() { installed_for_runtime_role(&url, &schema).await } else { url };
+            (url, None, Some((base, schema)))
         }
     }
 }
@@ -181,4 +183,52 @@ impl TestDb {
         let db = Db::connect(&url).await.expect("connect");
         Self { db, url, _dir: dir, schema }
     }
+}
+
+/// The PostgreSQL runtime role the least-privilege tests serve as (`scripts/test.sh` creates
+/// it with password = name): `ENROL_LEDGER_TEST_PG_RUNTIME_ROLE`, default `enrol_ledger_runtime`.
+pub fn runtime_role() -> String {
+    std::env::var("ENROL_LEDGER_TEST_PG_RUNTIME_ROLE").unwrap_or_else(|_| "enrol_ledger_runtime".to_owned())
+}
+
+/// `owner_url` with the runtime role's credentials instead of the owner's.
+pub fn runtime_url(owner_url: &str) -> String {
+    let (scheme, rest) = owner_url.split_once("://").expect("a postgres:// URL");
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    let role = runtime_role();
+    format!("{scheme}://{role}:{role}@{host}")
+}
+
+/// `ENROL_LEDGER_TEST_PG_AS_RUNTIME=1` (scripts/test.sh's second pass): every PostgreSQL test
+/// ledger is installed by the owner and then used through the runtime role.
+pub fn pg_as_runtime() -> bool {
+    std::env::var("ENROL_LEDGER_TEST_PG_AS_RUNTIME").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Installs the schema as its owner, granting the runtime role exactly `enrol-ledger grants`
+/// (as `serve --migrate-url` does), and returns the runtime role's URL for it.
+async fn installed_for_runtime_role(owner_url: &str, schema: &str) -> String {
+    let owner = Db::connect(owner_url).await.expect("connect as the owner");
+    sqlx::query(&format!("GRANT USAGE ON SCHEMA {schema} TO {}", runtime_role()))
+        .execute(&owner.pool)
+        .await
+        .expect("grant the runtime role the schema");
+    owner.pool.close().await;
+    let runtime = runtime_url(owner_url);
+    let db = enrol_ledger::cli::open_as(&runtime, Some(owner_url)).await.expect("install as the owner");
+    db.pool.close().await;
+    runtime
+}
+
+/// The owner's URL for a test ledger's URL (itself, unless it is the runtime role's): for the
+/// changes an operator makes by hand.
+pub fn owner_url(url: &str) -> String {
+    if !pg_as_runtime() || !url.starts_with("postgres") {
+        return url.to_owned();
+    }
+    let base = postgres_base_url();
+    let credentials = base.split_once("://").and_then(|(_, rest)| rest.split_once('@')).map(|(c, _)| c);
+    let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{}@{host}", credentials.expect("credentials in the base URL"))
 }
