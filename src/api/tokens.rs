@@ -4,7 +4,7 @@
 //! at a time from the table's unique index, so a miss costs one indexed read however many
 //! tokens exist. Every change that can alter a token check (a token created, revoked, rotated,
 //! expired or edited by hand; its user renamed, suspended, deleted or set to `nologin`) bumps
-//! the `token_generation` row in the same transaction (triggers, migration 4); each call reads
+//! the `token_generation` row in the same transaction (triggers, migration 6); each call reads
 //! that row first and drops the cache when it moved. The bound for a change made by any
 //! process, this one, the CLI or SQL by hand, is therefore [`TOKEN_CHANGE_BOUND`]: the next
 //! call that starts after the change commits.
