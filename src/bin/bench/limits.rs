@@ -54,8 +54,11 @@ pub async fn pgbench(
     );
     let path = dir.join("pgbench-insert.sql");
     std::fs::write(&path, script).map_err(|e| format!("write {}: {e}", path.display()))?;
+    // -T includes the clients' connection (SCRAM, one after another per thread: up to ~100 ms
+    // each on a busy machine); the tps pgbench reports excludes it.
+    let duration = seconds + 1 + clients as u64 / 10;
     let output = std::process::Command::new(PGBENCH)
-        .args(["-n", "-j", "2", "-c", &clients.to_string(), "-T", &seconds.to_string(), "-f"])
+        .args(["-n", "-j", "2", "-c", &clients.to_string(), "-T", &duration.to_string(), "-f"])
         .arg(&path)
         .arg(base_url)
         .env("PGOPTIONS", format!("-c search_path={schema}"))

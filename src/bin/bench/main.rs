@@ -285,3 +285,12 @@ pub fn rss_kib(pid: i32) -> (u64, u64) {
     };
     (field("VmRSS:"), field("VmHWM:"))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn given_a_url_with_a_password_when_logged_then_the_password_is_hidden() {
+        assert_eq!(super::redact("postgres://u:secret@127.0.0.1/db"), "postgres://u:***@127.0.0.1/db");
+        assert_eq!(super::redact("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
+}

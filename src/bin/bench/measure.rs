@@ -199,9 +199,8 @@ async fn build(url: &str, plan: &Plan) -> BenchResult<Built> {
         }
         let count = ((missing as f64 / (per_enrol + 0.3)).ceil() as usize).max(1);
         log(format!("round {round}: {count} enrolments ({per_enrol:.1} events each), 1/5 edited, 1/10 unenrolled"));
-        let ops: Vec<_> = (op..op + count)
-            .map(|op| (op, users[op % users.len()], courses[1 + op % (courses.len() - 1)]))
-            .collect();
+        let ops: Vec<_> =
+            (op..op + count).map(|op| (op, users[op % users.len()], courses[1 + op % (courses.len() - 1)])).collect();
         history_booking.get_or_insert_with(|| format!("bk-{op}"));
         op += count;
         let ids = enrol_all(&ledger, ops).await?;
@@ -327,7 +326,13 @@ type Forms = Arc<dyn Fn(usize) -> Option<String> + Send + Sync>;
 
 /// `clients` keep-alive clients send forms for `phase`; every answer must be a success.
 /// Returns the latencies' summary and, when `collect` names a field, its value per answer.
-async fn load(addr: &str, clients: usize, phase: Duration, forms: Forms, collect: Option<&'static str>) -> (Summary, Vec<i64>) {
+async fn load(
+    addr: &str,
+    clients: usize,
+    phase: Duration,
+    forms: Forms,
+    collect: Option<&'static str>,
+) -> (Summary, Vec<i64>) {
     let sent = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + phase;
     let started = Instant::now();
@@ -425,6 +430,10 @@ pub async fn all(url: &str, bin: &Path, plan: &Plan, scratch: &Scratch, figures:
             ))
         })
     };
+    // Warm-up (not measured): the server's pool and caches, the clients' connections.
+    let forms = enrol_forms(built.users.clone(), built.courses.clone(), semco.clone(), period.clone());
+    let (warm, _) = load(&addr, 16, plan.phase / 2, forms, None).await;
+    log(format!("warm-up, 16 clients: {}", warm.line()));
     let forms = enrol_forms(built.users.clone(), built.courses.clone(), semco.clone(), period.clone());
     let (enrol16, ids16) = load(&addr, 16, plan.phase, forms, Some("enrolid")).await;
     log(format!("enrol, 16 clients: {}", enrol16.line()));
@@ -541,7 +550,8 @@ pub async fn all(url: &str, bin: &Path, plan: &Plan, scratch: &Scratch, figures:
         let rate = match (&scratch.pg, figures.backend) {
             (Some((base, schema)), BackendArg::Postgres) => {
                 let admin = Db::connect(base).await.map_err(|e| e.to_string())?;
-                let rate = crate::limits::pgbench(&admin.pool, base, schema, &sample, clients, seconds, &scratch.dir).await;
+                let rate =
+                    crate::limits::pgbench(&admin.pool, base, schema, &sample, clients, seconds, &scratch.dir).await;
                 admin.pool.close().await;
                 rate?
             }
@@ -591,4 +601,23 @@ async fn raw_fetch(db: &Db, course: i64, calls: usize) -> BenchResult<(Summary, 
     }
     let elapsed = started.elapsed();
     Ok((Summary::of(fetch, elapsed, 0), Summary::of(encode, elapsed, 0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_answer;
+
+    #[test]
+    fn given_a_moodle_exception_envelope_when_parsed_then_it_is_an_error() {
+        let body = br#"{"exception":"moodle_exception","errorcode":"bookingoverlap","message":"x"}"#;
+        assert!(parse_answer(body, Some("enrolid")).is_err());
+    }
+
+    #[test]
+    fn given_a_list_or_an_object_when_parsed_then_the_field_of_the_first_is_collected() {
+        assert_eq!(parse_answer(br#"[{"id":7,"username":"h1"}]"#, Some("id")), Ok(Some(7)));
+        assert_eq!(parse_answer(br#"{"enrolid":9,"warnings":[]}"#, Some("enrolid")), Ok(Some(9)));
+        assert_eq!(parse_answer(b"null", None), Ok(None));
+        assert!(parse_answer(b"<html>", None).is_err());
+    }
 }

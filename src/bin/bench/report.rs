@@ -154,11 +154,17 @@ impl Figures {
                 "≥ 1.0×, p99 ≤ 20 ms, p99.9 ≤ 50 ms".into(),
                 verdict(ok16 && e16.errors == 0),
             ]);
-            let r64 = e64.rate / self.limit64.max(1e-9);
+            // Judged against the better bare rate: SQLite's busy handler makes 64 raw writers
+            // slower than 16, and a target against that would be no target.
+            let best = self.limit16.max(self.limit64);
+            let r64 = e64.rate / best.max(1e-9);
             rows.push([
                 format!("enrol over HTTP, 64 clients, {backend}"),
                 load(&e64),
-                format!("{limit_name}, 64 clients: {:.0} tps", self.limit64),
+                format!(
+                    "{limit_name}, 64 clients: {:.0} tps (judged against the better of 16/64: {best:.0})",
+                    self.limit64
+                ),
                 format!("{r64:.2}×"),
                 "≥ 1.2×".into(),
                 verdict(r64 >= 1.2 && e64.errors == 0),
@@ -245,7 +251,9 @@ impl Figures {
             ]);
         }
         if let Some(create) = self.user_create {
-            for (name, s) in [("core_user_update_users", self.user_update), ("core_user_delete_users", self.user_delete)] {
+            for (name, s) in
+                [("core_user_update_users", self.user_update), ("core_user_delete_users", self.user_delete)]
+            {
                 let Some(s) = s else { continue };
                 let r = s.p50.as_secs_f64() / create.p50.as_secs_f64().max(1e-9);
                 rows.push([
@@ -294,6 +302,9 @@ impl Figures {
             Scale::K100 => "100k (the targets are stated at 1M events: verdicts are indicative)",
             Scale::M1 => "1m",
         };
+        if cfg!(debug_assertions) {
+            let _ = writeln!(out, "\nDEBUG BUILD (smoke: figures meaningless; use cargo build --release)");
+        }
         let _ = writeln!(
             out,
             "\n{backend}, scale {scale}: {} events, {} users, {} courses; built in {:.1} s, whole run {:.1} s; \
@@ -311,5 +322,28 @@ impl Figures {
             let _ = writeln!(out, "| {} |", row.join(" | "));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_a_thousand_latencies_when_summarised_then_percentiles_pick_the_sorted_ranks() {
+        let latencies: Vec<_> = (1..=1000).rev().map(Duration::from_millis).collect();
+        let s = Summary::of(latencies, Duration::from_secs(2), 3);
+        assert_eq!((s.count, s.errors), (1000, 3));
+        assert_eq!(
+            (s.p50, s.p99, s.p999),
+            (Duration::from_millis(501), Duration::from_millis(991), Duration::from_millis(1000))
+        );
+        assert_eq!(s.rate, 500.0);
+    }
+
+    #[test]
+    fn given_no_latencies_when_summarised_then_zero_and_no_panic() {
+        let s = Summary::of(Vec::new(), Duration::ZERO, 0);
+        assert_eq!((s.count, s.p50, s.p999), (0, Duration::ZERO, Duration::ZERO));
     }
 }
