@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use enrol_ledger::app::command::UserInput;
+use enrol_ledger::app::writer::WriterOptions;
 use enrol_ledger::app::{Ledger, Outcome, Request};
 use enrol_ledger::registry::{NewCourse, NewUser};
 use enrol_ledger::store::log::{Actor, StoredEvent};
@@ -22,6 +23,10 @@ use crate::{log, rss_kib, run_cli, BackendArg, BenchResult, Plan, Scratch, Serve
 
 /// Concurrent in-process submitters while building the data.
 const BUILD_WORKERS: usize = 64;
+/// How long one build request may wait for the writer (the server's default is 10 s).
+const BUILD_SUBMIT_TIMEOUT_MS: u64 = 600_000;
+/// Concurrent `CreateUsers` requests while building (each one is large).
+const BUILD_USER_WORKERS: usize = 8;
 /// Users per `CreateUsers` request while building.
 const BUILD_USERS_PER_CALL: usize = 100;
 /// Requests one HTTP phase may send at most, whatever its duration.
@@ -126,7 +131,7 @@ async fn submit_all(ledger: &Ledger, requests: Vec<Request>) -> BenchResult<()> 
         async move { ledger.submit(requests[i].clone(), actor("build")).await.map_err(|e| format!("build: {e}")) }
     })
     .await;
-    results.into_iter().map(|r| r.map(|_| ())).collect()
+    results.into_iter().try_for_each(|r| r.map(|_| ()))
 }
 
 /// Users and courses first, then the large course's enrolments, then enrolments spread over
@@ -134,10 +139,13 @@ async fn submit_all(ledger: &Ledger, requests: Vec<Request>) -> BenchResult<()> 
 /// holds `plan.events`.
 async fn build(url: &str, plan: &Plan) -> BenchResult<Built> {
     let db = enrol_ledger::cli::open(url).await.map_err(|e| format!("open: {e}"))?;
-    let ledger = Ledger::start(db.clone()).await.map_err(|e| format!("start the ledger: {e}"))?;
+    // The build is not measured: a busy machine must not make a large batch time out.
+    let options =
+        WriterOptions { submit_timeout: Duration::from_millis(BUILD_SUBMIT_TIMEOUT_MS), ..Default::default() };
+    let ledger = Ledger::start_with(db.clone(), options).await.map_err(|e| format!("start the ledger: {e}"))?;
     let calls = plan.users.div_ceil(BUILD_USERS_PER_CALL);
     let l = ledger.clone();
-    let created = parallel(BUILD_WORKERS, calls, move |call| {
+    let created = parallel(BUILD_USER_WORKERS, calls, move |call| {
         let ledger = l.clone();
         async move {
             let users = (call * BUILD_USERS_PER_CALL..((call + 1) * BUILD_USERS_PER_CALL))
