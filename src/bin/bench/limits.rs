@@ -76,8 +76,8 @@ pub async fn pgbench(
         .ok_or_else(|| format!("no tps in pgbench's output: {stdout}"))
 }
 
-/// SQLite: a scratch file beside the ledger's with the `events` schema, the server's pragmas,
-/// `clients` tasks inserting one row per transaction for `seconds`; returns rows/s.
+/// SQLite: a scratch file in the run's temporary directory with the `events` schema and the
+/// server's pragmas, `clients` tasks inserting one row per transaction for `seconds`; rows/s.
 pub async fn sqlite_loop(
     ledger_file: &std::path::Path,
     dir: &std::path::Path,
