@@ -2,8 +2,12 @@
 # Runs the whole test suite on both backends: SQLite (temporary files) and PostgreSQL.
 # Installs and starts PostgreSQL from Debian's packages when it is not there yet, creates the
 # test role and database, then runs `cargo test`. Extra arguments go to `cargo test`.
+# With `--bench-smoke` (first argument) it then runs the benchmark harness once per backend at
+# `--scale tiny` in the debug build, to check that it works (docs/PERFORMANCE.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+BENCH_SMOKE=0
+if [ "${1:-}" = --bench-smoke ]; then BENCH_SMOKE=1; shift; fi
 
 PG_VERSION=15
 PG_PORT="${ENROL_LEDGER_TEST_PG_PORT:-5432}"
@@ -47,3 +51,11 @@ echo "== the PostgreSQL part under the runtime role $RUNTIME_ROLE (api_doc, scen
 ENROL_LEDGER_TEST_PG_AS_RUNTIME=1 cargo test --test it "$@" -- \
     api_doc::documented_curl_session_replays::postgres scenario:: http:: tokens:: \
     faults::crash_loop_loses_no_acknowledged_change::postgres --skip sqlite
+if [ "$BENCH_SMOKE" = 1 ]; then
+    # The debug build `cargo test` just made: a release build would add minutes on 2 cores.
+    echo "== benchmark smoke (debug build, --scale tiny: checks it works; the figures mean nothing)"
+    cargo build --bin bench --bin enrol-ledger
+    for backend in sqlite postgres; do
+        timeout 300 ./target/debug/bench --backend "$backend" --scale tiny
+    done
+fi
