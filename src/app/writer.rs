@@ -28,11 +28,13 @@ use tokio::task::JoinHandle;
 
 use super::command::{LedgerError, Outcome, Request};
 use super::decide::{decide, Decision};
+use super::rows::rows_for;
+use super::snapshot::{self, SNAPSHOT_EVERY_EVENTS};
 use super::state::LedgerState;
 use crate::domain::event::{EnrolmentEvent, SCHEMA_VERSION};
 use crate::domain::LedgerEvent;
-use crate::projection::state::RowKey;
 use crate::projection::tables;
+use crate::projection::writes::PendingWrites;
 use crate::registry::RegistryOp;
 use crate::store::log::{self, Actor, StoredEvent};
 use crate::store::writer_conn::{is_connection_failure, Durability, WriterConnection, WriterLock};
@@ -67,6 +69,9 @@ pub struct WriterOptions {
     pub allow_unsafe_durability: bool,
     pub submit_timeout: Duration,
     pub reload_give_up: Duration,
+    /// Events between two snapshots of the writer's state (`app::snapshot`); one is also
+    /// written at a clean shutdown.
+    pub snapshot_every_events: i64,
 }
 
 impl Default for WriterOptions {
@@ -76,6 +81,7 @@ impl Default for WriterOptions {
             allow_unsafe_durability: false,
             submit_timeout: Duration::from_millis(SUBMIT_TIMEOUT_MS),
             reload_give_up: Duration::from_millis(RELOAD_GIVE_UP_MS),
+            snapshot_every_events: SNAPSHOT_EVERY_EVENTS,
         }
     }
 }
@@ -155,7 +161,13 @@ impl Ledger {
         let (mut conn, file_lock) = WriterConnection::from_lock(&db, lock);
         let durability = conn.durability().await?;
         let unsafe_durability = check_durability(&durability, options.allow_unsafe_durability)?;
-        let state = LedgerState::load(&db).await?;
+        let (state, loaded) = LedgerState::load_reporting(&db).await?;
+        tracing::info!(
+            snapshot = ?loaded.snapshot_position,
+            replayed_events = loaded.replayed_events,
+            position = state.head_position,
+            "writer state loaded"
+        );
         let health = Arc::new(StdMutex::new(WriterHealth {
             status: WriterStatus::Running,
             last_commit_micros: None,
@@ -173,6 +185,7 @@ impl Ledger {
             health: health.clone(),
             options: options.clone(),
             committed,
+            snapshot_position: loaded.snapshot_position.unwrap_or(0),
             stopping: false,
             _file_lock: file_lock,
         };
@@ -277,7 +290,8 @@ async fn supervise(task: JoinHandle<Result<(), StoreError>>, health: SharedHealt
 struct Batch {
     events: Vec<StoredEvent>,
     registry: Vec<RegistryOp>,
-    touched: BTreeSet<RowKey>,
+    /// The projection row writes of the batch's events, merged per row.
+    rows: PendingWrites,
     booking_moved: BTreeSet<i64>,
 }
 
@@ -311,6 +325,8 @@ struct Writer {
     options: WriterOptions,
     /// The log head known to be in the database.
     committed: (i64, String),
+    /// The log position of the last snapshot written or loaded.
+    snapshot_position: i64,
     stopping: bool,
     /// SQLite's lock file, held for the writer's life.
     _file_lock: Option<WriterLock>,
@@ -333,7 +349,14 @@ impl Writer {
 
     async fn serve(&mut self, receiver: &mut mpsc::Receiver<Message>) -> Result<(), StoreError> {
         while !self.stopping {
-            let Some(Message::Job(first)) = receiver.recv().await else { break };
+            let first = match receiver.recv().await {
+                Some(Message::Job(job)) => job,
+                Some(Message::Stop) => {
+                    self.stopping = true;
+                    break;
+                }
+                None => break,
+            };
             let mut jobs = vec![first];
             while jobs.len() < BATCH_REQUESTS_MAX {
                 match receiver.try_recv() {
@@ -346,8 +369,43 @@ impl Writer {
                 }
             }
             self.process(jobs, receiver).await?;
+            if self.state.head_position - self.snapshot_position >= self.options.snapshot_every_events {
+                self.checkpoint("checkpoint").await;
+            }
+        }
+        if self.stopping {
+            self.checkpoint("shutdown").await;
         }
         Ok(())
+    }
+
+    /// Writes a snapshot of the state when it is the committed one and newer than the last
+    /// snapshot, on the open connection only (a snapshot never reconnects). A failure is
+    /// logged and otherwise ignored: the log stays the truth, the next start replays more.
+    async fn checkpoint(&mut self, why: &'static str) {
+        let head = (self.state.head_position, self.state.head_hash.clone());
+        if head.0 <= self.snapshot_position || head != self.committed || !self.conn.is_open() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let result = match self.conn.get().await {
+            Ok(conn) => snapshot::write(conn, &self.state).await,
+            Err(error) => Err(error),
+        };
+        // Not retried before the next mark, whatever the outcome.
+        self.snapshot_position = head.0;
+        match result {
+            Ok(()) => {
+                let elapsed_ms = started.elapsed().as_millis() as u64;
+                tracing::info!(why, position = head.0, elapsed_ms, "writer state snapshot written");
+            }
+            Err(error) => {
+                if is_connection_failure(&error) {
+                    self.conn.discard();
+                }
+                tracing::warn!(%error, why, position = head.0, "writer state snapshot not written");
+            }
+        }
     }
 
     /// Decides and commits one batch, then answers every request of it.
@@ -468,7 +526,7 @@ impl Writer {
                 Ok(conn) => conn,
                 Err(error) => return Committed::No(error),
             };
-            match write_batch(conn, &self.state, batch).await {
+            match write_batch(conn, batch).await {
                 Ok(()) => return Committed::Yes,
                 Err(WriteFailure::BeforeCommit(error)) if is_connection_failure(&error) => {
                     self.conn.discard();
@@ -594,8 +652,8 @@ impl Writer {
     }
 }
 
-/// One transaction: registry rows, events, touched projection rows.
-async fn write_batch(conn: &mut sqlx::AnyConnection, state: &LedgerState, batch: &Batch) -> Result<(), WriteFailure> {
+/// One transaction: registry rows, events, the projection row writes of its events.
+async fn write_batch(conn: &mut sqlx::AnyConnection, batch: &Batch) -> Result<(), WriteFailure> {
     use sqlx::Connection;
     let before = WriteFailure::BeforeCommit;
     let mut tx = conn.begin().await.map_err(|e| before(e.into()))?;
@@ -603,7 +661,7 @@ async fn write_batch(conn: &mut sqlx::AnyConnection, state: &LedgerState, batch:
         op.apply(&mut tx).await.map_err(before)?;
     }
     log::append(&mut tx, &batch.events).await.map_err(before)?;
-    tables::write_touched(&mut tx, &state.projection, &batch.touched, &batch.booking_moved).await.map_err(before)?;
+    tables::write_changes(&mut tx, &batch.rows, &batch.booking_moved).await.map_err(before)?;
     tx.commit().await.map_err(|e| WriteFailure::DuringCommit(e.into()))
 }
 
@@ -645,7 +703,8 @@ fn record(
         if let LedgerEvent::Enrolment(EnrolmentEvent::BookingIdChanged { instance_id, .. }) = &event {
             batch.booking_moved.insert(instance_id.0);
         }
-        state.apply(&stored, &event, &mut batch.touched);
+        state.apply(&stored, &event);
+        batch.rows.extend(rows_for(&stored, &event, state));
         batch.events.push(stored);
     }
     Ok(decision.outcome)
@@ -737,7 +796,7 @@ mod tests {
         );
         assert_eq!(state.head_position, 0);
         assert!(!state.registry.user_exists(4));
-        assert!(batch.events.is_empty() && batch.registry.is_empty() && batch.touched.is_empty());
+        assert!(batch.events.is_empty() && batch.registry.is_empty() && batch.rows.is_empty());
     }
 
     // given an empty ledger, when a decision has two events of one stream, then they get
