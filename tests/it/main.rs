@@ -14,6 +14,7 @@ mod private_cluster;
 mod rebuild_property;
 mod registry_rules;
 mod scenario;
+mod snapshots;
 mod startup;
 mod unbreakable;
 mod valid_input;
