@@ -301,7 +301,8 @@ fn create_courses(
     courses: Vec<crate::registry::NewCourse>,
     now: i64,
 ) -> Result<Decision, LedgerError> {
-    let mut index = state.registry.clone();
+    // The course rules look at courses only; the user index is not copied.
+    let mut index = state.registry.courses_only();
     let mut ops = Vec::new();
     let mut created = Vec::new();
     for course in courses {
@@ -320,7 +321,8 @@ fn update_courses(
     updates: Vec<crate::registry::CourseUpdate>,
     now: i64,
 ) -> Result<Decision, LedgerError> {
-    let mut index = state.registry.clone();
+    // The course rules look at courses only; the user index is not copied.
+    let mut index = state.registry.courses_only();
     let mut ops = Vec::new();
     let mut warnings = Vec::new();
     for update in updates {

@@ -175,6 +175,17 @@ impl RegistryIndex {
         }
     }
 
+    /// A copy of the course part only, for the course rules of one call (`core_course_*`):
+    /// O(courses), not O(users + courses).
+    pub fn courses_only(&self) -> Self {
+        Self {
+            courses: self.courses.clone(),
+            next_user_id: self.next_user_id,
+            next_course_id: self.next_course_id,
+            ..Self::default()
+        }
+    }
+
     pub async fn load(db: &Db) -> Result<Self, StoreError> {
         let mut index = Self::default();
         for row in sqlx::query("SELECT id, username, email, deleted FROM users").fetch_all(&db.pool).await? {
