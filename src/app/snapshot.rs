@@ -122,10 +122,44 @@ pub fn canonical_dump(state: &LedgerState) -> String {
     serde_json::json!({ "payload": Payload::of(state), "indexes": indexes }).to_string()
 }
 
-/// Writes the state's snapshot at its log head (replacing one at the same position) and
-/// deletes all but the newest `SNAPSHOTS_KEPT`, in one transaction.
+/// A copy of the state to snapshot, taken on the writer (O(open streams), no encoding), so
+/// that the encoding and the write can run beside the writer's batches.
+pub struct StateCopy(Payload);
+
+impl StateCopy {
+    pub fn of(state: &LedgerState) -> Self {
+        Self(Payload::of(state))
+    }
+
+    pub fn position(&self) -> i64 {
+        self.0.head_position
+    }
+
+    /// Encodes the payload (CPU: run it off the async threads) and hashes it.
+    pub fn encode(self) -> Encoded {
+        let payload = serde_json::to_string(&self.0).expect("the writer's state always serialises");
+        let hash = payload_hash(&payload);
+        Encoded { position: self.0.head_position, log_hash: self.0.head_hash, payload, hash }
+    }
+}
+
+/// A snapshot ready to be written.
+pub struct Encoded {
+    position: i64,
+    log_hash: String,
+    payload: String,
+    hash: String,
+}
+
+/// Writes the state's snapshot at its log head (see `write_encoded`).
 pub async fn write(conn: &mut AnyConnection, state: &LedgerState) -> Result<(), StoreError> {
-    let (payload, hash) = encode(state);
+    write_encoded(conn, StateCopy::of(state).encode()).await
+}
+
+/// Writes a snapshot (replacing one at the same position) and deletes all but the newest
+/// `SNAPSHOTS_KEPT`, in one transaction. Any connection will do: a snapshot is not a log
+/// write, and it is checked against the log when it is loaded.
+pub async fn write_encoded(conn: &mut AnyConnection, snapshot: Encoded) -> Result<(), StoreError> {
     let mut tx = conn.begin().await?;
     sqlx::query(
         "INSERT INTO writer_snapshots (position, log_hash, format_version, payload_hash, payload, created_at) \
@@ -133,11 +167,11 @@ pub async fn write(conn: &mut AnyConnection, state: &LedgerState) -> Result<(), 
          format_version = excluded.format_version, payload_hash = excluded.payload_hash, \
          payload = excluded.payload, created_at = excluded.created_at",
     )
-    .bind(state.head_position)
-    .bind(state.head_hash.clone())
+    .bind(snapshot.position)
+    .bind(snapshot.log_hash)
     .bind(SNAPSHOT_FORMAT_VERSION)
-    .bind(hash)
-    .bind(payload)
+    .bind(snapshot.hash)
+    .bind(snapshot.payload)
     .bind(Db::now_micros())
     .execute(&mut *tx)
     .await?;

@@ -186,6 +186,7 @@ impl Ledger {
             options: options.clone(),
             committed,
             snapshot_position: loaded.snapshot_position.unwrap_or(0),
+            snapshot_task: None,
             stopping: false,
             _file_lock: file_lock,
         };
@@ -327,6 +328,8 @@ struct Writer {
     committed: (i64, String),
     /// The log position of the last snapshot written or loaded.
     snapshot_position: i64,
+    /// A checkpoint's snapshot being encoded and written beside the batches.
+    snapshot_task: Option<JoinHandle<()>>,
     stopping: bool,
     /// SQLite's lock file, held for the writer's life.
     _file_lock: Option<WriterLock>,
@@ -370,41 +373,65 @@ impl Writer {
             }
             self.process(jobs, receiver).await?;
             if self.state.head_position - self.snapshot_position >= self.options.snapshot_every_events {
-                self.checkpoint("checkpoint").await;
+                self.checkpoint(SnapshotAt::Mark).await;
             }
         }
         if self.stopping {
-            self.checkpoint("shutdown").await;
+            self.checkpoint(SnapshotAt::Shutdown).await;
         }
         Ok(())
     }
 
-    /// Writes a snapshot of the state when it is the committed one and newer than the last
-    /// snapshot, on the open connection only (a snapshot never reconnects). A failure is
+    /// Snapshots the state when it is the committed one and newer than the last snapshot.
+    /// At a checkpoint only the copy is taken on the writer; encoding and writing run in a task
+    /// of their own on a pooled connection, so batches go on meanwhile (one such task at a
+    /// time). At shutdown it is written at once on the writer's open connection. A failure is
     /// logged and otherwise ignored: the log stays the truth, the next start replays more.
-    async fn checkpoint(&mut self, why: &'static str) {
+    async fn checkpoint(&mut self, why: SnapshotAt) {
+        if why == SnapshotAt::Shutdown {
+            if let Some(task) = self.snapshot_task.take() {
+                let _ = task.await;
+            }
+        }
         let head = (self.state.head_position, self.state.head_hash.clone());
-        if head.0 <= self.snapshot_position || head != self.committed || !self.conn.is_open() {
+        if head.0 <= self.snapshot_position || head != self.committed {
             return;
         }
+        if let Some(task) = &self.snapshot_task {
+            if !task.is_finished() && why == SnapshotAt::Mark {
+                return;
+            }
+        }
+        if let Some(task) = self.snapshot_task.take() {
+            let _ = task.await;
+        }
         let started = std::time::Instant::now();
-        let result = match self.conn.get().await {
-            Ok(conn) => snapshot::write(conn, &self.state).await,
-            Err(error) => Err(error),
-        };
+        let pending = snapshot::StateCopy::of(&self.state);
         // Not retried before the next mark, whatever the outcome.
         self.snapshot_position = head.0;
-        match result {
-            Ok(()) => {
-                let elapsed_ms = started.elapsed().as_millis() as u64;
-                tracing::info!(why, position = head.0, elapsed_ms, "writer state snapshot written");
+        let copied_ms = started.elapsed().as_millis() as u64;
+        if why == SnapshotAt::Mark {
+            let db = self.db.clone();
+            self.snapshot_task = Some(tokio::spawn(async move {
+                let encoded = match tokio::task::spawn_blocking(move || pending.encode()).await {
+                    Ok(encoded) => encoded,
+                    Err(error) => return tracing::warn!(%error, "writer state snapshot not encoded"),
+                };
+                let result = match db.pool.acquire().await {
+                    Ok(mut conn) => snapshot::write_encoded(&mut conn, encoded).await,
+                    Err(error) => Err(error.into()),
+                };
+                snapshot_written(why, head.0, copied_ms, started, result);
+            }));
+        } else if self.conn.is_open() {
+            let result = match self.conn.get().await {
+                Ok(conn) => snapshot::write_encoded(conn, pending.encode()).await,
+                Err(error) => Err(error),
+            };
+            if result.as_ref().is_err_and(is_connection_failure) {
+                self.conn.discard();
             }
-            Err(error) => {
-                if is_connection_failure(&error) {
-                    self.conn.discard();
-                }
-                tracing::warn!(%error, why, position = head.0, "writer state snapshot not written");
-            }
+            snapshot_written(why, head.0, copied_ms, started, result);
         }
     }
 
@@ -649,6 +676,30 @@ impl Writer {
                 },
             }
         }
+    }
+}
+
+/// When the writer snapshots its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SnapshotAt {
+    /// `snapshot_every_events` events since the last one.
+    Mark,
+    /// A clean shutdown.
+    Shutdown,
+}
+
+/// Logs how a snapshot write went (`copied_ms`: the part the writer waited for).
+fn snapshot_written(
+    why: SnapshotAt,
+    position: i64,
+    copied_ms: u64,
+    started: std::time::Instant,
+    result: Result<(), StoreError>,
+) {
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(()) => tracing::info!(?why, position, copied_ms, elapsed_ms, "writer state snapshot written"),
+        Err(error) => tracing::warn!(%error, ?why, position, "writer state snapshot not written"),
     }
 }
 
