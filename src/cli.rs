@@ -265,6 +265,7 @@ async fn run(cli: Cli) -> CliResult {
                 allow_unsafe_durability,
                 submit_timeout: std::time::Duration::from_millis(submit_timeout_ms),
                 reload_give_up: std::time::Duration::from_millis(writer_give_up_ms),
+                ..WriterOptions::default()
             };
             let ledger = Ledger::start_locked(db, options, lock).await?;
             let base_url = base_url.unwrap_or_else(|| format!("http://{listen}"));

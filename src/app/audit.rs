@@ -114,7 +114,7 @@ pub async fn verify(db: &Db) -> Result<VerifyReport, StoreError> {
         *chain_intact &= check_event(&stored, prev_position, &prev_hash, &mut versions, problems);
         match stored.event() {
             Ok(event) => {
-                if let Err(impossible) = ledger.try_apply(&stored, &event, &mut BTreeSet::new()) {
+                if let Err(impossible) = ledger.try_apply(&stored, &event) {
                     problems.push(stored.unusable(impossible.into()).to_string());
                 }
                 state.apply(&stored, &event, &mut BTreeSet::new());

@@ -15,7 +15,7 @@ use crate::domain::ids::{CourseId, InstanceId, RoleId, UserEnrolmentId, UserId};
 use crate::domain::recompletion::RecompletionFacts;
 use crate::domain::LedgerEvent;
 use crate::registry::rules::{self, Deletion, NewUserFacts};
-use crate::registry::{RegistryOp, SEMCO_PROFILE_FIELDS};
+use crate::registry::{RegistryOp, UserOverlay, SEMCO_PROFILE_FIELDS};
 use crate::store::log::StreamRef;
 
 /// Moodle's role ids on a fresh site (manager … frontpage).
@@ -255,7 +255,8 @@ fn update_users(
     now: i64,
 ) -> Result<Decision, LedgerError> {
     // Each user is its own change, as Moodle's per-user transactions: later users see earlier ones.
-    let mut index = state.registry.clone();
+    // An overlay of this request's changes, not a copy of the index: O(changes) per call.
+    let mut index = UserOverlay::new(&state.registry);
     let mut ops = Vec::new();
     let mut warnings = Vec::new();
     for mut update in updates {
@@ -264,9 +265,8 @@ fn update_users(
             continue;
         }
         update.profile.retain(|(name, _)| SEMCO_PROFILE_FIELDS.iter().any(|(f, _)| f == name));
-        let op = RegistryOp::UpdateUser { update, now };
-        op.apply_to_index(&mut index);
-        ops.push(op);
+        index.update(&update);
+        ops.push(RegistryOp::UpdateUser { update, now });
     }
     Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::Warnings(warnings) })
 }
@@ -280,13 +280,7 @@ fn delete_users(state: &LedgerState, ids: Vec<i64>, now: i64, actor: Option<i64>
             Deletion::KeepGuest => continue,
             Deletion::Erase => {}
         }
-        let instances: Vec<i64> = state
-            .live_by_user_course
-            .iter()
-            .filter(|((user, _), _)| *user == id)
-            .flat_map(|(_, set)| set.iter().copied())
-            .collect();
-        for instance in instances {
+        for instance in state.live_of_user(id) {
             let current = &state.enrolments[&instance].state;
             let events = Enrolment::handle_command(current, EnrolmentCommand::UnenrolDeletedUser)?;
             streams.push(StreamEvents {
@@ -307,7 +301,8 @@ fn create_courses(
     courses: Vec<crate::registry::NewCourse>,
     now: i64,
 ) -> Result<Decision, LedgerError> {
-    let mut index = state.registry.clone();
+    // The course rules look at courses only; the user index is not copied.
+    let mut index = state.registry.courses_only();
     let mut ops = Vec::new();
     let mut created = Vec::new();
     for course in courses {
@@ -326,7 +321,8 @@ fn update_courses(
     updates: Vec<crate::registry::CourseUpdate>,
     now: i64,
 ) -> Result<Decision, LedgerError> {
-    let mut index = state.registry.clone();
+    // The course rules look at courses only; the user index is not copied.
+    let mut index = state.registry.courses_only();
     let mut ops = Vec::new();
     let mut warnings = Vec::new();
     for update in updates {

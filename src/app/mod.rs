@@ -4,6 +4,8 @@
 pub mod audit;
 pub mod command;
 pub mod decide;
+pub mod rows;
+pub mod snapshot;
 pub mod state;
 pub mod writer;
 

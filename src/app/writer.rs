@@ -28,11 +28,13 @@ use tokio::task::JoinHandle;
 
 use super::command::{LedgerError, Outcome, Request};
 use super::decide::{decide, Decision};
+use super::rows::rows_for;
+use super::snapshot::{self, SNAPSHOT_EVERY_EVENTS};
 use super::state::LedgerState;
 use crate::domain::event::{EnrolmentEvent, SCHEMA_VERSION};
 use crate::domain::LedgerEvent;
-use crate::projection::state::RowKey;
 use crate::projection::tables;
+use crate::projection::writes::PendingWrites;
 use crate::registry::RegistryOp;
 use crate::store::log::{self, Actor, StoredEvent};
 use crate::store::writer_conn::{is_connection_failure, Durability, WriterConnection, WriterLock};
@@ -67,6 +69,9 @@ pub struct WriterOptions {
     pub allow_unsafe_durability: bool,
     pub submit_timeout: Duration,
     pub reload_give_up: Duration,
+    /// Events between two snapshots of the writer's state (`app::snapshot`); one is also
+    /// written at a clean shutdown.
+    pub snapshot_every_events: i64,
 }
 
 impl Default for WriterOptions {
@@ -76,6 +81,7 @@ impl Default for WriterOptions {
             allow_unsafe_durability: false,
             submit_timeout: Duration::from_millis(SUBMIT_TIMEOUT_MS),
             reload_give_up: Duration::from_millis(RELOAD_GIVE_UP_MS),
+            snapshot_every_events: SNAPSHOT_EVERY_EVENTS,
         }
     }
 }
@@ -155,7 +161,13 @@ impl Ledger {
         let (mut conn, file_lock) = WriterConnection::from_lock(&db, lock);
         let durability = conn.durability().await?;
         let unsafe_durability = check_durability(&durability, options.allow_unsafe_durability)?;
-        let state = LedgerState::load(&db).await?;
+        let (state, loaded) = LedgerState::load_reporting(&db).await?;
+        tracing::info!(
+            snapshot = ?loaded.snapshot_position,
+            replayed_events = loaded.replayed_events,
+            position = state.head_position,
+            "writer state loaded"
+        );
         let health = Arc::new(StdMutex::new(WriterHealth {
             status: WriterStatus::Running,
             last_commit_micros: None,
@@ -173,6 +185,8 @@ impl Ledger {
             health: health.clone(),
             options: options.clone(),
             committed,
+            snapshot_position: loaded.snapshot_position.unwrap_or(0),
+            snapshot_task: None,
             stopping: false,
             stale: false,
             _file_lock: file_lock,
@@ -278,7 +292,8 @@ async fn supervise(task: JoinHandle<Result<(), StoreError>>, health: SharedHealt
 struct Batch {
     events: Vec<StoredEvent>,
     registry: Vec<RegistryOp>,
-    touched: BTreeSet<RowKey>,
+    /// The projection row writes of the batch's events, merged per row.
+    rows: PendingWrites,
     booking_moved: BTreeSet<i64>,
 }
 
@@ -312,6 +327,10 @@ struct Writer {
     options: WriterOptions,
     /// The log head known to be in the database.
     committed: (i64, String),
+    /// The log position of the last snapshot written or loaded.
+    snapshot_position: i64,
+    /// A checkpoint's snapshot being encoded and written beside the batches.
+    snapshot_task: Option<JoinHandle<()>>,
     stopping: bool,
     /// The state is not the database's (a shutdown came before a reload): decide nothing more.
     stale: bool,
@@ -336,7 +355,14 @@ impl Writer {
 
     async fn serve(&mut self, receiver: &mut mpsc::Receiver<Message>) -> Result<(), StoreError> {
         while !self.stopping {
-            let Some(Message::Job(first)) = receiver.recv().await else { break };
+            let first = match receiver.recv().await {
+                Some(Message::Job(job)) => job,
+                Some(Message::Stop) => {
+                    self.stopping = true;
+                    break;
+                }
+                None => break,
+            };
             let mut jobs = vec![first];
             while jobs.len() < BATCH_REQUESTS_MAX {
                 match receiver.try_recv() {
@@ -349,8 +375,67 @@ impl Writer {
                 }
             }
             self.process(jobs, receiver).await?;
+            if self.state.head_position - self.snapshot_position >= self.options.snapshot_every_events {
+                self.checkpoint(SnapshotAt::Mark).await;
+            }
+        }
+        if self.stopping {
+            self.checkpoint(SnapshotAt::Shutdown).await;
         }
         Ok(())
+    }
+
+    /// Snapshots the state when it is the committed one and newer than the last snapshot.
+    /// At a checkpoint only the copy is taken on the writer; encoding and writing run in a task
+    /// of their own on a pooled connection, so batches go on meanwhile (one such task at a
+    /// time). At shutdown it is written at once on the writer's open connection. A failure is
+    /// logged and otherwise ignored: the log stays the truth, the next start replays more.
+    async fn checkpoint(&mut self, why: SnapshotAt) {
+        if why == SnapshotAt::Shutdown {
+            if let Some(task) = self.snapshot_task.take() {
+                let _ = task.await;
+            }
+        }
+        let head = (self.state.head_position, self.state.head_hash.clone());
+        if head.0 <= self.snapshot_position || head != self.committed {
+            return;
+        }
+        if let Some(task) = &self.snapshot_task {
+            if !task.is_finished() && why == SnapshotAt::Mark {
+                return;
+            }
+        }
+        if let Some(task) = self.snapshot_task.take() {
+            let _ = task.await;
+        }
+        let started = std::time::Instant::now();
+        let pending = snapshot::StateCopy::of(&self.state);
+        // Not retried before the next mark, whatever the outcome.
+        self.snapshot_position = head.0;
+        let copied_ms = started.elapsed().as_millis() as u64;
+        if why == SnapshotAt::Mark {
+            let db = self.db.clone();
+            self.snapshot_task = Some(tokio::spawn(async move {
+                let encoded = match tokio::task::spawn_blocking(move || pending.encode()).await {
+                    Ok(encoded) => encoded,
+                    Err(error) => return tracing::warn!(%error, "writer state snapshot not encoded"),
+                };
+                let result = match db.pool.acquire().await {
+                    Ok(mut conn) => snapshot::write_encoded(&mut conn, encoded).await,
+                    Err(error) => Err(error.into()),
+                };
+                snapshot_written(why, head.0, copied_ms, started, result);
+            }));
+        } else if self.conn.is_open() {
+            let result = match self.conn.get().await {
+                Ok(conn) => snapshot::write_encoded(conn, pending.encode()).await,
+                Err(error) => Err(error),
+            };
+            if result.as_ref().is_err_and(is_connection_failure) {
+                self.conn.discard();
+            }
+            snapshot_written(why, head.0, copied_ms, started, result);
+        }
     }
 
     /// Decides and commits one batch, then answers every request of it.
@@ -481,7 +566,7 @@ impl Writer {
                 Ok(conn) => conn,
                 Err(error) => return Committed::No(error),
             };
-            match write_batch(conn, &self.state, batch).await {
+            match write_batch(conn, batch).await {
                 Ok(()) => return Committed::Yes,
                 Err(WriteFailure::BeforeCommit(error)) if is_connection_failure(&error) => {
                     self.conn.discard();
@@ -613,8 +698,32 @@ impl Writer {
     }
 }
 
-/// One transaction: registry rows, events, touched projection rows.
-async fn write_batch(conn: &mut sqlx::AnyConnection, state: &LedgerState, batch: &Batch) -> Result<(), WriteFailure> {
+/// When the writer snapshots its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SnapshotAt {
+    /// `snapshot_every_events` events since the last one.
+    Mark,
+    /// A clean shutdown.
+    Shutdown,
+}
+
+/// Logs how a snapshot write went (`copied_ms`: the part the writer waited for).
+fn snapshot_written(
+    why: SnapshotAt,
+    position: i64,
+    copied_ms: u64,
+    started: std::time::Instant,
+    result: Result<(), StoreError>,
+) {
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(()) => tracing::info!(?why, position, copied_ms, elapsed_ms, "writer state snapshot written"),
+        Err(error) => tracing::warn!(%error, ?why, position, "writer state snapshot not written"),
+    }
+}
+
+/// One transaction: registry rows, events, the projection row writes of its events.
+async fn write_batch(conn: &mut sqlx::AnyConnection, batch: &Batch) -> Result<(), WriteFailure> {
     use sqlx::Connection;
     let before = WriteFailure::BeforeCommit;
     let mut tx = conn.begin().await.map_err(|e| before(e.into()))?;
@@ -622,7 +731,7 @@ async fn write_batch(conn: &mut sqlx::AnyConnection, state: &LedgerState, batch:
         op.apply(&mut tx).await.map_err(before)?;
     }
     log::append(&mut tx, &batch.events).await.map_err(before)?;
-    tables::write_touched(&mut tx, &state.projection, &batch.touched, &batch.booking_moved).await.map_err(before)?;
+    tables::write_changes(&mut tx, &batch.rows, &batch.booking_moved).await.map_err(before)?;
     tx.commit().await.map_err(|e| WriteFailure::DuringCommit(e.into()))
 }
 
@@ -664,7 +773,8 @@ fn record(
         if let LedgerEvent::Enrolment(EnrolmentEvent::BookingIdChanged { instance_id, .. }) = &event {
             batch.booking_moved.insert(instance_id.0);
         }
-        state.apply(&stored, &event, &mut batch.touched);
+        state.apply(&stored, &event);
+        batch.rows.extend(rows_for(&stored, &event, state));
         batch.events.push(stored);
     }
     Ok(decision.outcome)
@@ -756,7 +866,7 @@ mod tests {
         );
         assert_eq!(state.head_position, 0);
         assert!(!state.registry.user_exists(4));
-        assert!(batch.events.is_empty() && batch.registry.is_empty() && batch.touched.is_empty());
+        assert!(batch.events.is_empty() && batch.registry.is_empty() && batch.rows.is_empty());
     }
 
     // given an empty ledger, when a decision has two events of one stream, then they get

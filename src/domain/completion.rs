@@ -9,7 +9,7 @@ use super::ids::{BookingId, CourseId, UserEnrolmentId, UserId};
 use super::recompletion::RecompletionFacts;
 use super::DomainError;
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CompletionState {
     pub current: Option<CourseCompletion>,
 }

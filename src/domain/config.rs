@@ -9,7 +9,7 @@ use super::DomainError;
 /// The SEMCO role on a fresh install: Moodle's `student`.
 pub const DEFAULT_ROLE: RoleId = RoleId(5);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Settings {
     pub enabled: bool,
     pub role: RoleId,

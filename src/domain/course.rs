@@ -5,7 +5,7 @@ use super::ids::CourseId;
 use super::recompletion::RecompletionType;
 use super::DomainError;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CourseState {
     pub recompletion_type: RecompletionType,
 }

@@ -13,7 +13,7 @@ use super::recompletion::RecompletionFacts;
 use super::{DomainError, ImpossibleEvent};
 
 /// A live SEMCO enrolment: its instance and its one user enrolment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LiveEnrolment {
     pub instance_id: InstanceId,
     pub user_enrolment_id: UserEnrolmentId,
@@ -25,7 +25,7 @@ pub struct LiveEnrolment {
     pub role_id: RoleId,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EnrolmentState {
     /// No event yet.
     #[default]

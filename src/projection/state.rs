@@ -95,7 +95,8 @@ impl Default for ProjectionState {
     }
 }
 
-fn seconds(micros: i64) -> i64 {
+/// An event's `recorded_at` (microseconds) as the Unix seconds of Moodle's time columns.
+pub fn seconds(micros: i64) -> i64 {
     micros.div_euclid(1_000_000)
 }
 

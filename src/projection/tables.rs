@@ -6,8 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row};
 
-use super::state::{ProjectionState, RowKey};
+use super::state::{CompletionRow, EnrolRow, ProjectionState, RecompletionRow, RowKey, UserEnrolmentRow};
+use super::writes::{self, Patch, Pending, PendingWrites};
 use crate::domain::event::{CourseCompletion, Grade};
+use crate::domain::recompletion::RecompletionType;
 use crate::store::log::push_placeholders;
 use crate::store::StoreError;
 
@@ -128,63 +130,91 @@ fn completion_values(completion: Option<&CourseCompletion>) -> [SqlValue; 5] {
 /// Every row of every table, keyed by table name, in primary-key order.
 pub type TableRows = BTreeMap<&'static str, Vec<Vec<SqlValue>>>;
 
+/// A whole row's SQL values and its table: shared by the fold (`ProjectionState::row`) and
+/// the writer's incremental writes (`write_changes`), so the two cannot map a row differently.
+fn row_values(row: RowRef<'_>) -> (&'static Table, Vec<SqlValue>) {
+    match row {
+        RowRef::Enrol(r) => {
+            let values = vec![
+                int(r.id),
+                text("semco"),
+                int(0),
+                int(r.courseid),
+                int(r.sortorder),
+                int(r.roleid),
+                SqlValue::Text(r.customchar1.clone()),
+                int(r.timecreated),
+                int(r.timemodified),
+            ];
+            (&ENROL, values)
+        }
+        RowRef::UserEnrolment(r) => {
+            let values = [
+                r.id,
+                r.status,
+                r.enrolid,
+                r.userid,
+                r.timestart,
+                r.timeend,
+                r.modifierid,
+                r.timecreated,
+                r.timemodified,
+            ];
+            (&USER_ENROLMENTS, values.into_iter().map(int).collect())
+        }
+        RowRef::Completion(r) => {
+            let mut values = vec![int(r.userid), int(r.course)];
+            values.extend(completion_values(Some(&r.completion)));
+            (&COURSE_COMPLETIONS, values)
+        }
+        RowRef::Recompletion(r) => {
+            let mut values = vec![int(r.id), int(r.userid), int(r.course), int(r.enrolid)];
+            values.push(SqlValue::Text(r.semcobookingid.clone()));
+            values.extend(completion_values(r.archived.as_ref()));
+            values.push(int(r.timereset));
+            (&RECOMPLETION_HISTORY, values)
+        }
+        RowRef::CourseRecompletion(course, kind) => (&COURSE_RECOMPLETION, vec![int(course), text(kind.as_str())]),
+        RowRef::Config(name, value) => (&LEDGER_CONFIG, vec![text(name), text(value)]),
+    }
+}
+
+/// A borrowed row of any projection table.
+enum RowRef<'a> {
+    Enrol(&'a EnrolRow),
+    UserEnrolment(&'a UserEnrolmentRow),
+    Completion(&'a CompletionRow),
+    Recompletion(&'a RecompletionRow),
+    CourseRecompletion(i64, RecompletionType),
+    Config(&'a str, &'a str),
+}
+
+impl<'a> From<&'a writes::Row> for RowRef<'a> {
+    fn from(row: &'a writes::Row) -> Self {
+        match row {
+            writes::Row::Enrol(r) => Self::Enrol(r),
+            writes::Row::UserEnrolment(r) => Self::UserEnrolment(r),
+            writes::Row::Completion(r) => Self::Completion(r),
+            writes::Row::Recompletion(r) => Self::Recompletion(r),
+            writes::Row::CourseRecompletion { course, kind } => Self::CourseRecompletion(*course, *kind),
+            writes::Row::Config { name, value } => Self::Config(name, value),
+        }
+    }
+}
+
 impl ProjectionState {
     /// The SQL row for a key, or `None` when the row no longer exists.
     fn row(&self, key: &RowKey) -> Option<(&'static Table, Vec<SqlValue>)> {
-        Some(match key {
-            RowKey::Enrol(id) => {
-                let r = self.enrol.get(id)?;
-                let values = vec![
-                    int(r.id),
-                    text("semco"),
-                    int(0),
-                    int(r.courseid),
-                    int(r.sortorder),
-                    int(r.roleid),
-                    SqlValue::Text(r.customchar1.clone()),
-                    int(r.timecreated),
-                    int(r.timemodified),
-                ];
-                (&ENROL, values)
-            }
-            RowKey::UserEnrolment(id) => {
-                let r = self.user_enrolments.get(id)?;
-                let values = [
-                    r.id,
-                    r.status,
-                    r.enrolid,
-                    r.userid,
-                    r.timestart,
-                    r.timeend,
-                    r.modifierid,
-                    r.timecreated,
-                    r.timemodified,
-                ];
-                (&USER_ENROLMENTS, values.into_iter().map(int).collect())
-            }
-            RowKey::Completion(user, course) => {
-                let r = self.course_completions.get(&(*user, *course))?;
-                let mut values = vec![int(r.userid), int(r.course)];
-                values.extend(completion_values(Some(&r.completion)));
-                (&COURSE_COMPLETIONS, values)
-            }
-            RowKey::Recompletion(id) => {
-                let r = self.recompletion_history.get(id)?;
-                let mut values = vec![int(r.id), int(r.userid), int(r.course), int(r.enrolid)];
-                values.push(SqlValue::Text(r.semcobookingid.clone()));
-                values.extend(completion_values(r.archived.as_ref()));
-                values.push(int(r.timereset));
-                (&RECOMPLETION_HISTORY, values)
-            }
+        Some(row_values(match key {
+            RowKey::Enrol(id) => RowRef::Enrol(self.enrol.get(id)?),
+            RowKey::UserEnrolment(id) => RowRef::UserEnrolment(self.user_enrolments.get(id)?),
+            RowKey::Completion(user, course) => RowRef::Completion(self.course_completions.get(&(*user, *course))?),
+            RowKey::Recompletion(id) => RowRef::Recompletion(self.recompletion_history.get(id)?),
             RowKey::CourseRecompletion(course) => {
-                let kind = self.course_recompletion.get(course)?;
-                (&COURSE_RECOMPLETION, vec![int(*course), text(kind.as_str())])
+                RowRef::CourseRecompletion(*course, *self.course_recompletion.get(course)?)
             }
-            RowKey::Config(name) => {
-                let value = self.config.get(name)?;
-                (&LEDGER_CONFIG, vec![text(name), text(value)])
-            }
-        })
+            RowKey::Config(name) => RowRef::Config(name, self.config.get(name)?),
+        }))
     }
 
     fn all_keys(&self) -> impl Iterator<Item = RowKey> + '_ {
@@ -225,13 +255,12 @@ fn key_order(a: &[SqlValue], b: &[SqlValue]) -> std::cmp::Ordering {
     a.iter().zip(b).take(2).map(|(x, y)| cmp(x, y)).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
 }
 
-/// Rewrites the rows `touched` names: upserts those that exist in `state`, deletes the rest.
+/// Writes a batch's merged row changes: deletes, whole-row upserts, then column patches.
 /// `booking_moved` are enrol rows whose booking ID changed: their old ID is released first, so
 /// the unique index on `customchar1` never sees a booking ID twice in the middle of a batch.
-pub async fn write_touched(
+pub async fn write_changes(
     conn: &mut AnyConnection,
-    state: &ProjectionState,
-    touched: &BTreeSet<RowKey>,
+    changes: &PendingWrites,
     booking_moved: &BTreeSet<i64>,
 ) -> Result<(), StoreError> {
     if !booking_moved.is_empty() {
@@ -245,13 +274,20 @@ pub async fn write_touched(
     }
     let mut upserts: BTreeMap<&'static str, (&'static Table, Vec<Vec<SqlValue>>)> = BTreeMap::new();
     let mut deletes: BTreeMap<&'static str, (&'static Table, Vec<Vec<SqlValue>>)> = BTreeMap::new();
-    for key in touched {
-        match state.row(key) {
-            Some((table, values)) => upserts.entry(table.name).or_insert((table, Vec::new())).1.push(values),
-            None => {
+    let mut user_enrolment_patches = Vec::new();
+    let mut booking_patches = Vec::new();
+    for (key, change) in &changes.rows {
+        match change {
+            Pending::Put(row) => {
+                let (table, values) = row_values(row.into());
+                upserts.entry(table.name).or_insert((table, Vec::new())).1.push(values);
+            }
+            Pending::Delete => {
                 let (table, values) = key_values(key);
                 deletes.entry(table.name).or_insert((table, Vec::new())).1.push(values);
             }
+            Pending::Patch(patch @ Patch::UserEnrolment { .. }) => user_enrolment_patches.push(patch),
+            Pending::Patch(patch @ Patch::EnrolBooking { .. }) => booking_patches.push(patch),
         }
     }
     for (table, keys) in deletes.values() {
@@ -259,6 +295,45 @@ pub async fn write_touched(
     }
     for (table, rows) in upserts.values() {
         upsert_rows(conn, table, rows).await?;
+    }
+    patch_rows(conn, &user_enrolment_patches).await?;
+    patch_rows(conn, &booking_patches).await
+}
+
+/// Column patches of one kind as multi-row `UPDATE ... FROM (VALUES ...)` statements (both
+/// backends name a `VALUES` list's columns `column1`, `column2`, ...).
+async fn patch_rows(conn: &mut AnyConnection, patches: &[&Patch]) -> Result<(), StoreError> {
+    let Some(first) = patches.first() else { return Ok(()) };
+    let (sql_head, set, width) = match first {
+        Patch::UserEnrolment { .. } => (
+            "UPDATE user_enrolments SET ",
+            "timestart = COALESCE(v.column2, user_enrolments.timestart), \
+             timeend = COALESCE(v.column3, user_enrolments.timeend), \
+             status = COALESCE(v.column4, user_enrolments.status), \
+             modifierid = v.column5, timemodified = v.column6 \
+             FROM (VALUES ",
+            6,
+        ),
+        Patch::EnrolBooking { .. } => ("UPDATE enrol SET ", "customchar1 = v.column2 FROM (VALUES ", 2),
+    };
+    let table = match first {
+        Patch::UserEnrolment { .. } => "user_enrolments",
+        Patch::EnrolBooking { .. } => "enrol",
+    };
+    for chunk in patches.chunks(UPSERT_ROWS_MAX) {
+        let mut sql = format!("{sql_head}{set}");
+        push_placeholders(&mut sql, chunk.len(), width);
+        sql.push_str(&format!(") AS v WHERE {table}.id = v.column1"));
+        let mut query = sqlx::query::<Any>(&sql);
+        for patch in chunk {
+            query = match patch {
+                Patch::UserEnrolment { id, timestart, timeend, status, modifierid, timemodified } => {
+                    query.bind(*id).bind(*timestart).bind(*timeend).bind(*status).bind(*modifierid).bind(*timemodified)
+                }
+                Patch::EnrolBooking { id, customchar1 } => query.bind(*id).bind(customchar1.clone()),
+            };
+        }
+        query.execute(&mut *conn).await?;
     }
     Ok(())
 }

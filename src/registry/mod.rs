@@ -175,6 +175,17 @@ impl RegistryIndex {
         }
     }
 
+    /// A copy of the course part only, for the course rules of one call (`core_course_*`):
+    /// O(courses), not O(users + courses).
+    pub fn courses_only(&self) -> Self {
+        Self {
+            courses: self.courses.clone(),
+            next_user_id: self.next_user_id,
+            next_course_id: self.next_course_id,
+            ..Self::default()
+        }
+    }
+
     pub async fn load(db: &Db) -> Result<Self, StoreError> {
         let mut index = Self::default();
         for row in sqlx::query("SELECT id, username, email, deleted FROM users").fetch_all(&db.pool).await? {
@@ -202,6 +213,84 @@ impl RegistryIndex {
         index.next_user_id = index.next_user_id.max(2);
         index.next_course_id = index.courses.keys().max().copied().unwrap_or(1) + 1;
         Ok(index)
+    }
+}
+
+/// The user facts `rules::check_user_update` looks up: the index itself, or the index with the
+/// earlier changes of the same request on top (`UserOverlay`).
+pub trait UserLookup {
+    fn user(&self, id: i64) -> Option<&UserEntry>;
+    /// Whether a live user other than `except` has this username.
+    fn username_taken_by_other(&self, username: &str, except: i64) -> bool;
+    /// Whether another live user (not `except`) has this e-mail address, ignoring case.
+    fn email_taken_by_other(&self, email: &str, except: Option<i64>) -> bool;
+}
+
+impl UserLookup for RegistryIndex {
+    fn user(&self, id: i64) -> Option<&UserEntry> {
+        RegistryIndex::user(self, id)
+    }
+    fn username_taken_by_other(&self, username: &str, except: i64) -> bool {
+        RegistryIndex::username_taken_by_other(self, username, except)
+    }
+    fn email_taken_by_other(&self, email: &str, except: Option<i64>) -> bool {
+        RegistryIndex::email_taken_by_other(self, email, except)
+    }
+}
+
+/// The index as a request's earlier user updates left it, without copying the index: the
+/// changed users are kept beside it, so a lookup costs O(log n + changes in this request).
+pub struct UserOverlay<'a> {
+    base: &'a RegistryIndex,
+    changed: HashMap<i64, UserEntry>,
+}
+
+impl<'a> UserOverlay<'a> {
+    pub fn new(base: &'a RegistryIndex) -> Self {
+        Self { base, changed: HashMap::new() }
+    }
+
+    /// Applies one accepted update on top of the index.
+    pub fn update(&mut self, update: &UserUpdate) {
+        if let Some(mut entry) = UserLookup::user(self, update.id).cloned() {
+            updated_entry(&mut entry, update);
+            self.changed.insert(update.id, entry);
+        }
+    }
+}
+
+impl UserLookup for UserOverlay<'_> {
+    fn user(&self, id: i64) -> Option<&UserEntry> {
+        self.changed.get(&id).or_else(|| self.base.user(id))
+    }
+    fn username_taken_by_other(&self, username: &str, except: i64) -> bool {
+        let in_base =
+            self.base.usernames.get(username).is_some_and(|id| *id != except && !self.changed.contains_key(id));
+        in_base || self.changed.iter().any(|(id, u)| *id != except && !u.deleted && u.username == username)
+    }
+    fn email_taken_by_other(&self, email: &str, except: Option<i64>) -> bool {
+        let key = email.to_lowercase();
+        let other = |id: &i64| Some(*id) != except;
+        let in_base = self
+            .base
+            .emails
+            .get(&key)
+            .is_some_and(|ids| ids.iter().any(|id| other(id) && !self.changed.contains_key(id)));
+        in_base
+            || self
+                .changed
+                .iter()
+                .any(|(id, u)| other(id) && !u.deleted && !u.email.is_empty() && u.email.to_lowercase() == key)
+    }
+}
+
+/// The username and e-mail an update leaves (the index's part of `RegistryOp::UpdateUser`).
+fn updated_entry(user: &mut UserEntry, update: &UserUpdate) {
+    if let Some(username) = &update.username {
+        user.username = username.clone();
+    }
+    if let Some(email) = &update.email {
+        user.email = email.clone();
     }
 }
 
@@ -415,14 +504,7 @@ impl RegistryOp {
                     }
                 }
             }
-            Self::UpdateUser { update, .. } => index.change_user(update.id, |user| {
-                if let Some(username) = &update.username {
-                    user.username = username.clone();
-                }
-                if let Some(email) = &update.email {
-                    user.email = email.clone();
-                }
-            }),
+            Self::UpdateUser { update, .. } => index.change_user(update.id, |user| updated_entry(user, update)),
             Self::EraseUser { id, .. } => index.change_user(*id, |user| {
                 user.deleted = true;
                 user.username = format!("deleted-{id}");

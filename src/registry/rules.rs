@@ -8,7 +8,7 @@
 
 use crate::domain::column::{self, Column, ColumnOverflow};
 
-use super::{CourseUpdate, NewCourse, NewUser, RegistryIndex, UserUpdate, INSTALLED_LANGS};
+use super::{CourseUpdate, NewCourse, NewUser, RegistryIndex, UserLookup, UserUpdate, INSTALLED_LANGS};
 
 /// The guest user's id on a fresh Moodle (`$CFG->siteguest`).
 pub const GUEST_USER_ID: i64 = 1;
@@ -191,7 +191,7 @@ pub fn check_new_user(user: &NewUser, facts: &NewUserFacts) -> Result<(), Regist
 /// administrator; a deleted user; the guest; a changed address that is invalid or taken;
 /// last, a username another live user has, which Moodle's unique index refuses.
 pub fn check_user_update(
-    index: &RegistryIndex,
+    index: &impl UserLookup,
     update: &UserUpdate,
     allow_accounts_same_email: bool,
 ) -> Result<(), RegistryError> {

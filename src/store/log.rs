@@ -218,6 +218,22 @@ where
     }
 }
 
+/// Replays the events after position `after` page by page into `visit` (the tail of the log
+/// after a snapshot).
+pub async fn replay_after<F>(conn: &mut AnyConnection, mut after: i64, mut visit: F) -> Result<(), StoreError>
+where
+    F: FnMut(StoredEvent) -> Result<(), StoreError>,
+{
+    loop {
+        let page = read_after(conn, after, REPLAY_PAGE_ROWS).await?;
+        let Some(last) = page.last() else { return Ok(()) };
+        after = last.position;
+        for event in page {
+            visit(event)?;
+        }
+    }
+}
+
 async fn fetch<'q>(
     conn: &mut AnyConnection,
     query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,

@@ -230,12 +230,14 @@ fn migrations(backend: Backend) -> &'static [Migration] {
             (1, "event_log", include_str!("../../migrations/sqlite/0001_event_log.sql")),
             (2, "tokens", include_str!("../../migrations/sqlite/0002_tokens.sql")),
             (3, "unique_live_usernames", include_str!("../../migrations/sqlite/0003_unique_live_usernames.sql")),
+            (4, "writer_snapshots", include_str!("../../migrations/sqlite/0004_writer_snapshots.sql")),
             (6, "token_generation", include_str!("../../migrations/sqlite/0006_token_generation.sql")),
         ],
         Backend::Postgres => &[
             (1, "event_log", include_str!("../../migrations/postgres/0001_event_log.sql")),
             (2, "tokens", include_str!("../../migrations/postgres/0002_tokens.sql")),
             (3, "unique_live_usernames", include_str!("../../migrations/postgres/0003_unique_live_usernames.sql")),
+            (4, "writer_snapshots", include_str!("../../migrations/postgres/0004_writer_snapshots.sql")),
             (6, "token_generation", include_str!("../../migrations/postgres/0006_token_generation.sql")),
         ],
     }

@@ -51,6 +51,8 @@ pub fn grants_sql(schema: &str, role: &str) -> Option<String> {
         format!("GRANT USAGE ON SEQUENCE {schema}.external_tokens_id_seq TO {role};"),
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {role};", qualified(schema, &PROJECTIONS)),
         format!("GRANT SELECT ON {schema}.semco_enrolment_report TO {role};"),
+        "-- The writer's snapshots (not the truth: the log is): written, read and pruned.".to_owned(),
+        format!("GRANT SELECT, INSERT, DELETE ON {schema}.writer_snapshots TO {role};"),
         "-- The projection upgrade drops and recreates the read models as the owner: they keep these grants."
             .to_owned(),
         format!(

@@ -15,6 +15,7 @@ mod private_cluster;
 mod rebuild_property;
 mod registry_rules;
 mod scenario;
+mod snapshots;
 mod startup;
 mod tokens;
 mod unbreakable;

@@ -382,3 +382,56 @@ fn fresh_site_has_guest_admin_and_service_user() {
     assert_eq!(entry(1), Some(UserEntry { username: "guest".into(), email: "root@localhost".into(), deleted: false }));
     assert!(index.username_taken("admin") && index.username_taken("semcowebservice"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// core_user_update_users: one call's earlier updates, seen through an overlay (no index copy)
+// ---------------------------------------------------------------------------------------------
+
+/// The answers to a call's updates, each seeing the earlier accepted ones: through the
+/// overlay, and through a copy of the index changed in place (the reference).
+fn answers(index: &RegistryIndex, updates: &[UserUpdate], same_email: bool) -> [Vec<Result<(), RegistryError>>; 2] {
+    let mut overlay = crate::registry::UserOverlay::new(index);
+    let mut copy = index.clone();
+    let mut through_overlay = Vec::new();
+    let mut through_copy = Vec::new();
+    for update in updates {
+        let answer = check_user_update(&overlay, update, same_email);
+        if answer.is_ok() {
+            overlay.update(update);
+        }
+        through_overlay.push(answer);
+        let answer = check_user_update(&copy, update, same_email);
+        if answer.is_ok() {
+            RegistryOp::UpdateUser { update: update.clone(), now: 0 }.apply_to_index(&mut copy);
+        }
+        through_copy.push(answer);
+    }
+    [through_overlay, through_copy]
+}
+
+// given anna, bert and carl, when one call renames and re-addresses them in turn, then each
+// update sees the earlier ones exactly as a changed copy of the index would.
+#[test]
+fn update_users_overlay_answers_as_a_changed_copy_of_the_index() {
+    let index = given(vec![
+        user_created(4, "anna", "anna@x.org"),
+        user_created(5, "bert", "bert@x.org"),
+        user_created(6, "carl", "carl@x.org"),
+    ]);
+    let calls: Vec<Vec<UserUpdate>> = vec![
+        // anna's username is freed by her rename, then taken by bert; carl cannot take bert's new one.
+        vec![rename(4, "anne"), rename(5, "anna"), rename(6, "anna"), rename(6, "bert")],
+        // an address moved by an earlier update is taken for the later ones, and the old one free.
+        vec![new_email(4, "NEW@x.org"), new_email(5, "new@x.org"), new_email(5, "anna@x.org")],
+        // a user renamed twice keeps only the last name.
+        vec![rename(4, "a1"), rename(4, "a2"), rename(5, "a1"), rename(6, "a2")],
+    ];
+    for updates in &calls {
+        for same_email in [false, true] {
+            let [overlay, copy] = answers(&index, updates, same_email);
+            assert_eq!(overlay, copy, "{updates:?}");
+        }
+    }
+    let [overlay, _] = answers(&index, &calls[0], false);
+    assert_eq!(overlay, vec![Ok(()), Ok(()), Err(RegistryError::UsernameExists("anna".into())), Ok(())]);
+}

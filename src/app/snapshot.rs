@@ -1,0 +1,242 @@
+//! Snapshots of the writer's state, so that a start replays only the tail of the log.
+//!
+//! A snapshot is not an event and decides nothing: the log stays the truth. The writer writes
+//! one every `WriterOptions::snapshot_every_events` events (right after the batch that crosses
+//! the mark, in a transaction of its own) and at a clean shutdown, and keeps the newest
+//! `SNAPSHOTS_KEPT`. `load_newest` uses a snapshot only when its format version is
+//! `SNAPSHOT_FORMAT_VERSION`, its payload hash verifies, its payload names its own position and
+//! the log still has the snapshot's hash at that position; any other snapshot is ignored with
+//! a log line, and the state is rebuilt from the log.
+//!
+//! The payload holds the open enrolment streams (with their sortorders), completions, courses,
+//! config, id counters and the log head, in key order (so the same state always gives the same
+//! payload). The cross-stream indexes are derived from the streams on load; the registry
+//! index is loaded from the registry tables, as without a snapshot.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::{AnyConnection, Connection, Row};
+
+use super::state::{LedgerState, Versioned};
+use crate::domain::completion::CompletionState;
+use crate::domain::config::Settings;
+use crate::domain::course::CourseState;
+use crate::domain::enrolment::EnrolmentState;
+use crate::store::log;
+use crate::store::{Db, StoreError};
+
+/// Bump when the payload's shape or meaning changes: older snapshots are then ignored.
+pub const SNAPSHOT_FORMAT_VERSION: i64 = 1;
+/// Snapshots kept in `writer_snapshots`; older ones are deleted when a new one is written.
+pub const SNAPSHOTS_KEPT: i64 = 2;
+/// Events between two snapshots by default.
+pub const SNAPSHOT_EVERY_EVENTS: i64 = 100_000;
+
+/// The writer's state as stored, in key order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Payload {
+    /// (instance, sortorder, stream): open enrolment streams.
+    enrolments: Vec<(i64, i64, Versioned<EnrolmentState>)>,
+    completions: Vec<((i64, i64), Versioned<CompletionState>)>,
+    courses: Vec<(i64, Versioned<CourseState>)>,
+    config: Versioned<Settings>,
+    next_instance_id: i64,
+    next_user_enrolment_id: i64,
+    head_position: i64,
+    head_hash: String,
+    head_recorded_at: i64,
+}
+
+fn sorted<K: Ord + Copy, V: Clone>(map: &std::collections::HashMap<K, V>) -> Vec<(K, V)> {
+    let mut entries: Vec<(K, V)> = map.iter().map(|(k, v)| (*k, v.clone())).collect();
+    entries.sort_by_key(|(k, _)| *k);
+    entries
+}
+
+impl Payload {
+    fn of(state: &LedgerState) -> Self {
+        let enrolments = sorted(&state.enrolments)
+            .into_iter()
+            .map(|(instance, stream)| (instance, state.sortorders.get(&instance).copied().unwrap_or(0), stream))
+            .collect();
+        Self {
+            enrolments,
+            completions: sorted(&state.completions),
+            courses: sorted(&state.courses),
+            config: state.config.clone(),
+            next_instance_id: state.next_instance_id,
+            next_user_enrolment_id: state.next_user_enrolment_id,
+            head_position: state.head_position,
+            head_hash: state.head_hash.clone(),
+            head_recorded_at: state.head_recorded_at,
+        }
+    }
+
+    /// The state, its indexes derived from the open streams (registry left empty).
+    fn into_state(self) -> LedgerState {
+        let mut state = LedgerState {
+            completions: self.completions.into_iter().collect(),
+            courses: self.courses.into_iter().collect(),
+            config: self.config,
+            next_instance_id: self.next_instance_id,
+            next_user_enrolment_id: self.next_user_enrolment_id,
+            head_position: self.head_position,
+            head_hash: self.head_hash,
+            head_recorded_at: self.head_recorded_at,
+            ..LedgerState::default()
+        };
+        for (instance, sortorder, stream) in self.enrolments {
+            state.restore_open(instance, sortorder, stream);
+        }
+        state
+    }
+}
+
+/// The snapshot payload of a state as text, and its hash.
+pub fn encode(state: &LedgerState) -> (String, String) {
+    let payload = serde_json::to_string(&Payload::of(state)).expect("the writer's state always serialises");
+    let hash = payload_hash(&payload);
+    (payload, hash)
+}
+
+fn payload_hash(payload: &str) -> String {
+    hex::encode(Sha256::digest(payload.as_bytes()))
+}
+
+/// A canonical dump of everything the writer decides with, indexes included, in key order:
+/// two states that decide alike have equal dumps (for tests and diagnostics).
+pub fn canonical_dump(state: &LedgerState) -> String {
+    let mut bookings: Vec<_> = state.bookings.iter().collect();
+    bookings.sort();
+    let mut instance_of: Vec<_> = state.instance_of.iter().collect();
+    instance_of.sort();
+    let mut course_instances: Vec<_> = state.course_instances.iter().collect();
+    course_instances.sort_by_key(|(c, _)| **c);
+    let indexes = serde_json::json!({
+        "bookings": bookings,
+        "instance_of": instance_of,
+        "live_by_user_course": state.live_by_user_course.iter().collect::<Vec<_>>(),
+        "course_instances": course_instances,
+        "orphans": state.orphans,
+    });
+    serde_json::json!({ "payload": Payload::of(state), "indexes": indexes }).to_string()
+}
+
+/// A copy of the state to snapshot, taken on the writer (O(open streams), no encoding), so
+/// that the encoding and the write can run beside the writer's batches.
+pub struct StateCopy(Payload);
+
+impl StateCopy {
+    pub fn of(state: &LedgerState) -> Self {
+        Self(Payload::of(state))
+    }
+
+    pub fn position(&self) -> i64 {
+        self.0.head_position
+    }
+
+    /// Encodes the payload (CPU: run it off the async threads) and hashes it.
+    pub fn encode(self) -> Encoded {
+        let payload = serde_json::to_string(&self.0).expect("the writer's state always serialises");
+        let hash = payload_hash(&payload);
+        Encoded { position: self.0.head_position, log_hash: self.0.head_hash, payload, hash }
+    }
+}
+
+/// A snapshot ready to be written.
+pub struct Encoded {
+    position: i64,
+    log_hash: String,
+    payload: String,
+    hash: String,
+}
+
+/// Writes the state's snapshot at its log head (see `write_encoded`).
+pub async fn write(conn: &mut AnyConnection, state: &LedgerState) -> Result<(), StoreError> {
+    write_encoded(conn, StateCopy::of(state).encode()).await
+}
+
+/// Writes a snapshot (replacing one at the same position) and deletes all but the newest
+/// `SNAPSHOTS_KEPT`, in one transaction. Any connection will do: a snapshot is not a log
+/// write, and it is checked against the log when it is loaded.
+pub async fn write_encoded(conn: &mut AnyConnection, snapshot: Encoded) -> Result<(), StoreError> {
+    let mut tx = conn.begin().await?;
+    sqlx::query(
+        "INSERT INTO writer_snapshots (position, log_hash, format_version, payload_hash, payload, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (position) DO UPDATE SET log_hash = excluded.log_hash, \
+         format_version = excluded.format_version, payload_hash = excluded.payload_hash, \
+         payload = excluded.payload, created_at = excluded.created_at",
+    )
+    .bind(snapshot.position)
+    .bind(snapshot.log_hash)
+    .bind(SNAPSHOT_FORMAT_VERSION)
+    .bind(snapshot.hash)
+    .bind(snapshot.payload)
+    .bind(Db::now_micros())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "DELETE FROM writer_snapshots WHERE position NOT IN \
+         (SELECT position FROM writer_snapshots ORDER BY position DESC LIMIT $1)",
+    )
+    .bind(SNAPSHOTS_KEPT)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Why a stored snapshot is not used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Unusable {
+    FormatVersion(i64),
+    PayloadHash,
+    NotInLog,
+    Payload(String),
+}
+
+/// The state of the newest usable snapshot (registry index empty), or `None` when there is
+/// none; unusable ones are skipped with a log line.
+pub async fn load_newest(conn: &mut AnyConnection) -> Result<Option<LedgerState>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT position, log_hash, format_version, payload_hash, payload FROM writer_snapshots \
+         ORDER BY position DESC LIMIT $1",
+    )
+    .bind(SNAPSHOTS_KEPT)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        let position: i64 = row.try_get("position")?;
+        let log_hash: String = row.try_get("log_hash")?;
+        let format_version: i64 = row.try_get("format_version")?;
+        let stored_hash: String = row.try_get("payload_hash")?;
+        let payload: String = row.try_get("payload")?;
+        let checked = if format_version != SNAPSHOT_FORMAT_VERSION {
+            Err(Unusable::FormatVersion(format_version))
+        } else if payload_hash(&payload) != stored_hash {
+            Err(Unusable::PayloadHash)
+        } else if log::hash_at(conn, position).await?.as_deref() != Some(log_hash.as_str()) {
+            Err(Unusable::NotInLog)
+        } else {
+            match serde_json::from_str::<Payload>(&payload) {
+                Ok(p) if p.head_position == position && p.head_hash == log_hash => Ok(p),
+                Ok(_) => Err(Unusable::Payload("its head is not its position".into())),
+                Err(error) => Err(Unusable::Payload(error.to_string())),
+            }
+        };
+        match checked {
+            Ok(payload) => {
+                tracing::info!(position, "writer state loaded from a snapshot; replaying the tail of the log");
+                return Ok(Some(payload.into_state()));
+            }
+            Err(why) => tracing::warn!(position, ?why, "snapshot ignored"),
+        }
+    }
+    Ok(None)
+}
+
+/// A payload read back into a state, for the round-trip unit test.
+#[cfg(test)]
+pub(crate) fn decode_for_tests(payload: &str) -> LedgerState {
+    serde_json::from_str::<Payload>(payload).expect("a payload this module wrote").into_state()
+}
