@@ -6,6 +6,7 @@ mod support;
 mod api_doc;
 mod cli;
 mod concurrency;
+mod edge;
 mod faults;
 mod faults_support;
 mod http;
