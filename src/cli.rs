@@ -188,7 +188,14 @@ async fn run(cli: Cli) -> CliResult {
     let url = cli.database_url.as_str();
     match cli.command {
         Command::Serve {
-            listen, base_url, debug, allow_unsafe_durability, submit_timeout_ms, writer_give_up_ms, edge, ..
+            listen,
+            base_url,
+            debug,
+            allow_unsafe_durability,
+            submit_timeout_ms,
+            writer_give_up_ms,
+            edge,
+            ..
         } => {
             let edge = edge.settings()?;
             let (db, lock) = open_locked(url, WHILE_SERVING_SERVE).await?;

@@ -82,8 +82,8 @@ async fn read_body(body: Body, timeout: std::time::Duration) -> Result<axum::bod
         Err(_) => Err(request::ReadError::BodyTimedOut),
         Ok(Ok(body)) => Ok(body),
         Ok(Err(error)) => {
-            let over_limit = std::error::Error::source(&error)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            let over_limit =
+                std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
             if over_limit {
                 Err(request::ReadError::BodyOverLimit)
             } else {

@@ -118,7 +118,8 @@ impl EdgeArgs {
         let cors_origin = match &self.cors_origin {
             None => None,
             Some(origin) => Some(
-                axum::http::HeaderValue::from_str(origin).map_err(|_| format!("--cors-origin {origin:?}: not a header value"))?,
+                axum::http::HeaderValue::from_str(origin)
+                    .map_err(|_| format!("--cors-origin {origin:?}: not a header value"))?,
             ),
         };
         let trusted_proxies = super::client_addr::TrustedProxies::parse(&self.trusted_proxies)
@@ -242,7 +243,11 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let connections_max = effective_connections_max(limits.connections_max);
     if connections_max < limits.connections_max {
-        tracing::warn!(connections_max, wanted = limits.connections_max, "connection limit lowered to fit the file-descriptor limit");
+        tracing::warn!(
+            connections_max,
+            wanted = limits.connections_max,
+            "connection limit lowered to fit the file-descriptor limit"
+        );
     }
     let connections =
         Arc::new(Connections { started: Instant::now(), next_id: AtomicU64::new(0), live: Mutex::default() });

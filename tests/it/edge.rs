@@ -193,7 +193,8 @@ async fn why_2_idle_connections_starve_legit_calls(backend: Backend) {
     let bound = baseline * 20 + Duration::from_millis(500);
     for i in 0..10 {
         let start = Instant::now();
-        let answer = site_info().await.unwrap_or_else(|f| panic!("call {i} with {} idle connections: {f:?}", idle.len()));
+        let answer =
+            site_info().await.unwrap_or_else(|f| panic!("call {i} with {} idle connections: {f:?}", idle.len()));
         let took = start.elapsed();
         assert!(!fs::is_envelope(&answer), "{answer}");
         assert!(took < bound, "call {i}: {took:?} with {} idle connections; before: {baseline:?}", idle.len());
@@ -248,7 +249,8 @@ impl Edge {
 async fn why_6_cors_star_on_every_response(backend: Backend) {
     let closed = Edge::new(backend, api::EdgeSettings::default()).await;
     for format in ["json", "xml"] {
-        let (headers, body) = closed.post(None, &[], format!("wstoken=x&wsfunction=y&moodlewsrestformat={format}")).await;
+        let (headers, body) =
+            closed.post(None, &[], format!("wstoken=x&wsfunction=y&moodlewsrestformat={format}")).await;
         assert!(body.contains("invalidtoken"), "{body}");
         assert!(headers.get("access-control-allow-origin").is_none(), "{format}: {headers:?}");
     }
@@ -280,7 +282,13 @@ async fn why_6_xml_not_well_formed_with_control_characters(backend: Backend) {
     let created = submit(&ledger, enrol_ledger::app::Request::CreateCourses(vec![course])).await;
     assert!(created.is_ok(), "{created:?}");
     let token = api.token(services::LEDGER_ADMIN, "").await;
-    let (_, xml) = api.post(None, &[], format!("wstoken={token}&wsfunction=core_course_get_courses_by_field&field=shortname&value=CTRL")).await;
+    let (_, xml) = api
+        .post(
+            None,
+            &[],
+            format!("wstoken={token}&wsfunction=core_course_get_courses_by_field&field=shortname&value=CTRL"),
+        )
+        .await;
     let document = parse_xml(&xml);
     let texts: String = document.descendants().filter_map(|n| n.text()).collect();
     let expected = "Kurs\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd} a < b & c > d \"q\"";
@@ -297,7 +305,8 @@ async fn why_6_xml_not_well_formed_with_control_characters(backend: Backend) {
 }
 
 async fn why_6_ip_restrictions_behind_a_proxy(backend: Backend) {
-    let site_info = |token: &str| format!("wstoken={token}&wsfunction=core_webservice_get_site_info&moodlewsrestformat=json");
+    let site_info =
+        |token: &str| format!("wstoken={token}&wsfunction=core_webservice_get_site_info&moodlewsrestformat=json");
     let refused = |body: &str| body.contains("accessexception") && body.contains("is not supported");
     let client = "203.0.113.7";
     // Behind a trusted proxy, the forwarded client address is what the restriction checks.
@@ -309,12 +318,14 @@ async fn why_6_ip_restrictions_behind_a_proxy(backend: Backend) {
     let token = api.token(services::LEDGER_ADMIN, client).await;
     let (_, body) = api.post(Some("127.0.0.1:40000"), &[("x-forwarded-for", client)], site_info(&token)).await;
     assert!(!refused(&body) && body.contains("\"sitename\""), "forwarded by a trusted proxy: {body}");
-    let (_, body) =
-        api.post(Some("127.0.0.1:40000"), &[("x-forwarded-for", &format!("{client}, 10.1.2.3"))], site_info(&token)).await;
+    let (_, body) = api
+        .post(Some("127.0.0.1:40000"), &[("x-forwarded-for", &format!("{client}, 10.1.2.3"))], site_info(&token))
+        .await;
     assert!(!refused(&body), "through two trusted proxies: {body}");
     // A client cannot claim the allowed address: leftmost entries are its own words.
-    let (_, body) =
-        api.post(Some("127.0.0.1:40000"), &[("x-forwarded-for", &format!("{client}, 198.51.100.9"))], site_info(&token)).await;
+    let (_, body) = api
+        .post(Some("127.0.0.1:40000"), &[("x-forwarded-for", &format!("{client}, 198.51.100.9"))], site_info(&token))
+        .await;
     assert!(refused(&body) && body.contains("198.51.100.9"), "spoofed behind the proxy: {body}");
     // An untrusted peer's X-Forwarded-For is ignored.
     let (_, body) = api.post(Some("198.51.100.1:40000"), &[("x-forwarded-for", client)], site_info(&token)).await;
@@ -342,7 +353,8 @@ async fn why_6_body_errors_misreported(backend: Backend) {
     };
     let bound = Duration::from_secs(10);
     // A malformed chunk.
-    let answer = raw(port, &head("Transfer-Encoding: chunked\r\n"), b"zz\r\nwstoken=x\r\n0\r\n\r\n", bound).await.unwrap();
+    let answer =
+        raw(port, &head("Transfer-Encoding: chunked\r\n"), b"zz\r\nwstoken=x\r\n0\r\n\r\n", bound).await.unwrap();
     let info = debuginfo(&answer);
     assert!(info.contains("could not be read") && !info.contains("1048577"), "bad chunk: {info}");
     // The client stops sending half-way (a client abort seen by the server).
@@ -360,8 +372,9 @@ async fn why_6_body_errors_misreported(backend: Backend) {
     assert!(info.contains("could not be read") && !info.contains("1048577"), "aborted body: {info}");
     // A body over the limit says so, without inventing its size.
     let big = vec![b'a'; api::wire::request::REQUEST_BODY_BYTES_MAX + 10];
-    let answer =
-        raw(port, &head(&format!("Content-Length: {}\r\nConnection: close\r\n", big.len())), &big, bound).await.unwrap();
+    let answer = raw(port, &head(&format!("Content-Length: {}\r\nConnection: close\r\n", big.len())), &big, bound)
+        .await
+        .unwrap();
     let info = debuginfo(&answer);
     assert!(info.contains("larger than the 1048576 bytes allowed"), "over the limit: {info}");
 }

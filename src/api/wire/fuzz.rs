@@ -87,13 +87,47 @@ fn answer_request(query: &[u8], content_type: Option<&str>, body: &[u8]) -> Resu
 /// Names SEMCO and the ledger's functions use, with PHP's bracket syntax around them.
 fn name_strategy() -> impl Strategy<Value = String> {
     let base = prop::sample::select(vec![
-        "userid", "courseid", "timestart", "timeend", "enrolmentid", "enrolmentids", "users", "courses", "field",
-        "value", "values", "id", "username", "customfields", "type", "name", "wstoken", "wsfunction",
-        "moodlewsrestformat", "grade", "timecompleted", "config", "criteria", "recompletionperiod",
+        "userid",
+        "courseid",
+        "timestart",
+        "timeend",
+        "enrolmentid",
+        "enrolmentids",
+        "users",
+        "courses",
+        "field",
+        "value",
+        "values",
+        "id",
+        "username",
+        "customfields",
+        "type",
+        "name",
+        "wstoken",
+        "wsfunction",
+        "moodlewsrestformat",
+        "grade",
+        "timecompleted",
+        "config",
+        "criteria",
+        "recompletionperiod",
     ]);
     let suffix = prop::sample::select(vec![
-        "", "[]", "[0]", "[1]", "[0][username]", "[0][customfields][0][type]", "[0][customfields][0][value]",
-        "[0][id]", "[x]", "[", "]", "[0][", "[][]", "[-1]", "[9223372036854775807]",
+        "",
+        "[]",
+        "[0]",
+        "[1]",
+        "[0][username]",
+        "[0][customfields][0][type]",
+        "[0][customfields][0][value]",
+        "[0][id]",
+        "[x]",
+        "[",
+        "]",
+        "[0][",
+        "[][]",
+        "[-1]",
+        "[9223372036854775807]",
     ]);
     (base, suffix).prop_map(|(b, s)| format!("{b}{s}"))
 }
@@ -103,9 +137,33 @@ fn name_strategy() -> impl Strategy<Value = String> {
 fn value_text_strategy() -> impl Strategy<Value = String> {
     prop_oneof![
         prop::sample::select(vec![
-            "0", "1", "-1", "2147483647", "2147483648", "9223372036854775807", "99999999999999999999", "1e3", "1.5",
-            "NaN", "", " ", "true", "json", "xml", "a%00b", "%FF%FE", "%EF%BF%BE", "%01%0B%1F", "<b>x</b>", "&amp;",
-            "x@y.z", "kn-1", "semco_userid", "id", "shortname", "username",
+            "0",
+            "1",
+            "-1",
+            "2147483647",
+            "2147483648",
+            "9223372036854775807",
+            "99999999999999999999",
+            "1e3",
+            "1.5",
+            "NaN",
+            "",
+            " ",
+            "true",
+            "json",
+            "xml",
+            "a%00b",
+            "%FF%FE",
+            "%EF%BF%BE",
+            "%01%0B%1F",
+            "<b>x</b>",
+            "&amp;",
+            "x@y.z",
+            "kn-1",
+            "semco_userid",
+            "id",
+            "shortname",
+            "username",
         ])
         .prop_map(str::to_owned),
         "[ -~]{0,12}",
@@ -174,12 +232,23 @@ fn desc_strategy() -> impl Strategy<Value = Desc> {
         ParamType::Email,
         ParamType::Url,
     ]);
-    let required = prop_oneof![Just(Required::Required), Just(Required::Optional), Just(Required::Default(Value::Null))];
-    let leaf = (ty, required.clone(), any::<bool>())
-        .prop_map(|(ty, required, allow_null)| Desc::Value { ty, required, allow_null, desc: "" });
+    let required =
+        prop_oneof![Just(Required::Required), Just(Required::Optional), Just(Required::Default(Value::Null))];
+    let leaf = (ty, required.clone(), any::<bool>()).prop_map(|(ty, required, allow_null)| Desc::Value {
+        ty,
+        required,
+        allow_null,
+        desc: "",
+    });
     leaf.prop_recursive(3, 24, 4, move |inner| {
         prop_oneof![
-            (prop::collection::vec((prop::sample::select(vec!["id", "name", "value", "warnings", "x"]), inner.clone()), 0..4), required.clone())
+            (
+                prop::collection::vec(
+                    (prop::sample::select(vec!["id", "name", "value", "warnings", "x"]), inner.clone()),
+                    0..4
+                ),
+                required.clone()
+            )
                 .prop_map(|(keys, required)| Desc::Single(keys, required)),
             (inner, required.clone()).prop_map(|(d, required)| Desc::Multiple(Box::new(d), required)),
         ]
@@ -189,8 +258,30 @@ fn desc_strategy() -> impl Strategy<Value = Desc> {
 fn hostile_string() -> impl Strategy<Value = String> {
     prop_oneof![
         any::<String>(),
-        prop::collection::vec(prop::sample::select(vec!['\u{0}', '\u{1}', '\u{b}', '\u{1f}', '<', '&', '"', '\'', ']', '\u{fffe}', '\u{ffff}', '\u{d7ff}', '\u{e000}', '\u{10ffff}', 'a', '\n', '\r', '\t']), 0..16)
-            .prop_map(|chars| chars.into_iter().collect()),
+        prop::collection::vec(
+            prop::sample::select(vec![
+                '\u{0}',
+                '\u{1}',
+                '\u{b}',
+                '\u{1f}',
+                '<',
+                '&',
+                '"',
+                '\'',
+                ']',
+                '\u{fffe}',
+                '\u{ffff}',
+                '\u{d7ff}',
+                '\u{e000}',
+                '\u{10ffff}',
+                'a',
+                '\n',
+                '\r',
+                '\t'
+            ]),
+            0..16
+        )
+        .prop_map(|chars| chars.into_iter().collect()),
     ]
 }
 

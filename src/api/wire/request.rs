@@ -121,7 +121,9 @@ pub struct WsRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadError {
     /// A body whose length is known to be over [`REQUEST_BODY_BYTES_MAX`].
-    BodyTooLarge { bytes: usize },
+    BodyTooLarge {
+        bytes: usize,
+    },
     /// The body stream went past [`REQUEST_BODY_BYTES_MAX`] while it was being read.
     BodyOverLimit,
     /// The body could not be read: the client aborted, or sent a malformed chunk.
