@@ -230,8 +230,8 @@ impl Drop for Busy<'_> {
 }
 
 /// The answer to a connection over the limit when every connection is busy.
-const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 24\r\n\
-Retry-After: 1\r\nConnection: close\r\n\r\ntoo many connections, 1\n";
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 21\r\n\
+Retry-After: 1\r\nConnection: close\r\n\r\ntoo many connections\n";
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets
 /// in-flight requests finish (at most [`SHUTDOWN_GRACE_MS`]) and returns.
@@ -370,4 +370,60 @@ fn timed_out() -> Response<Body> {
     let mut response = Response::new(Body::from("request timed out\n"));
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connections() -> Connections {
+        Connections { started: Instant::now(), next_id: AtomicU64::new(0), live: Mutex::default() }
+    }
+
+    #[test]
+    fn given_room_when_a_connection_arrives_then_it_is_admitted() {
+        let live = connections();
+        assert!(live.admit(2).is_some());
+        assert!(live.admit(2).is_some());
+        assert_eq!(live.len(), 2);
+    }
+
+    #[test]
+    fn given_the_limit_when_a_connection_arrives_then_the_longest_idle_one_is_closed() {
+        let live = connections();
+        let (first, oldest) = live.admit(2).unwrap();
+        let (_, newer) = live.admit(2).unwrap();
+        oldest.idle_since_ms.store(1, Ordering::Release);
+        newer.idle_since_ms.store(5, Ordering::Release);
+        assert!(live.admit(2).is_some());
+        assert_eq!(live.len(), 2);
+        assert!(!live.live.lock().unwrap().contains_key(&first), "the longest-idle connection made room");
+    }
+
+    #[test]
+    fn given_the_limit_and_every_connection_busy_when_one_arrives_then_it_is_refused() {
+        let live = connections();
+        let (_, a) = live.admit(1).unwrap();
+        let _busy = Busy::new(&a, &live);
+        assert!(live.admit(1).is_none());
+        drop(_busy);
+        assert!(live.admit(1).is_some(), "idle again once its request ended");
+    }
+
+    #[test]
+    fn the_connection_limit_fits_the_descriptor_limit() {
+        let limit = effective_connections_max(usize::MAX);
+        assert!(limit >= 1);
+        if let Some(descriptors) = descriptors_max() {
+            assert!(limit + DESCRIPTORS_RESERVED <= descriptors.max(DESCRIPTORS_RESERVED + 1));
+        }
+        assert_eq!(effective_connections_max(1), 1);
+    }
+
+    #[test]
+    fn the_refusal_is_a_complete_response() {
+        let text = std::str::from_utf8(REFUSAL).unwrap();
+        let (_, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(text.contains(&format!("Content-Length: {}\r\n", body.len())));
+    }
 }
