@@ -55,6 +55,9 @@ pub enum Command {
         /// How long the writer keeps trying to reach its database before serve exits (status 70).
         #[arg(long, env = "WRITER_GIVE_UP_MS", default_value_t = crate::app::writer::RELOAD_GIVE_UP_MS)]
         writer_give_up_ms: u64,
+        /// HTTP timeouts, connection limit, CORS origin, trusted proxies (docs/SECURITY.md).
+        #[command(flatten)]
+        edge: crate::api::server::EdgeArgs,
     },
     /// Create or upgrade the schema, then exit.
     Migrate,
@@ -257,7 +260,17 @@ async fn run(cli: Cli) -> CliResult {
     let url = cli.database_url.as_str();
     let migrate_url = cli.migrate_url.as_deref();
     match cli.command {
-        Command::Serve { listen, base_url, debug, allow_unsafe_durability, submit_timeout_ms, writer_give_up_ms } => {
+        Command::Serve {
+            listen,
+            base_url,
+            debug,
+            allow_unsafe_durability,
+            submit_timeout_ms,
+            writer_give_up_ms,
+            edge,
+            ..
+        } => {
+            let edge = edge.settings()?;
             let (db, lock) = open_locked_as(url, migrate_url, WHILE_SERVING_SERVE).await?;
             warn_if_log_alterable(&db).await;
             let options = WriterOptions {
@@ -270,7 +283,7 @@ async fn run(cli: Cli) -> CliResult {
             let ledger = Ledger::start_locked(db, options, lock).await?;
             let base_url = base_url.unwrap_or_else(|| format!("http://{listen}"));
             let cleanup = tokio::spawn(hourly_orphan_cleanup(ledger.clone()));
-            crate::api::serve(ledger.clone(), &listen, crate::api::Settings { base_url, debug }).await?;
+            crate::api::serve(ledger.clone(), &listen, crate::api::Settings { base_url, debug }, edge).await?;
             cleanup.abort();
             ledger.shutdown().await;
             return Ok(ExitCode::SUCCESS);

@@ -7,10 +7,12 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 
+pub mod client_addr;
 pub mod errors;
 pub mod functions;
 pub mod install;
 pub mod rest;
+pub mod server;
 pub mod services;
 pub mod throttle;
 pub mod tokens;
@@ -25,15 +27,42 @@ pub struct Settings {
     pub debug: bool,
 }
 
+/// The HTTP edge's settings the handlers need (`serve` flags, docs/SECURITY.md).
+#[derive(Debug, Clone)]
+pub struct EdgeSettings {
+    /// `Access-Control-Allow-Origin` on REST responses; none unless configured.
+    pub cors_origin: Option<axum::http::HeaderValue>,
+    /// Peers whose `X-Forwarded-For` gives the client address for IP restrictions.
+    pub trusted_proxies: client_addr::TrustedProxies,
+    /// A request body must arrive within this once its head has been read.
+    pub body_read_timeout: std::time::Duration,
+}
+
+impl Default for EdgeSettings {
+    fn default() -> Self {
+        Self {
+            cors_origin: None,
+            trusted_proxies: client_addr::TrustedProxies::default(),
+            body_read_timeout: std::time::Duration::from_millis(server::BODY_READ_TIMEOUT_MS),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub ledger: Ledger,
     pub settings: Arc<Settings>,
+    pub edge: Arc<EdgeSettings>,
     pub tokens: Arc<tokens::TokenCache>,
 }
 
 pub fn router(ledger: Ledger, settings: Settings) -> Router {
-    let state = AppState { ledger, settings: Arc::new(settings), tokens: Arc::default() };
+    router_with_edge(ledger, settings, EdgeSettings::default())
+}
+
+/// The router with explicit edge settings (CORS origin, trusted proxies, body timeout).
+pub fn router_with_edge(ledger: Ledger, settings: Settings, edge: EdgeSettings) -> Router {
+    let state = AppState { ledger, settings: Arc::new(settings), edge: Arc::new(edge), tokens: Arc::default() };
     Router::new()
         .route(rest::PATH, get(rest::handle).post(rest::handle))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -68,12 +97,17 @@ async fn readyz(
     (code, [(axum::http::header::CONTENT_TYPE, "application/json")], format!("{body}\n"))
 }
 
-/// Serves until Ctrl-C or SIGTERM, then lets in-flight requests finish.
-pub async fn serve(ledger: Ledger, listen: &str, settings: Settings) -> std::io::Result<()> {
+/// Serves until Ctrl-C or SIGTERM, then lets in-flight requests finish. The limits and
+/// timeouts are `server`'s (docs/SECURITY.md).
+pub async fn serve(
+    ledger: Ledger,
+    listen: &str,
+    settings: Settings,
+    (limits, edge): (server::ServerLimits, EdgeSettings),
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(address = %listener.local_addr()?, base_url = %settings.base_url, "enrol-ledger listening");
-    let app = router(ledger, settings).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await
+    server::run(listener, router_with_edge(ledger, settings, edge), limits, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -28,32 +28,69 @@ fn request_id() -> String {
     format!("{:x}-{n}", std::process::id())
 }
 
+/// Bodies up to this size are parsed on the async worker; larger ones on the blocking pool
+/// (the parsers are linear, but a 1 MiB body still costs milliseconds).
+pub const INLINE_PARSE_BYTES_MAX: usize = 64 * 1024;
+
 pub async fn handle(State(state): State<AppState>, req: Request<Body>) -> Response {
-    // Present when served with connect info (always, from `serve`); absent in router tests.
-    let client_ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
+    let client_ip = client_ip(&state, &req);
     let query = req.uri().query().unwrap_or("").as_bytes().to_vec();
     let is_post = req.method() == Method::POST;
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let debug = state.settings.debug;
+    let cors = state.edge.cors_origin.as_ref();
     let body = if is_post {
-        match to_bytes(req.into_body(), REQUEST_BODY_BYTES_MAX).await {
+        match read_body(req.into_body(), state.edge.body_read_timeout).await {
             Ok(body) => body,
-            Err(_) => {
-                let error = request::ReadError::BodyTooLarge { bytes: REQUEST_BODY_BYTES_MAX + 1 }.to_ws_error();
-                return respond_error(request::format_from_query(&query), &error, debug);
-            }
+            Err(error) => return respond_error(request::format_from_query(&query), &error.to_ws_error(), debug, cors),
         }
     } else {
         Default::default()
     };
-    let ws = match request::read_request(&query, content_type.as_deref(), &body) {
+    let read = if body.len() > INLINE_PARSE_BYTES_MAX {
+        let query = query.clone();
+        tokio::task::spawn_blocking(move || request::read_request(&query, content_type.as_deref(), &body))
+            .await
+            .unwrap_or(Err(request::ReadError::BodyUnreadable))
+    } else {
+        request::read_request(&query, content_type.as_deref(), &body)
+    };
+    let ws = match read {
         Ok(ws) => ws,
-        Err(error) => return respond_error(request::format_from_query(&query), &error.to_ws_error(), debug),
+        Err(error) => return respond_error(request::format_from_query(&query), &error.to_ws_error(), debug, cors),
     };
     let format = ws.format;
     match dispatch(&state, ws, client_ip).await {
-        Ok(body) => respond(format, body),
-        Err(error) => respond_error(format, &error, debug),
+        Ok(body) => respond(format, body, cors),
+        Err(error) => respond_error(format, &error, debug, cors),
+    }
+}
+
+/// The client address for IP restrictions: the peer, or the forwarded address when the peer
+/// is a trusted proxy (`client_addr`). The peer is present when served by `serve`; absent in
+/// router tests without connect info.
+fn client_ip(state: &AppState, req: &Request<Body>) -> Option<std::net::IpAddr> {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip())?;
+    let forwarded = req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+    Some(state.edge.trusted_proxies.client_ip(peer, forwarded))
+}
+
+/// Reads the whole body within the limit and the body read timeout, telling apart a body
+/// over the limit, a body that could not be read (client abort, bad chunk) and a slow one.
+async fn read_body(body: Body, timeout: std::time::Duration) -> Result<axum::body::Bytes, request::ReadError> {
+    match tokio::time::timeout(timeout, to_bytes(body, REQUEST_BODY_BYTES_MAX)).await {
+        Err(_) => Err(request::ReadError::BodyTimedOut),
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(error)) => {
+            let over_limit =
+                std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if over_limit {
+                Err(request::ReadError::BodyOverLimit)
+            } else {
+                tracing::debug!(%error, "request body unreadable");
+                Err(request::ReadError::BodyUnreadable)
+            }
+        }
     }
 }
 
@@ -157,17 +194,21 @@ fn access_exception(debuginfo: impl Into<String>) -> WsError {
     WsError::new(WEBSERVICE_ACCESS_EXCEPTION, "accessexception", "Access control exception").with_debuginfo(debuginfo)
 }
 
-fn respond(format: Format, body: String) -> Response {
+fn respond(format: Format, body: String, cors_origin: Option<&HeaderValue>) -> Response {
     let mut response = (StatusCode::OK, body).into_response();
     for (name, value) in encode::response_headers(format) {
         if let Ok(value) = HeaderValue::from_str(value) {
             response.headers_mut().insert(name, value);
         }
     }
+    if let Some(origin) = cors_origin {
+        response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        response.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
     response
 }
 
 /// Moodle answers errors with HTTP 200 and the error document.
-fn respond_error(format: Format, error: &WsError, debug: bool) -> Response {
-    respond(format, encode::error_body(format, error, debug))
+fn respond_error(format: Format, error: &WsError, debug: bool, cors_origin: Option<&HeaderValue>) -> Response {
+    respond(format, encode::error_body(format, error, debug), cors_origin)
 }

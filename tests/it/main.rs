@@ -7,6 +7,7 @@ mod api_doc;
 mod cli;
 mod concurrency;
 mod db_roles;
+mod edge;
 mod faults;
 mod faults_support;
 mod http;

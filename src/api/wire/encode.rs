@@ -343,8 +343,12 @@ fn xml_scalar_text(value: &Value) -> String {
     }
 }
 
-/// `htmlspecialchars` with `ENT_COMPAT`: `&`, `<`, `>` and `"`, but not `'`.
-fn xml_escape(text: &str) -> String {
+/// `htmlspecialchars` with `ENT_COMPAT` (Moodle's REST writer): `&`, `<`, `>` and `"`, but not
+/// `'`; and, unlike Moodle (which emits them raw and so a document no XML parser accepts),
+/// every character XML 1.0 cannot carry replaced by U+FFFD, as PHP's `ENT_XML1 |
+/// ENT_DISALLOWED` does. A Rust string holds no lone surrogates, so what is left to replace is
+/// the C0 controls other than tab, line feed and carriage return, and U+FFFE / U+FFFF.
+pub(crate) fn xml_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -352,10 +356,16 @@ fn xml_escape(text: &str) -> String {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
-            other => out.push(other),
+            other if xml_char_allowed(other) => out.push(other),
+            _ => out.push(char::REPLACEMENT_CHARACTER),
         }
     }
     out
+}
+
+/// XML 1.0's `Char` production (§2.2).
+fn xml_char_allowed(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
 /// The JSON error document: `exception`, `errorcode` (if any), `message`, and `debuginfo` only
@@ -409,6 +419,7 @@ pub fn error_body(format: Format, error: &WsError, include_debug: bool) -> Strin
 }
 
 /// The headers of every REST response, success or error, in Moodle's order and spelling.
+/// No `Access-Control-Allow-Origin`: the REST handler adds it only for a configured origin.
 pub fn response_headers(format: Format) -> Vec<(&'static str, &'static str)> {
     let mut headers = match format {
         Format::Json => vec![("Content-type", "application/json")],
@@ -422,7 +433,6 @@ pub fn response_headers(format: Format) -> Vec<(&'static str, &'static str)> {
         ("Expires", "Thu, 01 Jan 1970 00:00:00 GMT"),
         ("Pragma", "no-cache"),
         ("Accept-Ranges", "none"),
-        ("Access-Control-Allow-Origin", "*"),
     ]);
     headers
 }
@@ -833,13 +843,13 @@ mod tests {
                 ("Expires", "Thu, 01 Jan 1970 00:00:00 GMT"),
                 ("Pragma", "no-cache"),
                 ("Accept-Ranges", "none"),
-                ("Access-Control-Allow-Origin", "*"),
             ]
         );
         let xml = response_headers(Format::Xml);
         assert_eq!(xml[0], ("Content-Type", "application/xml; charset=utf-8"));
         assert_eq!(xml[1], ("Content-Disposition", "inline; filename=\"response.xml\""));
-        assert_eq!(xml.len(), 7);
+        assert_eq!(xml.len(), 6);
+        assert!(xml.iter().all(|(name, _)| !name.starts_with("Access-Control")), "CORS only when configured");
     }
 
     fn value_strategy() -> impl Strategy<Value = Value> {

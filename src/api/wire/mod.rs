@@ -4,3 +4,6 @@
 pub mod encode;
 pub mod params;
 pub mod request;
+
+#[cfg(test)]
+mod fuzz;

@@ -17,6 +17,10 @@ pub const REQUEST_VARIABLES_MAX: usize = 1000;
 /// Largest request body the caller should accept (1 MiB); bigger bodies are refused.
 pub const REQUEST_BODY_BYTES_MAX: usize = 1024 * 1024;
 
+/// Longest multipart boundary (RFC 2046 §5.1.1: 1 to 70 characters). A longer one is refused
+/// before the body is searched, which keeps the boundary search linear in the body size.
+pub const MULTIPART_BOUNDARY_BYTES_MAX: usize = 70;
+
 /// PHP's `max_input_nesting_level`: a variable with more bracket levels is dropped, together
 /// with everything already stored under its top-level name.
 pub const INPUT_NESTING_LEVELS_MAX: usize = 64;
@@ -116,9 +120,20 @@ pub struct WsRequest {
 /// Why a request could not be read. Every variant is reported as Moodle's `invalidparameter`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadError {
-    BodyTooLarge { bytes: usize },
+    /// A body whose length is known to be over [`REQUEST_BODY_BYTES_MAX`].
+    BodyTooLarge {
+        bytes: usize,
+    },
+    /// The body stream went past [`REQUEST_BODY_BYTES_MAX`] while it was being read.
+    BodyOverLimit,
+    /// The body could not be read: the client aborted, or sent a malformed chunk.
+    BodyUnreadable,
+    /// The body did not arrive within the body read timeout.
+    BodyTimedOut,
     TooManyVariables,
     MissingBoundary,
+    /// A multipart boundary longer than [`MULTIPART_BOUNDARY_BYTES_MAX`].
+    BoundaryTooLong,
 }
 
 impl ReadError {
@@ -139,6 +154,17 @@ impl fmt::Display for ReadError {
             ReadError::BodyTooLarge { bytes } => {
                 write!(f, "The request body has {bytes} bytes, more than the {REQUEST_BODY_BYTES_MAX} allowed.")
             }
+            ReadError::BodyOverLimit => {
+                write!(f, "The request body is larger than the {REQUEST_BODY_BYTES_MAX} bytes allowed.")
+            }
+            ReadError::BodyUnreadable => {
+                write!(f, "The request body could not be read (connection closed or malformed chunked encoding).")
+            }
+            ReadError::BodyTimedOut => write!(f, "The request body did not arrive in time."),
+            ReadError::BoundaryTooLong => write!(
+                f,
+                "The multipart/form-data boundary is longer than the {MULTIPART_BOUNDARY_BYTES_MAX} characters allowed."
+            ),
             ReadError::TooManyVariables => write!(f, "The request has more than {REQUEST_VARIABLES_MAX} variables."),
             ReadError::MissingBoundary => {
                 write!(f, "The multipart/form-data request names no boundary.")
@@ -221,12 +247,21 @@ pub fn parse_urlencoded(bytes: &[u8]) -> Result<Vec<RawVar>, ReadError> {
 ///
 /// # Errors
 /// [`ReadError::MissingBoundary`] if the content type names no boundary,
+/// [`ReadError::BoundaryTooLong`] past [`MULTIPART_BOUNDARY_BYTES_MAX`],
 /// [`ReadError::TooManyVariables`] past [`REQUEST_VARIABLES_MAX`] fields.
+///
+/// # Cost
+/// Linear in the body: the delimiter is searched with `memchr::memmem` (Two-Way, no
+/// backtracking) as `\n--boundary`, so every match starts a line and the search never restarts
+/// inside text it has already scanned; the cursor only moves forward.
 pub fn parse_multipart(content_type: &str, body: &[u8]) -> Result<Vec<RawVar>, ReadError> {
     let boundary = multipart_boundary(content_type).ok_or(ReadError::MissingBoundary)?;
-    let delimiter = [b"--", boundary.as_bytes()].concat();
+    if boundary.len() > MULTIPART_BOUNDARY_BYTES_MAX {
+        return Err(ReadError::BoundaryTooLong);
+    }
+    let delimiter = Delimiter::new(boundary.as_bytes());
     let mut vars = Vec::new();
-    let Some(mut at) = find_delimiter(body, &delimiter, 0) else {
+    let Some(mut at) = delimiter.find(body, 0) else {
         return Ok(vars);
     };
     loop {
@@ -328,20 +363,33 @@ fn multipart_boundary(content_type: &str) -> Option<&str> {
     (!boundary.is_empty()).then_some(boundary)
 }
 
-/// Position of the next delimiter at `from` or later that starts a line.
-fn find_delimiter(body: &[u8], delimiter: &[u8], from: usize) -> Option<usize> {
-    let mut start = from;
-    loop {
-        let found = start + find_bytes(body.get(start..)?, delimiter)?;
-        if found == 0 || body[found - 1] == b'\n' {
-            return Some(found);
-        }
-        start = found + 1;
-    }
+/// `--boundary` at the start of a line, found in linear time.
+struct Delimiter {
+    /// `\n--boundary`: a match of this is always a delimiter at the start of a line.
+    line: memchr::memmem::Finder<'static>,
+    len: usize,
 }
 
-fn find_bytes(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+impl Delimiter {
+    fn new(boundary: &[u8]) -> Self {
+        let line = [b"\n--", boundary].concat();
+        Self { len: line.len() - 1, line: memchr::memmem::Finder::new(&line).into_owned() }
+    }
+
+    /// Length of `--boundary`.
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Position of the next delimiter at `from` or later that starts a line.
+    fn find(&self, body: &[u8], from: usize) -> Option<usize> {
+        if from == 0 && body.get(..self.len) == Some(&self.line.needle()[1..]) {
+            return Some(0);
+        }
+        // Start one byte early so that a delimiter right at `from` is seen with its `\n`.
+        let start = from.saturating_sub(1).min(body.len());
+        Some(start + self.line.find(&body[start..])? + 1)
+    }
 }
 
 struct Part<'a> {
@@ -352,7 +400,7 @@ struct Part<'a> {
 }
 
 /// Reads the part that starts right after a delimiter at `after`.
-fn read_part<'a>(body: &'a [u8], delimiter: &[u8], after: usize) -> Option<Part<'a>> {
+fn read_part<'a>(body: &'a [u8], delimiter: &Delimiter, after: usize) -> Option<Part<'a>> {
     let headers_start = after + body.get(after..)?.iter().position(|&b| b == b'\n')? + 1;
     let mut pos = headers_start;
     let mut disposition = None;
@@ -367,7 +415,7 @@ fn read_part<'a>(body: &'a [u8], delimiter: &[u8], after: usize) -> Option<Part<
             disposition = Some(value);
         }
     }
-    let next_delimiter = find_delimiter(body, delimiter, pos)?;
+    let next_delimiter = delimiter.find(body, pos)?;
     // The line break before the delimiter belongs to the delimiter, not to the content.
     let content = trim_cr(body.get(pos..next_delimiter.checked_sub(1)?)?);
     Some(Part { field_name: disposition.and_then(form_field_name), content, next_delimiter })
