@@ -3,7 +3,7 @@
 //! Each reads the log inside one transaction so it sees a single consistent snapshot even
 //! while a server keeps appending.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::json;
 use sqlx::AnyConnection;
@@ -18,9 +18,8 @@ use crate::store::{Backend, Db, StoreError};
 pub async fn fold(conn: &mut AnyConnection, until: Option<i64>) -> Result<(ProjectionState, i64), StoreError> {
     let mut state = ProjectionState::default();
     let mut count = 0;
-    log::replay(conn, until, |stored| {
-        let event = stored.event()?;
-        state.apply(&stored, &event, &mut BTreeSet::new());
+    log::replay_decoded(conn, until, |stored, event| {
+        state.apply(&stored, &event?, &mut BTreeSet::new());
         count += 1;
         Ok(())
     })
@@ -109,10 +108,10 @@ pub async fn verify(db: &Db) -> Result<VerifyReport, StoreError> {
     let problems = &mut report.problems;
     let chain_intact = &mut report.chain_intact;
     let mut count = 0;
-    log::replay(&mut tx, None, |stored| {
+    log::replay_decoded(&mut tx, None, |stored, event| {
         count += 1;
         *chain_intact &= check_event(&stored, prev_position, &prev_hash, &mut versions, problems);
-        match stored.event() {
+        match event {
             Ok(event) => {
                 if let Err(impossible) = ledger.try_apply(&stored, &event, &mut BTreeSet::new()) {
                     problems.push(stored.unusable(impossible.into()).to_string());
@@ -127,8 +126,10 @@ pub async fn verify(db: &Db) -> Result<VerifyReport, StoreError> {
     })
     .await?;
     report.events = count;
-    let live = tables::read_all(&mut tx).await?;
-    compare_tables(&state.table_rows(), &live, &mut report.problems);
+    drop(ledger);
+    for table in tables::ALL {
+        report.problems.extend(tables::compare_table(&mut tx, table, &state).await?);
+    }
     tx.commit().await?;
     Ok(report)
 }
@@ -161,21 +162,6 @@ fn check_event(
     }
     versions.insert(stored.stream_id.clone(), stored.stream_version);
     hash_intact
-}
-
-fn compare_tables(expected: &tables::TableRows, live: &tables::TableRows, problems: &mut Vec<String>) {
-    for (table, rows) in expected {
-        let live_rows = live.get(table).cloned().unwrap_or_default();
-        let as_text = |rows: &[Vec<tables::SqlValue>]| rows.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>();
-        let want: HashSet<String> = as_text(rows).into_iter().collect();
-        let have: HashSet<String> = as_text(&live_rows).into_iter().collect();
-        for row in as_text(rows).iter().filter(|r| !have.contains(*r)) {
-            problems.push(format!("projection {table}: row missing or different, the log says {row}"));
-        }
-        for row in as_text(&live_rows).iter().filter(|r| !want.contains(*r)) {
-            problems.push(format!("projection {table}: row not justified by the log: {row}"));
-        }
-    }
 }
 
 /// One line of `history`: the event with who did it and why.
@@ -237,21 +223,38 @@ pub struct EnrolmentAsOf {
 
 /// The SEMCO user enrolments that existed after every event recorded at or before `time_micros`.
 pub async fn as_of_time(db: &Db, time_micros: i64, course: Option<i64>) -> Result<Vec<EnrolmentAsOf>, StoreError> {
-    let mut conn = db.pool.acquire().await?;
+    let mut tx = db.pool.begin().await?;
+    if db.backend == Backend::Postgres {
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
+    }
     let last: Option<i64> = sqlx::query_scalar("SELECT MAX(position) FROM events WHERE recorded_at <= $1")
         .bind(time_micros)
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut *tx)
         .await?;
-    as_of_position(&mut conn, last.unwrap_or(0), course).await
+    let enrolments = as_of_position(&mut tx, last.unwrap_or(0), course).await?;
+    tx.commit().await?;
+    Ok(enrolments)
 }
 
-/// The SEMCO user enrolments after the event at `position` (0 = before the first event).
+/// The SEMCO user enrolments after the event at `position` (0 = before the first event). For
+/// one course only that course's enrolment streams are read (`log::read_course_until`): the
+/// `enrol` and `user_enrolments` rows of an instance follow from its own stream alone, so the
+/// answer equals that of a fold of the whole log.
 pub async fn as_of_position(
     conn: &mut AnyConnection,
     position: i64,
     course: Option<i64>,
 ) -> Result<Vec<EnrolmentAsOf>, StoreError> {
-    let (state, _) = fold(conn, Some(position)).await?;
+    let state = match course {
+        Some(course_id) => {
+            let mut state = ProjectionState::default();
+            for stored in log::read_course_until(conn, course_id, position).await? {
+                state.apply(&stored, &stored.event()?, &mut BTreeSet::new());
+            }
+            state
+        }
+        None => fold(conn, Some(position)).await?.0,
+    };
     Ok(enrolments(&state, course))
 }
 

@@ -49,6 +49,15 @@ impl Backend {
             Self::Postgres => "postgres",
         }
     }
+
+    /// The backend a connection speaks, from sqlx's driver name.
+    pub fn of(conn: &sqlx::AnyConnection) -> Self {
+        if conn.backend_name().eq_ignore_ascii_case("postgresql") {
+            Self::Postgres
+        } else {
+            Self::Sqlite
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -222,11 +231,13 @@ fn migrations(backend: Backend) -> &'static [Migration] {
             (1, "event_log", include_str!("../../migrations/sqlite/0001_event_log.sql")),
             (2, "tokens", include_str!("../../migrations/sqlite/0002_tokens.sql")),
             (3, "unique_live_usernames", include_str!("../../migrations/sqlite/0003_unique_live_usernames.sql")),
+            (5, "enrolment_course", include_str!("../../migrations/sqlite/0005_enrolment_course.sql")),
         ],
         Backend::Postgres => &[
             (1, "event_log", include_str!("../../migrations/postgres/0001_event_log.sql")),
             (2, "tokens", include_str!("../../migrations/postgres/0002_tokens.sql")),
             (3, "unique_live_usernames", include_str!("../../migrations/postgres/0003_unique_live_usernames.sql")),
+            (5, "enrolment_course", include_str!("../../migrations/postgres/0005_enrolment_course.sql")),
         ],
     }
 }
