@@ -34,7 +34,20 @@ pub async fn rebuild(db: &Db) -> Result<i64, StoreError> {
     let (state, count) = fold(&mut tx, None).await?;
     tables::write_all(&mut tx, &state).await?;
     tx.commit().await?;
+    refresh_statistics(db).await?;
     Ok(count)
+}
+
+/// After a bulk load: fresh planner statistics for the projection tables and, on PostgreSQL,
+/// their visibility map, so the reads' index-only plans are chosen at once rather than after
+/// autovacuum's next round (tests/it/query_plans.rs). Outside any transaction (VACUUM needs it).
+/// SQLite's planner already prefers the indexes without statistics.
+async fn refresh_statistics(db: &Db) -> Result<(), StoreError> {
+    if db.backend == Backend::Postgres {
+        let sql = "VACUUM (ANALYZE) enrol, user_enrolments, course_completions, recompletion_history";
+        sqlx::raw_sql(sql).execute(&db.pool).await?;
+    }
+    Ok(())
 }
 
 /// Brings the projection tables to the current definition when it changed. The drop, the
@@ -58,6 +71,7 @@ pub async fn upgrade_projections(db: &Db) -> Result<Option<i64>, StoreError> {
     tables::write_all(&mut tx, &state).await?;
     schema::mark_current(&mut tx).await?;
     tx.commit().await?;
+    refresh_statistics(db).await?;
     Ok(Some(count))
 }
 

@@ -236,17 +236,22 @@ pub async fn read_stream(db: &Db, stream_id: &str) -> Result<Vec<StoredEvent>, S
 /// Every event that concerns a booking: those tagged with it, and all events of the streams
 /// that ever held it (so an unenrolment or a later booking ID change is included).
 pub async fn read_booking(db: &Db, booking_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
-    // Two indexed reads joined by UNION (one `OR` across two columns makes PostgreSQL scan
-    // the whole log): the tagged events by `events_booking_id`, and the streams' events by the
-    // `(stream_id, stream_version)` key.
-    let sql = format!(
+    let sql = booking_history_sql();
+    fetch(&mut *db.pool.acquire().await?, sqlx::query(&sql).bind(booking_id.to_owned())).await
+}
+
+/// The query of `read_booking` (`$1` is the booking ID): two indexed reads joined by UNION,
+/// the tagged events by `events_booking_id` and the streams' events by the
+/// `(stream_id, stream_version)` key. One `OR` across the two columns made PostgreSQL scan the
+/// whole log.
+pub fn booking_history_sql() -> String {
+    format!(
         "SELECT {COLUMNS} FROM events WHERE booking_id = $1 \
          UNION \
          SELECT {COLUMNS} FROM events WHERE stream_id IN \
            (SELECT stream_id FROM events WHERE booking_id = $1 AND stream_type = 'enrolment') \
          ORDER BY position"
-    );
-    fetch(&mut *db.pool.acquire().await?, sqlx::query(&sql).bind(booking_id.to_owned())).await
+    )
 }
 
 /// Replays the whole log (or up to `until`, inclusive) page by page into `visit`. Run it in a

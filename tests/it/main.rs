@@ -11,6 +11,7 @@ mod faults_support;
 mod http;
 mod log_integrity;
 mod private_cluster;
+mod query_plans;
 mod rebuild_property;
 mod registry_rules;
 mod scenario;
