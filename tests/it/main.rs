@@ -12,6 +12,7 @@ mod http;
 mod log_integrity;
 mod private_cluster;
 mod query_plans;
+mod reads;
 mod rebuild_property;
 mod registry_rules;
 mod scenario;
