@@ -347,13 +347,9 @@ impl ProjectionState {
         match table.name {
             "enrol" => Box::new(self.enrol.keys().map(|k| RowKey::Enrol(*k))),
             "user_enrolments" => Box::new(self.user_enrolments.keys().map(|k| RowKey::UserEnrolment(*k))),
-            "course_completions" => {
-                Box::new(self.course_completions.keys().map(|(u, c)| RowKey::Completion(*u, *c)))
-            }
+            "course_completions" => Box::new(self.course_completions.keys().map(|(u, c)| RowKey::Completion(*u, *c))),
             "recompletion_history" => Box::new(self.recompletion_history.keys().map(|k| RowKey::Recompletion(*k))),
-            "course_recompletion" => {
-                Box::new(self.course_recompletion.keys().map(|k| RowKey::CourseRecompletion(*k)))
-            }
+            "course_recompletion" => Box::new(self.course_recompletion.keys().map(|k| RowKey::CourseRecompletion(*k))),
             _ => Box::new(self.config.keys().map(|k| RowKey::Config(k.clone()))),
         }
     }

@@ -314,7 +314,11 @@ where
 /// Every event of the enrolment streams of one course, up to `until` (inclusive), in position
 /// order: what an as-of read of that course folds. `enrolment_course` names each enrolment
 /// stream's course (filled by `append`, backfilled by migration 5).
-pub async fn read_course_until(conn: &mut AnyConnection, course_id: i64, until: i64) -> Result<Vec<StoredEvent>, StoreError> {
+pub async fn read_course_until(
+    conn: &mut AnyConnection,
+    course_id: i64,
+    until: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
     let sql = format!(
         "SELECT {COLUMNS} FROM events \
          WHERE stream_id IN (SELECT stream_id FROM enrolment_course WHERE course_id = $1) AND position <= $2 \

@@ -108,9 +108,7 @@ async fn migration_5_backfills_enrolment_course(backend: Backend) {
     let (a, b) = two_courses(&test).await;
     let count = |db: &Db| {
         let pool = db.pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM enrolment_course").fetch_one(&pool).await.unwrap()
-        }
+        async move { sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM enrolment_course").fetch_one(&pool).await.unwrap() }
     };
     let written = count(&test.db).await;
     let opened: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_type = 'Enrolled'")
@@ -135,10 +133,8 @@ async fn verify_pages_through_tables_larger_than_a_page(backend: Backend) {
     two_courses(&test).await;
     assert!(audit::verify(&test.db).await.unwrap().is_ok());
     let (min, max): (i64, i64) = {
-        let row: (Option<i64>, Option<i64>) = sqlx::query_as("SELECT MIN(id), MAX(id) FROM user_enrolments")
-            .fetch_one(&test.db.pool)
-            .await
-            .unwrap();
+        let row: (Option<i64>, Option<i64>) =
+            sqlx::query_as("SELECT MIN(id), MAX(id) FROM user_enrolments").fetch_one(&test.db.pool).await.unwrap();
         (row.0.unwrap(), row.1.unwrap())
     };
     let bogus = COMPARE_PAGE_ROWS + 5_000;
@@ -160,12 +156,22 @@ async fn verify_pages_through_tables_larger_than_a_page(backend: Backend) {
     .unwrap();
     let report = audit::verify(&test.db).await.unwrap();
     let count = |needle: &str| report.problems.iter().filter(|p| p.contains(needle)).count() as i64;
-    assert_eq!(count("projection user_enrolments: row not justified by the log"), bogus + 2, "{:?}", &report.problems[..3]);
+    assert_eq!(
+        count("projection user_enrolments: row not justified by the log"),
+        bogus + 2,
+        "{:?}",
+        &report.problems[..3]
+    );
     assert_eq!(count("projection user_enrolments: row missing or different"), 2);
     assert_eq!(count(&format!("the log says [Int(Some({min})), ")), 1);
     assert_eq!(count(&format!("the log says [Int(Some({max})), ")), 1);
     assert_eq!(count("projection ledger_config: row missing or different"), 1);
-    assert_eq!(count("projection ledger_config: row not justified by the log: [Text(Some(\"role\")), Text(Some(\"changed\"))]"), 1);
+    assert_eq!(
+        count(
+            "projection ledger_config: row not justified by the log: [Text(Some(\"role\")), Text(Some(\"changed\"))]"
+        ),
+        1
+    );
     assert_eq!(report.problems.len() as i64, bogus + 6, "nothing else");
     assert!(report.chain_intact);
 }

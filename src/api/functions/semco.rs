@@ -158,10 +158,10 @@ async fn get_enrolments(call: &Call<'_>, course: i64) -> Result<Value, WsError> 
         return Err(domain_error(&DomainError::CourseNotExist(crate::domain::ids::CourseId(course)), call.base_url));
     }
     let rows = sqlx::query(crate::projection::queries::COURSE_ENROLMENTS)
-    .bind(course)
-    .fetch_all(pool)
-    .await
-    .map_err(|e| call.store_error(e))?;
+        .bind(course)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| call.store_error(e))?;
     let list = rows
         .iter()
         .map(|r| {
