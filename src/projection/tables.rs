@@ -361,13 +361,19 @@ impl ProjectionState {
 }
 
 /// Replaces the content of every projection table with `state` (rebuild), in the caller's
-/// transaction. The tables are emptied first, so plain INSERTs (no conflict handling) load
-/// them, `LOAD_ROWS_MAX` rows per statement, built and bound from the fold one chunk at a time.
+/// transaction. The secondary indexes are dropped and the tables emptied first, so plain
+/// INSERTs (no conflict handling) load them, `LOAD_ROWS_MAX` rows per statement, built and
+/// bound from the fold one chunk at a time; then the indexes are created again (a duplicate
+/// booking ID fails there, and the whole rebuild with it).
 pub async fn write_all(conn: &mut AnyConnection, state: &ProjectionState) -> Result<(), StoreError> {
+    let backend = Backend::of(conn);
+    let indexes = super::schema::secondary_indexes(backend);
+    for (name, _) in &indexes {
+        sqlx::query(&format!("DROP INDEX {name}")).execute(&mut *conn).await?;
+    }
     for table in ALL {
         sqlx::query(&format!("DELETE FROM {}", table.name)).execute(&mut *conn).await?;
     }
-    let backend = Backend::of(conn);
     for table in ALL {
         let names: Vec<&str> = table.columns.iter().map(|(n, _)| *n).collect();
         let head = format!("INSERT INTO {} ({}) VALUES ", table.name, names.join(", "));
@@ -391,6 +397,9 @@ pub async fn write_all(conn: &mut AnyConnection, state: &ProjectionState) -> Res
             }
             query.execute(&mut *conn).await?;
         }
+    }
+    for (_, create) in &indexes {
+        sqlx::query(create).execute(&mut *conn).await?;
     }
     Ok(())
 }
