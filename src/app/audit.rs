@@ -11,7 +11,7 @@ use sqlx::AnyConnection;
 use crate::app::state::LedgerState;
 use crate::projection::state::UserEnrolmentRow;
 use crate::projection::{schema, tables, ProjectionState, PROJECTION_VERSION};
-use crate::store::log::{self, StoredEvent, GENESIS_HASH};
+use crate::store::log::{self, StoredEvent};
 use crate::store::{Backend, Db, StoreError};
 
 /// Folds the log (up to `until` position, inclusive) into projection rows.
@@ -117,14 +117,13 @@ pub async fn verify(db: &Db) -> Result<VerifyReport, StoreError> {
     // projection fold's job, which rebuild also uses).
     let mut ledger = LedgerState::default();
     let mut prev_position = 0;
-    let mut prev_hash = GENESIS_HASH.to_owned();
     let mut versions: HashMap<String, i64> = HashMap::new();
     let problems = &mut report.problems;
     let chain_intact = &mut report.chain_intact;
     let mut count = 0;
-    log::replay_decoded(&mut tx, None, |stored, event| {
+    log::replay_chained(&mut tx, |stored, event, chained| {
         count += 1;
-        *chain_intact &= check_event(&stored, prev_position, &prev_hash, &mut versions, problems);
+        *chain_intact &= check_event(&stored, prev_position, &chained, &mut versions, problems);
         match event {
             Ok(event) => {
                 if let Err(impossible) = ledger.try_apply(&stored, &event, &mut BTreeSet::new()) {
@@ -135,7 +134,6 @@ pub async fn verify(db: &Db) -> Result<VerifyReport, StoreError> {
             Err(error) => problems.push(error.to_string()),
         }
         prev_position = stored.position;
-        prev_hash = stored.hash;
         Ok(())
     })
     .await?;
@@ -148,11 +146,12 @@ pub async fn verify(db: &Db) -> Result<VerifyReport, StoreError> {
     Ok(report)
 }
 
-/// Checks one event's position, hash and stream version; returns whether its hash is intact.
+/// Checks one event's position, hash (`chained`: its content hashed over its predecessor's
+/// hash) and stream version; returns whether its hash is intact.
 fn check_event(
     stored: &StoredEvent,
     prev_position: i64,
-    prev_hash: &str,
+    chained: &str,
     versions: &mut HashMap<String, i64>,
     problems: &mut Vec<String>,
 ) -> bool {
@@ -161,7 +160,7 @@ fn check_event(
         problems
             .push(format!("position {p} follows position {prev_position}: {} event(s) missing", p - prev_position - 1));
     }
-    let hash_intact = stored.chain_hash(prev_hash) == stored.hash;
+    let hash_intact = chained == stored.hash;
     if !hash_intact {
         problems.push(format!(
             "position {p}: hash does not match its content and its predecessor (altered, removed or reordered event)"

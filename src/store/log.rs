@@ -274,9 +274,6 @@ where
     }
 }
 
-/// An event as read from the log together with its decoded payload (or why it cannot be read).
-pub type Decoded = (StoredEvent, Result<LedgerEvent, StoreError>);
-
 /// `replay` with each payload already decoded. While one page is decoded on a blocking thread,
 /// the next one is fetched, so reading and decoding overlap; `visit` still sees every event in
 /// position order.
@@ -284,29 +281,62 @@ pub async fn replay_decoded<F>(conn: &mut AnyConnection, until: Option<i64>, mut
 where
     F: FnMut(StoredEvent, Result<LedgerEvent, StoreError>) -> Result<(), StoreError>,
 {
+    replay_pipelined(conn, until, false, |stored, event, _| visit(stored, event)).await
+}
+
+/// `replay_decoded` that also hands `visit` each event's `chain_hash` over its predecessor's
+/// stored hash (the genesis hash for the first row), computed on the decoding thread: what
+/// `verify` compares with the event's own `hash`.
+pub async fn replay_chained<F>(conn: &mut AnyConnection, mut visit: F) -> Result<(), StoreError>
+where
+    F: FnMut(StoredEvent, Result<LedgerEvent, StoreError>, String) -> Result<(), StoreError>,
+{
+    replay_pipelined(conn, None, true, |stored, event, chained| visit(stored, event, chained.unwrap_or_default())).await
+}
+
+/// A page's events, each with its decoded payload and (when asked) its recomputed chain hash.
+type Prepared = Vec<(StoredEvent, Result<LedgerEvent, StoreError>, Option<String>)>;
+
+async fn replay_pipelined<F>(
+    conn: &mut AnyConnection,
+    until: Option<i64>,
+    chain: bool,
+    mut visit: F,
+) -> Result<(), StoreError>
+where
+    F: FnMut(StoredEvent, Result<LedgerEvent, StoreError>, Option<String>) -> Result<(), StoreError>,
+{
     let mut page = read_after(conn, 0, REPLAY_PAGE_ROWS).await?;
+    let mut prev_hash = GENESIS_HASH.to_owned();
     loop {
-        let Some(last) = page.last().map(|e| e.position) else { return Ok(()) };
-        let more = page.len() as i64 == REPLAY_PAGE_ROWS && until.is_none_or(|u| last < u);
-        let decoding = tokio::task::spawn_blocking(move || -> Vec<Decoded> {
+        let Some(last) = page.last() else { return Ok(()) };
+        let (last_position, last_hash) = (last.position, last.hash.clone());
+        let more = page.len() as i64 == REPLAY_PAGE_ROWS && until.is_none_or(|u| last_position < u);
+        let decoding = tokio::task::spawn_blocking(move || -> Prepared {
+            let mut prev = prev_hash;
             page.into_iter()
                 .map(|stored| {
                     let event = stored.event();
-                    (stored, event)
+                    let chained = chain.then(|| stored.chain_hash(&prev));
+                    if chain {
+                        prev.clone_from(&stored.hash);
+                    }
+                    (stored, event, chained)
                 })
                 .collect()
         });
-        let next = if more { read_after(conn, last, REPLAY_PAGE_ROWS).await } else { Ok(Vec::new()) };
-        let decoded = match decoding.await {
-            Ok(decoded) => decoded,
+        let next = if more { read_after(conn, last_position, REPLAY_PAGE_ROWS).await } else { Ok(Vec::new()) };
+        let prepared = match decoding.await {
+            Ok(prepared) => prepared,
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         };
-        for (stored, event) in decoded {
+        for (stored, event, chained) in prepared {
             if until.is_some_and(|u| stored.position > u) {
                 return Ok(());
             }
-            visit(stored, event)?;
+            visit(stored, event, chained)?;
         }
+        prev_hash = last_hash;
         page = next?;
     }
 }
