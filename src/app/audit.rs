@@ -261,8 +261,9 @@ pub async fn as_of_position(
     let state = match course {
         Some(course_id) => {
             let mut state = ProjectionState::default();
-            for stored in log::read_course_until(conn, course_id, position).await? {
-                state.apply(&stored, &stored.event()?, &mut BTreeSet::new());
+            let events = log::read_course_until(conn, course_id, position).await?;
+            for (stored, event) in log::decode_all(events).await {
+                state.apply(&stored, &event?, &mut BTreeSet::new());
             }
             state
         }

@@ -341,6 +341,27 @@ where
     }
 }
 
+/// Decodes `events` on all available cores (a blocking task split into one chunk per core),
+/// keeping their order: for reads that fetch a bounded set at once, like an as-of of one course.
+pub async fn decode_all(events: Vec<StoredEvent>) -> Vec<(StoredEvent, Result<LedgerEvent, StoreError>)> {
+    let decoding = tokio::task::spawn_blocking(move || {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = events.len().div_ceil(cores).max(1);
+        let decoded: Vec<_> = std::thread::scope(|scope| {
+            let workers: Vec<_> = events
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || part.iter().map(StoredEvent::event).collect::<Vec<_>>()))
+                .collect();
+            workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+        });
+        events.into_iter().zip(decoded).collect::<Vec<_>>()
+    });
+    match decoding.await {
+        Ok(decoded) => decoded,
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    }
+}
+
 /// Every event of the enrolment streams of one course, up to `until` (inclusive), in position
 /// order: what an as-of read of that course folds. `enrolment_course` names each enrolment
 /// stream's course (filled by `append`, backfilled by migration 5).
