@@ -375,6 +375,10 @@ pub async fn write_all(conn: &mut AnyConnection, state: &ProjectionState) -> Res
         sqlx::query(&format!("DELETE FROM {}", table.name)).execute(&mut *conn).await?;
     }
     for table in ALL {
+        if backend == Backend::Postgres {
+            load_postgres(conn, table, state).await?;
+            continue;
+        }
         let names: Vec<&str> = table.columns.iter().map(|(n, _)| *n).collect();
         let head = format!("INSERT INTO {} ({}) VALUES ", table.name, names.join(", "));
         let mut full_sql = head.clone();
@@ -400,6 +404,42 @@ pub async fn write_all(conn: &mut AnyConnection, state: &ProjectionState) -> Res
     }
     for (_, create) in &indexes {
         sqlx::query(create).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Rows per statement of PostgreSQL's bulk load: one JSON array parameter each.
+pub const PG_LOAD_ROWS_MAX: usize = 20_000;
+
+/// PostgreSQL's bulk path through the `Any` driver (which cannot reach `COPY`): each chunk of
+/// rows goes as one JSON text parameter that the server expands with `json_populate_recordset`
+/// into the table's own row type, so neither side handles thousands of bound parameters.
+async fn load_postgres(conn: &mut AnyConnection, table: &Table, state: &ProjectionState) -> Result<(), StoreError> {
+    let names: Vec<&str> = table.columns.iter().map(|(n, _)| *n).collect();
+    let sql = format!(
+        "INSERT INTO {t} ({cols}) SELECT {cols} FROM json_populate_recordset(NULL::{t}, $1::json)",
+        t = table.name,
+        cols = names.join(", ")
+    );
+    let mut rows = state.rows_of(table).peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<serde_json::Value> = rows
+            .by_ref()
+            .take(PG_LOAD_ROWS_MAX)
+            .map(|row| {
+                let object = names.iter().zip(row).map(|(name, value)| {
+                    let json = match value {
+                        SqlValue::Int(v) => v.map_or(serde_json::Value::Null, serde_json::Value::from),
+                        SqlValue::Real(v) => v.map_or(serde_json::Value::Null, serde_json::Value::from),
+                        SqlValue::Text(v) => v.map_or(serde_json::Value::Null, serde_json::Value::from),
+                    };
+                    ((*name).to_owned(), json)
+                });
+                serde_json::Value::Object(object.collect())
+            })
+            .collect();
+        let payload = serde_json::Value::Array(chunk).to_string();
+        sqlx::query::<Any>(&sql).bind(payload).execute(&mut *conn).await?;
     }
     Ok(())
 }
