@@ -6,6 +6,7 @@
 //! transaction of `app::audit::upgrade_projections`, which rebuilds them when
 //! `PROJECTION_VERSION` changes.
 
+pub mod queries;
 pub mod schema;
 pub mod state;
 pub mod tables;
@@ -15,4 +16,4 @@ pub use state::ProjectionState;
 
 /// Bump when a projection's definition changes: the next start drops and rebuilds them all,
 /// in one transaction with the new version.
-pub const PROJECTION_VERSION: i64 = 1;
+pub const PROJECTION_VERSION: i64 = 2;

@@ -23,6 +23,23 @@ fn schema_sql(backend: Backend) -> (&'static str, &'static str) {
     }
 }
 
+/// The projection tables' secondary indexes for `backend`, as (name, CREATE statement), in the
+/// schema's order: a rebuild drops them, loads the rows and creates them again, which is
+/// faster than maintaining them row by row. Each `CREATE [UNIQUE] INDEX` of the schema files
+/// is on one line.
+pub fn secondary_indexes(backend: Backend) -> Vec<(&'static str, &'static str)> {
+    let (_, create) = schema_sql(backend);
+    create
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("CREATE INDEX ") || line.starts_with("CREATE UNIQUE INDEX "))
+        .filter_map(|line| {
+            let rest = line.strip_prefix("CREATE UNIQUE INDEX ").or_else(|| line.strip_prefix("CREATE INDEX "))?;
+            Some((rest.split_whitespace().next()?, line.trim_end_matches(';')))
+        })
+        .collect()
+}
+
 /// True when the projection tables have the current definition.
 pub async fn is_current(conn: &mut AnyConnection) -> Result<bool, StoreError> {
     let version: Option<i64> = sqlx::query_scalar("SELECT version FROM projection_meta WHERE name = $1")
@@ -52,4 +69,20 @@ pub async fn mark_current(conn: &mut AnyConnection) -> Result<(), StoreError> {
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_secondary_index_is_found_on_both_backends() {
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            let (_, create) = schema_sql(backend);
+            let found = secondary_indexes(backend);
+            assert_eq!(found.len(), create.matches("INDEX ").count(), "{backend:?}: one line per index");
+            assert!(found.iter().any(|(name, sql)| *name == "enrol_customchar1" && sql.contains("UNIQUE")));
+            assert!(found.iter().all(|(name, sql)| sql.contains(&format!("INDEX {name} ON "))));
+        }
+    }
 }

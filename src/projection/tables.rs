@@ -10,8 +10,8 @@ use super::state::{CompletionRow, EnrolRow, ProjectionState, RecompletionRow, Ro
 use super::writes::{self, Patch, Pending, PendingWrites};
 use crate::domain::event::{CourseCompletion, Grade};
 use crate::domain::recompletion::RecompletionType;
-use crate::store::log::push_placeholders;
-use crate::store::StoreError;
+use crate::store::log::push_placeholders_for;
+use crate::store::{Backend, StoreError};
 
 /// Rows per multi-row upsert statement.
 pub const UPSERT_ROWS_MAX: usize = 400;
@@ -263,9 +263,10 @@ pub async fn write_changes(
     changes: &PendingWrites,
     booking_moved: &BTreeSet<i64>,
 ) -> Result<(), StoreError> {
+    let backend = Backend::of(conn);
     if !booking_moved.is_empty() {
         let mut sql = "UPDATE enrol SET customchar1 = NULL WHERE id IN ".to_owned();
-        push_placeholders(&mut sql, 1, booking_moved.len());
+        push_placeholders_for(&mut sql, backend, 1, booking_moved.len());
         let mut query = sqlx::query::<Any>(&sql);
         for id in booking_moved {
             query = query.bind(*id);
@@ -320,9 +321,10 @@ async fn patch_rows(conn: &mut AnyConnection, patches: &[&Patch]) -> Result<(), 
         Patch::UserEnrolment { .. } => "user_enrolments",
         Patch::EnrolBooking { .. } => "enrol",
     };
+    let backend = Backend::of(conn);
     for chunk in patches.chunks(UPSERT_ROWS_MAX) {
         let mut sql = format!("{sql_head}{set}");
-        push_placeholders(&mut sql, chunk.len(), width);
+        push_placeholders_for(&mut sql, backend, chunk.len(), width);
         sql.push_str(&format!(") AS v WHERE {table}.id = v.column1"));
         let mut query = sqlx::query::<Any>(&sql);
         for patch in chunk {
@@ -362,12 +364,13 @@ fn bind_value<'q>(
 }
 
 async fn upsert_rows(conn: &mut AnyConnection, table: &Table, rows: &[Vec<SqlValue>]) -> Result<(), StoreError> {
+    let backend = Backend::of(conn);
     let names: Vec<&str> = table.columns.iter().map(|(n, _)| *n).collect();
     let keys = names[..table.key_len].join(", ");
     let updates: Vec<String> = names[table.key_len..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
     for chunk in rows.chunks(UPSERT_ROWS_MAX) {
         let mut sql = format!("INSERT INTO {} ({}) VALUES ", table.name, names.join(", "));
-        push_placeholders(&mut sql, chunk.len(), names.len());
+        push_placeholders_for(&mut sql, backend, chunk.len(), names.len());
         sql.push_str(&format!(" ON CONFLICT ({keys}) DO UPDATE SET {}", updates.join(", ")));
         let mut query = sqlx::query::<Any>(&sql);
         for value in chunk.iter().flatten() {
@@ -379,6 +382,7 @@ async fn upsert_rows(conn: &mut AnyConnection, table: &Table, rows: &[Vec<SqlVal
 }
 
 async fn delete_rows(conn: &mut AnyConnection, table: &Table, keys: &[Vec<SqlValue>]) -> Result<(), StoreError> {
+    let backend = Backend::of(conn);
     let key_names: Vec<&str> = table.columns[..table.key_len].iter().map(|(n, _)| *n).collect();
     for chunk in keys.chunks(UPSERT_ROWS_MAX) {
         let mut n = 0;
@@ -389,7 +393,10 @@ async fn delete_rows(conn: &mut AnyConnection, table: &Table, keys: &[Vec<SqlVal
                     .iter()
                     .map(|k| {
                         n += 1;
-                        format!("{k} = ${n}")
+                        match backend {
+                            Backend::Postgres => format!("{k} = ${n}"),
+                            Backend::Sqlite => format!("{k} = ?"),
+                        }
                     })
                     .collect();
                 format!("({})", parts.join(" AND "))
@@ -405,16 +412,195 @@ async fn delete_rows(conn: &mut AnyConnection, table: &Table, keys: &[Vec<SqlVal
     Ok(())
 }
 
-/// Replaces the content of every projection table with `state` (rebuild).
+/// Rows per plain INSERT of a rebuild: one prepared statement, reused for every full chunk.
+pub const LOAD_ROWS_MAX: usize = 500;
+/// Rows per page when verify reads a projection table back in key order.
+pub const COMPARE_PAGE_ROWS: i64 = 10_000;
+
+impl ProjectionState {
+    /// One table's keys, in key order (the order `table_rows` and `compare_table` use).
+    fn keys_of<'a>(&'a self, table: &Table) -> Box<dyn Iterator<Item = RowKey> + 'a> {
+        match table.name {
+            "enrol" => Box::new(self.enrol.keys().map(|k| RowKey::Enrol(*k))),
+            "user_enrolments" => Box::new(self.user_enrolments.keys().map(|k| RowKey::UserEnrolment(*k))),
+            "course_completions" => Box::new(self.course_completions.keys().map(|(u, c)| RowKey::Completion(*u, *c))),
+            "recompletion_history" => Box::new(self.recompletion_history.keys().map(|k| RowKey::Recompletion(*k))),
+            "course_recompletion" => Box::new(self.course_recompletion.keys().map(|k| RowKey::CourseRecompletion(*k))),
+            _ => Box::new(self.config.keys().map(|k| RowKey::Config(k.clone()))),
+        }
+    }
+
+    /// One table's rows as SQL values, in key order, built one at a time.
+    pub fn rows_of<'a>(&'a self, table: &Table) -> impl Iterator<Item = Vec<SqlValue>> + 'a {
+        self.keys_of(table).filter_map(|key| self.row(&key).map(|(_, values)| values))
+    }
+}
+
+/// Replaces the content of every projection table with `state` (rebuild), in the caller's
+/// transaction. The secondary indexes are dropped and the tables emptied first, so plain
+/// INSERTs (no conflict handling) load them, `LOAD_ROWS_MAX` rows per statement, built and
+/// bound from the fold one chunk at a time; then the indexes are created again (a duplicate
+/// booking ID fails there, and the whole rebuild with it).
 pub async fn write_all(conn: &mut AnyConnection, state: &ProjectionState) -> Result<(), StoreError> {
+    let backend = Backend::of(conn);
+    let indexes = super::schema::secondary_indexes(backend);
+    for (name, _) in &indexes {
+        sqlx::query(&format!("DROP INDEX {name}")).execute(&mut *conn).await?;
+    }
     for table in ALL {
         sqlx::query(&format!("DELETE FROM {}", table.name)).execute(&mut *conn).await?;
     }
-    for (name, rows) in state.table_rows() {
-        let table = ALL.iter().find(|t| t.name == name).expect("table_rows names only known tables");
-        upsert_rows(conn, table, &rows).await?;
+    for table in ALL {
+        if backend == Backend::Postgres {
+            load_postgres(conn, table, state).await?;
+            continue;
+        }
+        let names: Vec<&str> = table.columns.iter().map(|(n, _)| *n).collect();
+        let head = format!("INSERT INTO {} ({}) VALUES ", table.name, names.join(", "));
+        let mut full_sql = head.clone();
+        push_placeholders_for(&mut full_sql, backend, LOAD_ROWS_MAX, names.len());
+        let mut rows = state.rows_of(table).peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<Vec<SqlValue>> = rows.by_ref().take(LOAD_ROWS_MAX).collect();
+            let tail_sql;
+            let sql = if chunk.len() == LOAD_ROWS_MAX {
+                &full_sql
+            } else {
+                let mut sql = head.clone();
+                push_placeholders_for(&mut sql, backend, chunk.len(), names.len());
+                tail_sql = sql;
+                &tail_sql
+            };
+            let mut query = sqlx::query::<Any>(sql);
+            for value in chunk.iter().flatten() {
+                query = bind_value(query, value);
+            }
+            query.execute(&mut *conn).await?;
+        }
+    }
+    for (_, create) in &indexes {
+        sqlx::query(create).execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// Rows per statement of PostgreSQL's bulk load: one JSON array parameter each.
+pub const PG_LOAD_ROWS_MAX: usize = 20_000;
+
+/// PostgreSQL's bulk path through the `Any` driver (which cannot reach `COPY`): each chunk of
+/// rows goes as one JSON text parameter that the server expands with `json_populate_recordset`
+/// into the table's own row type, so neither side handles thousands of bound parameters.
+async fn load_postgres(conn: &mut AnyConnection, table: &Table, state: &ProjectionState) -> Result<(), StoreError> {
+    let names: Vec<&str> = table.columns.iter().map(|(n, _)| *n).collect();
+    let sql = format!(
+        "INSERT INTO {t} ({cols}) SELECT {cols} FROM json_populate_recordset(NULL::{t}, $1::json)",
+        t = table.name,
+        cols = names.join(", ")
+    );
+    let mut rows = state.rows_of(table).peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<serde_json::Value> = rows
+            .by_ref()
+            .take(PG_LOAD_ROWS_MAX)
+            .map(|row| {
+                let object = names.iter().zip(row).map(|(name, value)| {
+                    let json = match value {
+                        SqlValue::Int(v) => v.map_or(serde_json::Value::Null, serde_json::Value::from),
+                        SqlValue::Real(v) => v.map_or(serde_json::Value::Null, serde_json::Value::from),
+                        SqlValue::Text(v) => v.map_or(serde_json::Value::Null, serde_json::Value::from),
+                    };
+                    ((*name).to_owned(), json)
+                });
+                serde_json::Value::Object(object.collect())
+            })
+            .collect();
+        let payload = serde_json::Value::Array(chunk).to_string();
+        sqlx::query::<Any>(&sql).bind(payload).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Compares one table with the rows `state` says it must hold, by merge-joining both in key
+/// order: the table is read `COMPARE_PAGE_ROWS` at a time (keyset pages), so memory stays
+/// bounded by a page whatever the table's size. Returns the problems, in key order.
+pub async fn compare_table(
+    conn: &mut AnyConnection,
+    table: &Table,
+    state: &ProjectionState,
+) -> Result<Vec<String>, StoreError> {
+    let backend = Backend::of(conn);
+    let mut problems = Vec::new();
+    let missing = |row: &[SqlValue], problems: &mut Vec<String>| {
+        problems.push(format!("projection {}: row missing or different, the log says {row:?}", table.name));
+    };
+    let unjustified = |row: &[SqlValue], problems: &mut Vec<String>| {
+        problems.push(format!("projection {}: row not justified by the log: {row:?}", table.name));
+    };
+    let mut expected = state.rows_of(table).peekable();
+    let mut last_key: Option<Vec<SqlValue>> = None;
+    loop {
+        let page = read_page(conn, backend, table, last_key.as_deref()).await?;
+        let Some(last) = page.last() else { break };
+        last_key = Some(last[..table.key_len].to_vec());
+        let page_len = page.len() as i64;
+        for live in page {
+            // Every expected row before this live one is missing from the table.
+            while let Some(want) = expected.next_if(|want| key_cmp(table, want, &live).is_lt()) {
+                missing(&want, &mut problems);
+            }
+            match expected.next_if(|want| key_cmp(table, want, &live).is_eq()) {
+                Some(want) if want == live => {}
+                Some(want) => {
+                    missing(&want, &mut problems);
+                    unjustified(&live, &mut problems);
+                }
+                None => unjustified(&live, &mut problems),
+            }
+        }
+        if page_len < COMPARE_PAGE_ROWS {
+            break;
+        }
+    }
+    for want in expected {
+        missing(&want, &mut problems);
+    }
+    Ok(problems)
+}
+
+/// Compares the key columns only, as both sides of `compare_table` are ordered.
+fn key_cmp(table: &Table, a: &[SqlValue], b: &[SqlValue]) -> std::cmp::Ordering {
+    key_order(&a[..table.key_len], &b[..table.key_len])
+}
+
+/// One keyset page of a table in key order, after `after` (its key columns) when given. Text
+/// keys are ordered bytewise on both backends (`COLLATE "C"` on PostgreSQL; SQLite's default),
+/// the order of Rust strings in the fold.
+async fn read_page(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    table: &Table,
+    after: Option<&[SqlValue]>,
+) -> Result<Vec<Vec<SqlValue>>, StoreError> {
+    let names: Vec<&str> = table.columns.iter().map(|(n, _)| *n).collect();
+    let keys: Vec<String> = table.columns[..table.key_len]
+        .iter()
+        .map(|(name, kind)| match (kind, backend) {
+            (Kind::Text, Backend::Postgres) => format!("{name} COLLATE \"C\""),
+            _ => (*name).to_owned(),
+        })
+        .collect();
+    let mut sql = format!("SELECT {} FROM {}", names.join(", "), table.name);
+    if after.is_some() {
+        sql.push_str(&format!(" WHERE ({}) > ", keys.join(", ")));
+        push_placeholders_for(&mut sql, backend, 1, table.key_len);
+    }
+    sql.push_str(&format!(" ORDER BY {} LIMIT {COMPARE_PAGE_ROWS}", keys.join(", ")));
+    let mut query = sqlx::query::<Any>(&sql);
+    for value in after.into_iter().flatten() {
+        query = bind_value(query, value);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    Ok(rows.iter().map(|row| read_row(row, table)).collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Reads every projection table back as SQL values, in key order, for comparison.

@@ -13,6 +13,8 @@ mod faults_support;
 mod http;
 mod log_integrity;
 mod private_cluster;
+mod query_plans;
+mod reads;
 mod rebuild_property;
 mod registry_rules;
 mod scenario;

@@ -157,15 +157,11 @@ async fn get_enrolments(call: &Call<'_>, course: i64) -> Result<Value, WsError> 
     if exists.is_none() {
         return Err(domain_error(&DomainError::CourseNotExist(crate::domain::ids::CourseId(course)), call.base_url));
     }
-    let rows = sqlx::query(
-        "SELECT ue.id, ue.userid, e.customchar1, ue.timestart, ue.timeend, ue.status \
-         FROM user_enrolments ue JOIN enrol e ON e.id = ue.enrolid \
-         WHERE e.courseid = $1 AND e.enrol = 'semco' ORDER BY ue.id",
-    )
-    .bind(course)
-    .fetch_all(pool)
-    .await
-    .map_err(|e| call.store_error(e))?;
+    let rows = sqlx::query(crate::projection::queries::COURSE_ENROLMENTS)
+        .bind(course)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| call.store_error(e))?;
     let list = rows
         .iter()
         .map(|r| {
