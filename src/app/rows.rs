@@ -6,7 +6,7 @@
 use super::state::LedgerState;
 use crate::domain::event::{CompletionEvent, ConfigEvent, CourseEvent, EnrolmentEvent, UnenrolReason};
 use crate::domain::LedgerEvent;
-use crate::projection::state::{seconds, CompletionRow, EnrolRow, RecompletionRow, RowKey, UserEnrolmentRow};
+use crate::projection::state::{enrolled_rows, seconds, CompletionRow, RecompletionRow, RowKey};
 use crate::projection::writes::{Patch, Row, RowWrite};
 use crate::store::log::StoredEvent;
 
@@ -62,39 +62,11 @@ fn enrolment_rows(
     modifier: i64,
 ) -> Vec<RowWrite> {
     match event {
-        EnrolmentEvent::Enrolled {
-            instance_id,
-            user_enrolment_id,
-            user_id,
-            course_id,
-            booking_id,
-            timestart,
-            timeend,
-            suspended,
-            role_id,
-            sortorder,
-        } => vec![
-            RowWrite::Put(Row::Enrol(EnrolRow {
-                id: instance_id.0,
-                courseid: course_id.0,
-                sortorder: *sortorder,
-                roleid: role_id.0,
-                customchar1: Some(booking_id.as_str().to_owned()),
-                timecreated: now,
-                timemodified: now,
-            })),
-            RowWrite::Put(Row::UserEnrolment(UserEnrolmentRow {
-                id: user_enrolment_id.0,
-                status: i64::from(*suspended),
-                enrolid: instance_id.0,
-                userid: user_id.0,
-                timestart: *timestart,
-                timeend: *timeend,
-                modifierid: modifier,
-                timecreated: now,
-                timemodified: now,
-            })),
-        ],
+        EnrolmentEvent::Enrolled { .. } => enrolled_rows(event, now, modifier)
+            .map(|(enrol, user_enrolment)| {
+                vec![RowWrite::Put(Row::Enrol(enrol)), RowWrite::Put(Row::UserEnrolment(user_enrolment))]
+            })
+            .unwrap_or_default(),
         EnrolmentEvent::EnrolmentEdited { user_enrolment_id, timestart, timeend, suspended } => {
             if after.live_by_user_enrolment(user_enrolment_id.0).is_none() {
                 return Vec::new();

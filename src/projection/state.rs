@@ -154,46 +154,13 @@ impl ProjectionState {
 
     fn apply_enrolment(&mut self, event: &EnrolmentEvent, now: i64, modifier: i64, touched: &mut BTreeSet<RowKey>) {
         match event {
-            EnrolmentEvent::Enrolled {
-                instance_id,
-                user_enrolment_id,
-                user_id,
-                course_id,
-                booking_id,
-                timestart,
-                timeend,
-                suspended,
-                role_id,
-                sortorder,
-            } => {
-                self.enrol.insert(
-                    instance_id.0,
-                    EnrolRow {
-                        id: instance_id.0,
-                        courseid: course_id.0,
-                        sortorder: *sortorder,
-                        roleid: role_id.0,
-                        customchar1: Some(booking_id.as_str().to_owned()),
-                        timecreated: now,
-                        timemodified: now,
-                    },
-                );
-                self.user_enrolments.insert(
-                    user_enrolment_id.0,
-                    UserEnrolmentRow {
-                        id: user_enrolment_id.0,
-                        status: i64::from(*suspended),
-                        enrolid: instance_id.0,
-                        userid: user_id.0,
-                        timestart: *timestart,
-                        timeend: *timeend,
-                        modifierid: modifier,
-                        timecreated: now,
-                        timemodified: now,
-                    },
-                );
-                touched.insert(RowKey::Enrol(instance_id.0));
-                touched.insert(RowKey::UserEnrolment(user_enrolment_id.0));
+            EnrolmentEvent::Enrolled { .. } => {
+                if let Some((enrol, user_enrolment)) = enrolled_rows(event, now, modifier) {
+                    touched.insert(RowKey::Enrol(enrol.id));
+                    touched.insert(RowKey::UserEnrolment(user_enrolment.id));
+                    self.enrol.insert(enrol.id, enrol);
+                    self.user_enrolments.insert(user_enrolment.id, user_enrolment);
+                }
             }
             EnrolmentEvent::EnrolmentEdited { user_enrolment_id, timestart, timeend, suspended } => {
                 if let Some(row) = self.user_enrolments.get_mut(&user_enrolment_id.0) {
@@ -233,4 +200,45 @@ impl ProjectionState {
             }
         }
     }
+}
+
+/// The `enrol` and `user_enrolments` rows an `Enrolled` event creates (`None` for any other
+/// event): the fold and the writer's row writes (`app::rows`) share it.
+pub fn enrolled_rows(event: &EnrolmentEvent, now: i64, modifier: i64) -> Option<(EnrolRow, UserEnrolmentRow)> {
+    let EnrolmentEvent::Enrolled {
+        instance_id,
+        user_enrolment_id,
+        user_id,
+        course_id,
+        booking_id,
+        timestart,
+        timeend,
+        suspended,
+        role_id,
+        sortorder,
+    } = event
+    else {
+        return None;
+    };
+    let enrol = EnrolRow {
+        id: instance_id.0,
+        courseid: course_id.0,
+        sortorder: *sortorder,
+        roleid: role_id.0,
+        customchar1: Some(booking_id.as_str().to_owned()),
+        timecreated: now,
+        timemodified: now,
+    };
+    let user_enrolment = UserEnrolmentRow {
+        id: user_enrolment_id.0,
+        status: i64::from(*suspended),
+        enrolid: instance_id.0,
+        userid: user_id.0,
+        timestart: *timestart,
+        timeend: *timeend,
+        modifierid: modifier,
+        timecreated: now,
+        timemodified: now,
+    };
+    Some((enrol, user_enrolment))
 }
