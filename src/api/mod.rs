@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 
+pub mod audit_api;
 pub mod client_addr;
 pub mod errors;
 pub mod functions;
@@ -67,6 +68,7 @@ pub fn router_with_edge(ledger: Ledger, settings: Settings, edge: EdgeSettings) 
         .route(rest::PATH, get(rest::handle).post(rest::handle))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(audit_api::routes())
         .with_state(state)
 }
 

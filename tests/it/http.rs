@@ -15,6 +15,8 @@ use crate::support::*;
 pub struct Api {
     pub router: Router,
     pub test: TestDb,
+    /// The ledger behind the router, for a test's own writes.
+    pub ledger: enrol_ledger::app::Ledger,
 }
 
 impl Api {
@@ -22,7 +24,7 @@ impl Api {
         let test = TestDb::new(backend).await;
         let ledger = test.ledger().await;
         let settings = api::Settings { base_url: "http://moodle.example".into(), debug: false };
-        Self { router: api::router(ledger, settings), test }
+        Self { router: api::router(ledger.clone(), settings), test, ledger }
     }
 
     pub async fn token(&self, service: &str) -> String {
@@ -403,7 +405,7 @@ async fn debug_mode_adds_debuginfo(backend: Backend) {
     let test = TestDb::new(backend).await;
     let ledger = test.ledger().await;
     let settings = api::Settings { base_url: "http://moodle.example".into(), debug: true };
-    let api = Api { router: api::router(ledger, settings), test };
+    let api = Api { router: api::router(ledger.clone(), settings), test, ledger };
     let token = api.token("enrol_semco").await;
     let body =
         api.call(&token, "enrol_semco_enrol_user", "json", "userid=4&courseid=2&semcobookingid=B&timestart=").await;

@@ -4,6 +4,7 @@
 mod support;
 
 mod api_doc;
+mod audit_api;
 mod cli;
 mod concurrency;
 mod db_roles;

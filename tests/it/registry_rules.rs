@@ -13,7 +13,7 @@ async fn debug_api(backend: Backend) -> Api {
     let test = TestDb::new(backend).await;
     let ledger = test.ledger().await;
     let settings = api::Settings { base_url: "http://moodle.example".into(), debug: true };
-    Api { router: api::router(ledger, settings), test }
+    Api { router: api::router(ledger.clone(), settings), test, ledger }
 }
 
 fn new_user(username: &str, email: &str, auth: Option<&str>) -> String {

@@ -1,0 +1,164 @@
+//! The read-only audit API under `/api/v1/` (WS-CONTRACT §6): JSON over HTTP, authorised by a
+//! token of the `ledger_audit` or `ledger_admin` service in `Authorization: Bearer TOKEN`.
+//!
+//! Every answer is JSON. Errors are `{"error": CODE, "message": TEXT}` with the HTTP status
+//! that says what went wrong (401 no or unknown token, 403 a token of another service, 400 a
+//! bad parameter, 429 a throttled address, 503 the database); nothing here writes.
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+
+use super::services::{LEDGER_ADMIN, LEDGER_AUDIT};
+use super::tokens::TokenRefusal;
+use super::AppState;
+use crate::app::audit;
+use crate::store::log;
+
+/// Events per page of `/api/v1/events` unless `limit` says fewer.
+pub const EVENTS_PAGE_MAX: i64 = 1000;
+const EVENTS_PAGE_DEFAULT: i64 = 100;
+
+/// The routes, mounted by `api::router_with_edge`.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/events", get(events))
+}
+
+/// An audit API failure: its HTTP status, a stable code and a sentence.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+
+    pub fn bad_parameter(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalidparameter", message)
+    }
+
+    pub fn store(error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "audit API read failed");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "dmlreadexception", "Error reading from database")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.code, "message": self.message });
+        let mut response = json(self.status, &body);
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// The caller's token, if it is a live token of `ledger_audit` or `ledger_admin` allowed from
+/// this address (the same checks and guessing throttle as the REST endpoint).
+pub async fn authorise(
+    state: &AppState,
+    headers: &HeaderMap,
+    client_ip: Option<std::net::IpAddr>,
+) -> Result<(), ApiError> {
+    let unauthorised = |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "invalidtoken", message);
+    let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let Some(token) = value.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()) else {
+        return Err(unauthorised(
+            "An Authorization: Bearer token of the ledger_audit or ledger_admin service is required",
+        ));
+    };
+    let now = chrono::Utc::now().timestamp();
+    let checked = state
+        .tokens
+        .check(&state.ledger.db, token, client_ip, now, std::time::Instant::now())
+        .await
+        .map_err(ApiError::store)?;
+    match checked {
+        Ok(found) if found.user.deleted || found.user.suspended || found.user.auth == "nologin" => {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "accessexception", "The token's user may not use web services"))
+        }
+        Ok(found) if found.service == LEDGER_AUDIT || found.service == LEDGER_ADMIN => Ok(()),
+        Ok(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "accessexception",
+            "This token's service may not use the audit API (ledger_audit or ledger_admin only)",
+        )),
+        Err(TokenRefusal::Throttled) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "invalidtoken",
+            "Too many unknown tokens from this address",
+        )),
+        Err(TokenRefusal::Expired) => Err(unauthorised("The token has expired")),
+        Err(TokenRefusal::IpNotAllowed(ip)) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalidiptoken",
+            format!("Access from {ip} is not allowed for this token"),
+        )),
+        Err(_) => Err(unauthorised("Invalid token - token not found")),
+    }
+}
+
+/// The peer's address as the REST endpoint sees it (trusted proxies applied).
+pub fn peer_ip(state: &AppState, extensions: &axum::http::Extensions, headers: &HeaderMap) -> Option<std::net::IpAddr> {
+    let peer = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|axum::extract::ConnectInfo(addr)| addr.ip())?;
+    let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+    Some(state.edge.trusted_proxies.client_ip(peer, forwarded))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    /// Events after this position (0: from the first).
+    #[serde(default)]
+    pub after: Option<String>,
+    #[serde(default)]
+    pub limit: Option<String>,
+}
+
+fn parse_i64(
+    name: &str,
+    value: Option<&str>,
+    default: i64,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<i64, ApiError> {
+    let Some(value) = value else { return Ok(default) };
+    match value.parse::<i64>() {
+        Ok(v) if range.contains(&v) => Ok(v),
+        _ => {
+            Err(ApiError::bad_parameter(format!("{name} must be an integer from {} to {}", range.start(), range.end())))
+        }
+    }
+}
+
+/// `GET /api/v1/events?after=P&limit=N`: events in position order. Positions are gap-free and
+/// commit in order (one writer), so paging by `after = next_after` never skips a late commit.
+async fn events(
+    State(state): State<AppState>,
+    Query(query): Query<EventsQuery>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let ip = peer_ip(&state, request.extensions(), request.headers());
+    authorise(&state, request.headers(), ip).await?;
+    let after = parse_i64("after", query.after.as_deref(), 0, 0..=i64::MAX)?;
+    let limit = parse_i64("limit", query.limit.as_deref(), EVENTS_PAGE_DEFAULT, 1..=EVENTS_PAGE_MAX)?;
+    let mut conn = state.ledger.db.pool.acquire().await.map_err(ApiError::store)?;
+    let page = log::read_after(&mut *conn, after, limit).await.map_err(ApiError::store)?;
+    let next_after = page.last().map_or(after, |e| e.position);
+    let events: Vec<serde_json::Value> = page.iter().map(audit::export_line).collect();
+    let body = serde_json::json!({ "after": after, "next_after": next_after, "events": events });
+    Ok(json(StatusCode::OK, &body))
+}
+
+/// A JSON answer with its content type.
+pub fn json(status: StatusCode, body: &serde_json::Value) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], format!("{body}\n")).into_response()
+}
