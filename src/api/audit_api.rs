@@ -151,7 +151,7 @@ async fn events(
     let after = parse_i64("after", query.after.as_deref(), 0, 0..=i64::MAX)?;
     let limit = parse_i64("limit", query.limit.as_deref(), EVENTS_PAGE_DEFAULT, 1..=EVENTS_PAGE_MAX)?;
     let mut conn = state.ledger.db.pool.acquire().await.map_err(ApiError::store)?;
-    let page = log::read_after(&mut *conn, after, limit).await.map_err(ApiError::store)?;
+    let page = log::read_after(&mut conn, after, limit).await.map_err(ApiError::store)?;
     let next_after = page.last().map_or(after, |e| e.position);
     let events: Vec<serde_json::Value> = page.iter().map(audit::export_line).collect();
     let body = serde_json::json!({ "after": after, "next_after": next_after, "events": events });
