@@ -309,7 +309,8 @@ async fn run(cli: Cli) -> CliResult {
     let url = cli.database_url.as_str();
     let migrate_url = cli.migrate_url.as_deref();
     let key_path = cli.signing_key.clone().unwrap_or_else(|| crate::proof::default_key_path(url));
-    let checkpoint_file = cli.checkpoint_file.clone().unwrap_or_else(|| crate::proof::default_checkpoint_file(&key_path));
+    let checkpoint_file =
+        cli.checkpoint_file.clone().unwrap_or_else(|| crate::proof::default_checkpoint_file(&key_path));
     match cli.command {
         Command::Serve {
             listen,
@@ -394,8 +395,9 @@ async fn run(cli: Cli) -> CliResult {
             return Ok(ExitCode::SUCCESS);
         }
         Command::CheckProof { file, public_key } => {
-            let public = public_key_for(public_key.as_deref(), &key_path)?
-                .ok_or_else(|| format!("no public key: give --public-key, or --signing-key (none at {})", key_path.display()))?;
+            let public = public_key_for(public_key.as_deref(), &key_path)?.ok_or_else(|| {
+                format!("no public key: give --public-key, or --signing-key (none at {})", key_path.display())
+            })?;
             let text = if file.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin())?
             } else {
@@ -429,9 +431,8 @@ async fn run(cli: Cli) -> CliResult {
             let public = public_key_for(public_key.as_deref(), &key_path)?;
             let mut checkpoints: Vec<crate::proof::check::Sourced> = Vec::new();
             let mut conn = db.pool.acquire().await?;
-            let sourced = |source: String| {
-                move |checkpoint| crate::proof::check::Sourced { checkpoint, source: source.clone() }
-            };
+            let sourced =
+                |source: String| move |checkpoint| crate::proof::check::Sourced { checkpoint, source: source.clone() };
             checkpoints.extend(crate::proof::store::all(&mut conn).await?.into_iter().map(sourced("database".into())));
             let mut files = vec![checkpoint_file.clone()];
             if let Some(given) = checkpoint {
@@ -460,7 +461,10 @@ async fn run(cli: Cli) -> CliResult {
             } else {
                 format!("; the log matches {} signed checkpoint(s)", checkpoints.len())
             };
-            println!("verify OK: {} events, hash chain intact, projections equal a fresh rebuild{signed}", report.events);
+            println!(
+                "verify OK: {} events, hash chain intact, projections equal a fresh rebuild{signed}",
+                report.events
+            );
         }
         Command::Checkpoint { public_key } => {
             let key = open_signing_key(&db, &key_path).await?;

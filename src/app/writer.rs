@@ -30,12 +30,12 @@ use super::command::{LedgerError, Outcome, Request};
 use super::decide::{decide, Decision};
 use super::rows::rows_for;
 use super::snapshot::{self, SNAPSHOT_EVERY_EVENTS};
-use crate::proof::keeper::CheckpointTask;
 use super::state::LedgerState;
 use crate::domain::event::{EnrolmentEvent, SCHEMA_VERSION};
 use crate::domain::LedgerEvent;
 use crate::projection::tables;
 use crate::projection::writes::PendingWrites;
+use crate::proof::keeper::CheckpointTask;
 use crate::registry::RegistryOp;
 use crate::store::log::{self, Actor, StoredEvent};
 use crate::store::writer_conn::{is_connection_failure, Durability, WriterConnection, WriterLock};
@@ -182,8 +182,7 @@ impl Ledger {
         }));
         let (sender, receiver) = mpsc::channel(QUEUE_REQUESTS_MAX);
         let committed = (state.head_position, state.head_hash.clone());
-        let checkpoints =
-            options.checkpoints.clone().map(|o| CheckpointTask::start(db.clone(), o, committed.clone()));
+        let checkpoints = options.checkpoints.clone().map(|o| CheckpointTask::start(db.clone(), o, committed.clone()));
         let writer = Writer {
             state,
             conn,

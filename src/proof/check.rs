@@ -164,8 +164,7 @@ pub struct ConsistencyProof {
 /// The leaf hashes of the first `size` events, checked against `checkpoint`'s root.
 async fn tree_of(conn: &mut AnyConnection, checkpoint: &Checkpoint) -> Result<Vec<merkle::Hash>, ProofError> {
     let leaves = store::leaf_hashes(conn, checkpoint.position).await?;
-    if leaves.len() as i64 != checkpoint.position || merkle::to_hex(&merkle::root(&leaves)) != checkpoint.merkle_root
-    {
+    if leaves.len() as i64 != checkpoint.position || merkle::to_hex(&merkle::root(&leaves)) != checkpoint.merkle_root {
         return Err(ProofError::Invalid(format!(
             "the log does not match the checkpoint of position {} (run `enrol-ledger verify --checkpoint`): no proof \
              against it can be made",
@@ -190,9 +189,10 @@ pub async fn prove_inclusion(
     let index = (position - 1) as usize;
     let path = merkle::inclusion_path(index, &leaves).expect("index checked");
     let mut events = crate::store::log::read_after(conn, position - 1, 1).await?;
-    let stored = events.pop().filter(|e| e.position == position).ok_or_else(|| {
-        ProofError::Invalid(format!("no event at position {position}"))
-    })?;
+    let stored = events
+        .pop()
+        .filter(|e| e.position == position)
+        .ok_or_else(|| ProofError::Invalid(format!("no event at position {position}")))?;
     Ok(InclusionProof {
         proof: "inclusion".into(),
         checkpoint: checkpoint.clone(),
@@ -246,7 +246,8 @@ pub fn check_proof(json: &str, public: &VerifyingKey) -> Result<String, String> 
     let value: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("not a proof: {e}"))?;
     match value.get("proof").and_then(|p| p.as_str()) {
         Some("inclusion") => {
-            let p: InclusionProof = serde_json::from_value(value).map_err(|e| format!("not an inclusion proof: {e}"))?;
+            let p: InclusionProof =
+                serde_json::from_value(value).map_err(|e| format!("not an inclusion proof: {e}"))?;
             p.checkpoint.check_signature(public)?;
             if p.tree_size != p.checkpoint.position as u64 || p.leaf_index + 1 != p.position as u64 {
                 return Err(format!(

@@ -328,7 +328,8 @@ mod tests {
     }
 
     /// Every inclusion and consistency proof of trees up to 40 leaves checks, and each one
-    /// refuses a changed sibling, a wrong size, a wrong index and a wrong root.
+    /// refuses a changed sibling, a wrong index and a wrong root (the sizes are pinned by
+    /// the signed checkpoints, see the note below).
     #[test]
     fn every_proof_checks_and_every_forgery_is_refused() {
         let leaves: Vec<Hash> = (0u32..40).map(|i| leaf_hash(&i.to_be_bytes())).collect();
@@ -341,7 +342,8 @@ mod tests {
                 assert!(verify_inclusion(i as u64, n as u64, &tree[i], &path, &r), "{i} in {n}");
                 assert!(!verify_inclusion(i as u64, n as u64, &bogus, &path, &r));
                 assert!(!verify_inclusion(i as u64, n as u64, &tree[i], &path, &bogus));
-                assert!(!verify_inclusion(i as u64, n as u64 + 1, &tree[i], &path, &r) || path.is_empty() && n == 1);
+                // (A path alone does not pin the tree size: 0 in 3 also checks as 0 in 4 against the
+                // same root. The size is pinned by the signed checkpoint: `check::check_proof`.)
                 if n > 1 {
                     assert!(!verify_inclusion(((i + 1) % n) as u64, n as u64, &tree[i], &path, &r));
                     for s in 0..path.len() {
@@ -359,7 +361,6 @@ mod tests {
                 // Every tree extends the empty one.
                 assert!(!verify_consistency(m as u64, n as u64, &old, &bogus, &proof) || m == 0);
                 if m > 0 && m < n {
-                    assert!(!verify_consistency(m as u64, n as u64 + 1, &old, &r, &proof));
                     for s in 0..proof.len() {
                         let mut wrong = proof.clone();
                         wrong[s] = bogus;

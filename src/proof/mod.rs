@@ -172,7 +172,8 @@ impl LedgerKey {
 /// database, `enrol-ledger.signing-key` in the working directory for PostgreSQL.
 pub fn default_key_path(database_url: &str) -> PathBuf {
     let sqlite = !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://"));
-    let path = database_url.strip_prefix("sqlite://").or_else(|| database_url.strip_prefix("sqlite:")).unwrap_or(database_url);
+    let path =
+        database_url.strip_prefix("sqlite://").or_else(|| database_url.strip_prefix("sqlite:")).unwrap_or(database_url);
     let path = path.split_once('?').map_or(path, |(p, _)| p);
     if sqlite && !path.is_empty() && path != ":memory:" && !path.starts_with("file:") {
         PathBuf::from(format!("{path}.signing-key"))

@@ -13,6 +13,7 @@ mod faults_support;
 mod http;
 mod log_integrity;
 mod private_cluster;
+mod proofs;
 mod query_plans;
 mod reads;
 mod rebuild_property;
