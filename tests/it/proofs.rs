@@ -232,7 +232,7 @@ async fn checkpoint_refuses_removed_event(backend: Backend) {
         prev.clone_from(&event.hash);
     }
     sqlx::query("DELETE FROM events").execute(&mut *conn).await.unwrap();
-    log::append(&mut *conn, &events).await.unwrap();
+    log::append(&mut conn, &events).await.unwrap();
     drop(conn);
     let (code, out, _) = ledger.cli(&["verify", "--checkpoint", both.to_str().unwrap()]).await;
     assert_eq!(code, 2, "{out}");
