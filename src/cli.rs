@@ -28,6 +28,15 @@ pub struct Cli {
     /// `enrol-ledger grants` (docs/OPERATIONS.md). Default: `--database-url` does everything.
     #[arg(long, env = "MIGRATE_DATABASE_URL", global = true)]
     pub migrate_url: Option<String>,
+    /// The Ed25519 key that signs checkpoints: a file outside the database, created (mode 0600)
+    /// by `serve` or `checkpoint` when missing. Default: `<file>.signing-key` beside a SQLite
+    /// database, `enrol-ledger.signing-key` in the working directory for PostgreSQL.
+    #[arg(long, env = "SIGNING_KEY", global = true)]
+    pub signing_key: Option<std::path::PathBuf>,
+    /// Where signed checkpoints are appended, one JSON line each, to be copied elsewhere.
+    /// Default: beside the key, `X.signing-key` → `X.checkpoints.jsonl`.
+    #[arg(long, env = "CHECKPOINT_FILE", global = true)]
+    pub checkpoint_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -58,13 +67,53 @@ pub enum Command {
         /// HTTP timeouts, connection limit, CORS origin, trusted proxies (docs/SECURITY.md).
         #[command(flatten)]
         edge: crate::api::server::EdgeArgs,
+        /// Sign a checkpoint every this many events (and at a clean shutdown).
+        #[arg(long, env = "CHECKPOINT_EVERY_EVENTS", default_value_t = crate::proof::keeper::CHECKPOINT_EVERY_EVENTS)]
+        checkpoint_every_events: i64,
+        /// Sign a checkpoint this often when events were added since the last one.
+        #[arg(long, env = "CHECKPOINT_EVERY_MINUTES", default_value_t = crate::proof::keeper::CHECKPOINT_EVERY_MINUTES)]
+        checkpoint_every_minutes: u64,
     },
     /// Create or upgrade the schema, then exit.
     Migrate,
     /// Drop every projection row and fold them again from the log.
     Rebuild,
-    /// Check the hash chain, positions and every projection against a fresh fold.
-    Verify,
+    /// Check the hash chain, positions and every projection against a fresh fold, and the log
+    /// against every signed checkpoint (stored, in the checkpoint file, and in `--checkpoint`).
+    Verify {
+        /// A checkpoint file (lines as `checkpoint` prints them) kept elsewhere.
+        #[arg(long)]
+        checkpoint: Option<std::path::PathBuf>,
+        /// The public key (hex) to check signatures with; default: the signing key file's.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Sign a checkpoint of the log now (beside a running server too: it appends no event).
+    Checkpoint {
+        /// Print the public key (64 hex digits) and its key id instead.
+        #[arg(long)]
+        public_key: bool,
+    },
+    /// Print a proof as JSON: `--position P --checkpoint FILE` (inclusion of one event) or
+    /// `--from FILE1 --to FILE2` (consistency of two checkpoints). FILE: its last line is used.
+    Prove {
+        #[arg(long, requires = "checkpoint", conflicts_with_all = ["from", "to"])]
+        position: Option<i64>,
+        #[arg(long)]
+        checkpoint: Option<std::path::PathBuf>,
+        #[arg(long, requires = "to")]
+        from: Option<std::path::PathBuf>,
+        #[arg(long, requires = "from")]
+        to: Option<std::path::PathBuf>,
+    },
+    /// Check a proof printed by `prove` with the public key alone (no database).
+    CheckProof {
+        /// The proof's JSON file, or `-` for stdin.
+        file: std::path::PathBuf,
+        /// The public key (hex); default: the signing key file's.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
     /// Write the whole log as JSON Lines to stdout, in order.
     Export,
     /// Every event of one booking, in order, with actor and reason.
@@ -259,6 +308,9 @@ const WHILE_SERVING_MIGRATE: &str = "the running server has already migrated the
 async fn run(cli: Cli) -> CliResult {
     let url = cli.database_url.as_str();
     let migrate_url = cli.migrate_url.as_deref();
+    let key_path = cli.signing_key.clone().unwrap_or_else(|| crate::proof::default_key_path(url));
+    let checkpoint_file =
+        cli.checkpoint_file.clone().unwrap_or_else(|| crate::proof::default_checkpoint_file(&key_path));
     match cli.command {
         Command::Serve {
             listen,
@@ -268,16 +320,26 @@ async fn run(cli: Cli) -> CliResult {
             submit_timeout_ms,
             writer_give_up_ms,
             edge,
+            checkpoint_every_events,
+            checkpoint_every_minutes,
             ..
         } => {
             let edge = edge.settings()?;
             let (db, lock) = open_locked_as(url, migrate_url, WHILE_SERVING_SERVE).await?;
             warn_if_log_alterable(&db).await;
+            let key = open_signing_key(&db, &key_path).await?;
+            let checkpoints = crate::proof::keeper::CheckpointOptions {
+                key,
+                file: checkpoint_file.clone(),
+                every_events: checkpoint_every_events,
+                every: std::time::Duration::from_secs(checkpoint_every_minutes.saturating_mul(60)),
+            };
             let options = WriterOptions {
                 exit_on_failure: true,
                 allow_unsafe_durability,
                 submit_timeout: std::time::Duration::from_millis(submit_timeout_ms),
                 reload_give_up: std::time::Duration::from_millis(writer_give_up_ms),
+                checkpoints: Some(checkpoints),
                 ..WriterOptions::default()
             };
             let ledger = Ledger::start_locked(db, options, lock).await?;
@@ -332,15 +394,60 @@ async fn run(cli: Cli) -> CliResult {
             print!("{sql}");
             return Ok(ExitCode::SUCCESS);
         }
+        Command::CheckProof { file, public_key } => {
+            let public = public_key_for(public_key.as_deref(), &key_path)?.ok_or_else(|| {
+                format!("no public key: give --public-key, or --signing-key (none at {})", key_path.display())
+            })?;
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?
+            };
+            return match crate::proof::check::check_proof(&text, &public) {
+                Ok(what) => {
+                    println!("{what}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(why) => {
+                    println!("proof REFUSED: {why}");
+                    Ok(ExitCode::from(2))
+                }
+            };
+        }
         _ => {}
     }
     let db = open_as(url, migrate_url).await?;
     match cli.command {
-        Command::Serve { .. } | Command::Migrate | Command::Rebuild | Command::Cleanup | Command::Grants { .. } => {
+        Command::Serve { .. }
+        | Command::Migrate
+        | Command::Rebuild
+        | Command::Cleanup
+        | Command::Grants { .. }
+        | Command::CheckProof { .. } => {
             unreachable!("write subcommands return above")
         }
-        Command::Verify => {
-            let report = audit::verify(&db).await?;
+        Command::Verify { checkpoint, public_key } => {
+            let mut report = audit::verify(&db).await?;
+            let public = public_key_for(public_key.as_deref(), &key_path)?;
+            let mut checkpoints: Vec<crate::proof::check::Sourced> = Vec::new();
+            let mut conn = db.pool.acquire().await?;
+            let sourced =
+                |source: String| move |checkpoint| crate::proof::check::Sourced { checkpoint, source: source.clone() };
+            checkpoints.extend(crate::proof::store::all(&mut conn).await?.into_iter().map(sourced("database".into())));
+            let mut files = vec![checkpoint_file.clone()];
+            if let Some(given) = checkpoint {
+                if !given.exists() {
+                    return Err(format!("--checkpoint {}: no such file", given.display()).into());
+                }
+                files.push(given);
+            }
+            files.dedup();
+            for file in files.iter().filter(|f| f.exists()) {
+                let read = crate::proof::Checkpoint::read_file(file)?;
+                checkpoints.extend(read.into_iter().map(sourced(file.display().to_string())));
+            }
+            report.problems.extend(crate::proof::check::log_against(&mut conn, &checkpoints, public.as_ref()).await?);
+            drop(conn);
             for problem in &report.problems {
                 println!("MISMATCH: {problem}");
             }
@@ -349,7 +456,43 @@ async fn run(cli: Cli) -> CliResult {
                 println!("verify FAILED: {} problem(s) in {} events; {chain}", report.problems.len(), report.events);
                 return Ok(ExitCode::from(2));
             }
-            println!("verify OK: {} events, hash chain intact, projections equal a fresh rebuild", report.events);
+            let signed = if checkpoints.is_empty() {
+                String::new()
+            } else {
+                format!("; the log matches {} signed checkpoint(s)", checkpoints.len())
+            };
+            println!(
+                "verify OK: {} events, hash chain intact, projections equal a fresh rebuild{signed}",
+                report.events
+            );
+        }
+        Command::Checkpoint { public_key } => {
+            let key = open_signing_key(&db, &key_path).await?;
+            if public_key {
+                println!("{}", key.public_hex());
+                eprintln!("key id {} ({})", key.key_id(), key.path.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let checkpoint = crate::proof::store::checkpoint_now(&db, &key, &checkpoint_file).await?;
+            eprintln!("checkpoint signed and appended to {}", checkpoint_file.display());
+            println!("{}", checkpoint.to_line());
+        }
+        Command::Prove { position, checkpoint, from, to } => {
+            let mut conn = db.pool.acquire().await?;
+            let json = match (position, checkpoint, from, to) {
+                (Some(position), Some(file), None, None) => {
+                    let checkpoint = last_checkpoint(&file)?;
+                    serde_json::to_string_pretty(
+                        &crate::proof::check::prove_inclusion(&mut conn, position, &checkpoint).await?,
+                    )?
+                }
+                (None, None, Some(from), Some(to)) => {
+                    let (from, to) = (last_checkpoint(&from)?, last_checkpoint(&to)?);
+                    serde_json::to_string_pretty(&crate::proof::check::prove_consistency(&mut conn, &from, &to).await?)?
+                }
+                _ => return Err("give --position P --checkpoint FILE, or --from FILE1 --to FILE2".into()),
+            };
+            println!("{json}");
         }
         Command::Export => {
             use std::io::Write;
@@ -412,6 +555,35 @@ async fn run(cli: Cli) -> CliResult {
         Command::Token { action } => return token_admin(&db, action).await,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads (or creates) the signing key, refusing a missing or foreign key when the ledger has
+/// checkpoints signed by another.
+async fn open_signing_key(
+    db: &Db,
+    path: &std::path::Path,
+) -> Result<crate::proof::LedgerKey, Box<dyn std::error::Error + Send + Sync>> {
+    let existing = crate::proof::store::key_ids(&mut *db.pool.acquire().await?).await?;
+    Ok(crate::proof::LedgerKey::open_or_create(path, &existing)?)
+}
+
+/// The public key to check signatures with: `--public-key`, else the key file's (if any).
+fn public_key_for(
+    given: Option<&str>,
+    key_path: &std::path::Path,
+) -> Result<Option<ed25519_dalek::VerifyingKey>, crate::proof::ProofError> {
+    match given {
+        Some(hex) => crate::proof::public_key_from_hex(hex).map(Some),
+        None => Ok(crate::proof::LedgerKey::read(key_path)?.map(|k| k.public())),
+    }
+}
+
+/// The last checkpoint line of a file.
+fn last_checkpoint(path: &std::path::Path) -> Result<crate::proof::Checkpoint, crate::proof::ProofError> {
+    crate::proof::Checkpoint::read_file(path)?.pop().ok_or_else(|| crate::proof::ProofError::File {
+        path: path.display().to_string(),
+        why: "holds no checkpoint".into(),
+    })
 }
 
 /// Warns (once, at start) when the server's database role could alter the log: it should have

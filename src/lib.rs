@@ -8,5 +8,6 @@ pub mod app;
 pub mod cli;
 pub mod domain;
 pub mod projection;
+pub mod proof;
 pub mod registry;
 pub mod store;

@@ -35,6 +35,7 @@ use crate::domain::event::{EnrolmentEvent, SCHEMA_VERSION};
 use crate::domain::LedgerEvent;
 use crate::projection::tables;
 use crate::projection::writes::PendingWrites;
+use crate::proof::keeper::CheckpointTask;
 use crate::registry::RegistryOp;
 use crate::store::log::{self, Actor, StoredEvent};
 use crate::store::writer_conn::{is_connection_failure, Durability, WriterConnection, WriterLock};
@@ -72,6 +73,8 @@ pub struct WriterOptions {
     /// Events between two snapshots of the writer's state (`app::snapshot`); one is also
     /// written at a clean shutdown.
     pub snapshot_every_events: i64,
+    /// Signed checkpoints of the log (`proof::keeper`): `serve` sets them; off by default.
+    pub checkpoints: Option<crate::proof::keeper::CheckpointOptions>,
 }
 
 impl Default for WriterOptions {
@@ -82,6 +85,7 @@ impl Default for WriterOptions {
             submit_timeout: Duration::from_millis(SUBMIT_TIMEOUT_MS),
             reload_give_up: Duration::from_millis(RELOAD_GIVE_UP_MS),
             snapshot_every_events: SNAPSHOT_EVERY_EVENTS,
+            checkpoints: None,
         }
     }
 }
@@ -178,6 +182,7 @@ impl Ledger {
         }));
         let (sender, receiver) = mpsc::channel(QUEUE_REQUESTS_MAX);
         let committed = (state.head_position, state.head_hash.clone());
+        let checkpoints = options.checkpoints.clone().map(|o| CheckpointTask::start(db.clone(), o, committed.clone()));
         let writer = Writer {
             state,
             conn,
@@ -187,6 +192,7 @@ impl Ledger {
             committed,
             snapshot_position: loaded.snapshot_position.unwrap_or(0),
             snapshot_task: None,
+            checkpoints,
             stopping: false,
             stale: false,
             _file_lock: file_lock,
@@ -331,6 +337,8 @@ struct Writer {
     snapshot_position: i64,
     /// A checkpoint's snapshot being encoded and written beside the batches.
     snapshot_task: Option<JoinHandle<()>>,
+    /// The task that signs checkpoints of the committed log, when configured.
+    checkpoints: Option<CheckpointTask>,
     stopping: bool,
     /// The state is not the database's (a shutdown came before a reload): decide nothing more.
     stale: bool,
@@ -375,12 +383,18 @@ impl Writer {
                 }
             }
             self.process(jobs, receiver).await?;
+            if let Some(checkpoints) = &self.checkpoints {
+                checkpoints.committed(self.committed.clone());
+            }
             if self.state.head_position - self.snapshot_position >= self.options.snapshot_every_events {
                 self.checkpoint(SnapshotAt::Mark).await;
             }
         }
         if self.stopping {
             self.checkpoint(SnapshotAt::Shutdown).await;
+            if let Some(checkpoints) = self.checkpoints.take() {
+                checkpoints.shutdown(self.committed.clone()).await;
+            }
         }
         Ok(())
     }

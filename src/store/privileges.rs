@@ -55,6 +55,8 @@ pub fn grants_sql(schema: &str, role: &str) -> Option<String> {
         format!("GRANT SELECT ON {schema}.semco_enrolment_report TO {role};"),
         "-- The writer's snapshots (not the truth: the log is): written, read and pruned.".to_owned(),
         format!("GRANT SELECT, INSERT, DELETE ON {schema}.writer_snapshots TO {role};"),
+        "-- Signed checkpoints (src/proof): appended and read, never changed.".to_owned(),
+        format!("GRANT SELECT, INSERT ON {schema}.checkpoints TO {role};"),
         "-- The projection upgrade drops and recreates the read models as the owner: they keep these grants."
             .to_owned(),
         format!(

@@ -22,7 +22,7 @@ impl Drop for Server {
 
 fn binary(url: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_enrol-ledger"));
-    command.env("DATABASE_URL", url).env("RUST_LOG", "warn");
+    command.env("DATABASE_URL", url).env("RUST_LOG", "warn").env("SIGNING_KEY", crate::support::signing_key_for(url));
     command
 }
 

@@ -12,6 +12,7 @@ fn run(url: &str, args: &[&str]) -> (i32, String) {
         .args(args)
         .env("DATABASE_URL", url)
         .env("RUST_LOG", "warn")
+        .env("SIGNING_KEY", signing_key_for(url))
         .output()
         .expect("run enrol-ledger");
     (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned())

@@ -171,7 +171,8 @@ async fn why_2_idle_connections_starve_legit_calls(backend: Backend) {
         .args(["-c", "ulimit -n 256 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_enrol-ledger")])
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("DATABASE_URL", &db.url)
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "warn")
+        .env("SIGNING_KEY", crate::support::signing_key_for(&db.url));
     let mut server = ServerProc::spawn(command, port);
     server.wait_ready(Duration::from_millis(READY_WAIT_MS)).await.unwrap();
     let site_info = || fs::call(port, &token, "core_webservice_get_site_info", &[], Duration::from_secs(30));

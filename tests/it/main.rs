@@ -14,6 +14,7 @@ mod faults_support;
 mod http;
 mod log_integrity;
 mod private_cluster;
+mod proofs;
 mod query_plans;
 mod reads;
 mod rebuild_property;

@@ -32,6 +32,7 @@ const START_WAIT_MS: u64 = 60_000;
 fn binary(url: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_enrol-ledger"));
     command.env("DATABASE_URL", url).env("RUST_LOG", "info").env("NO_COLOR", "1");
+    command.env("SIGNING_KEY", crate::support::signing_key_for(url));
     command
 }
 

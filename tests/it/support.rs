@@ -232,3 +232,13 @@ pub fn owner_url(url: &str) -> String {
     let host = rest.split_once('@').map_or(rest, |(_, host)| host);
     format!("{scheme}://{}@{host}", credentials.expect("credentials in the base URL"))
 }
+
+/// A signing key path of its own for each ledger a test runs the binary on (`SIGNING_KEY`), so
+/// no test writes `enrol-ledger.signing-key` or its checkpoint file into the working directory
+/// (the PostgreSQL default) or shares them with another ledger.
+pub fn signing_key_for(url: &str) -> std::path::PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    url.hash(&mut hasher);
+    std::env::temp_dir().join(format!("enrol-ledger-test-{:016x}.signing-key", hasher.finish()))
+}

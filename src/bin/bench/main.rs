@@ -224,6 +224,16 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// The checkpoint signing key of the ledger at `url`, in the temporary directory: one per
+/// ledger, so checkpoints of earlier runs (the PostgreSQL default is a file in the working
+/// directory) never meet this run's `verify`.
+pub fn signing_key_for(url: &str) -> std::path::PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    url.hash(&mut hasher);
+    std::env::temp_dir().join(format!("enrol-ledger-bench-{:016x}.signing-key", hasher.finish()))
+}
+
 /// Runs the enrol-ledger CLI with `args`; returns stdout, wall time and the child's peak RSS
 /// (wait4's rusage, KiB).
 pub fn run_cli(bin: &Path, url: &str, args: &[&str]) -> BenchResult<(String, Duration, u64)> {
@@ -235,6 +245,7 @@ pub fn run_cli(bin: &Path, url: &str, args: &[&str]) -> BenchResult<(String, Dur
         .arg(url)
         .args(args)
         .env("RUST_LOG", "warn")
+        .env("SIGNING_KEY", signing_key_for(url))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).map_err(|e| e.to_string())?)
         .stderr(std::fs::File::create(&err).map_err(|e| e.to_string())?)

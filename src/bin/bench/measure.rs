@@ -302,6 +302,7 @@ async fn start_server(bin: &Path, url: &str, dir: &Path) -> BenchResult<(Server,
         .arg(url)
         .args(["serve", "--listen", &addr])
         .env("RUST_LOG", "warn")
+        .env("SIGNING_KEY", crate::signing_key_for(url))
         .stdin(std::process::Stdio::null())
         .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
         .stderr(log_file)
