@@ -96,7 +96,7 @@ fn contract_table() -> Vec<Row> {
     };
     vec![
         row(A, "core_course_create_courses", "json", "courses[0][fullname]=Course+One&courses[0][shortname]=C1&courses[0][categoryid]=1&courses[0][enablecompletion]=1", r#"[{"id":2,"shortname":"C1"}]"#),
-        row(A, "core_course_create_courses", "json", "courses[0][fullname]=X&courses[0][shortname]=C9&courses[0][categoryid]=7", r#"{"exception":"dml_missing_record_exception","errorcode":"invalidrecord","message":"Can't find data record in database table course_categories."}"#),
+        row(A, "core_course_create_courses", "json", "courses[0][fullname]=X&courses[0][shortname]=C9&courses[0][categoryid]=7", semco_error("errorcatcontextnotvalid", "You cannot execute functions in the category context (category id:7). The context error message was: Invalid parameter value detected")),
         row(S, "core_user_create_users", "json", &user("anna"), r#"[{"id":4,"username":"anna"}]"#),
         row(S, "core_user_create_users", "json", &user("bert"), r#"[{"id":5,"username":"bert"}]"#),
         row(S, "core_user_create_users", "json", &user("anna"), invalid_parameter_json()),

@@ -544,27 +544,31 @@ struct UsersByField {
     values: Vec<String>,
 }
 
+/// Moodle's order: the field, then every value cleaned with the field's type, then the reads.
 async fn get_users_by_field(call: &Call<'_>, p: UsersByField) -> Result<Value, WsError> {
-    let field = p.field;
-    let column = match field.as_str() {
-        "id" | "idnumber" | "username" | "email" => field.clone(),
-        _ => {
-            return Err(WsError::new(
-                crate::api::wire::encode::CODING_EXCEPTION,
-                "codingerror",
-                "Coding error detected, it must be fixed by a programmer: invalid field parameter",
-            ))
-        }
+    use crate::registry::lookup::{check_users_by_field_value, UsersByField as Field};
+    let Some(field) = Field::parse(&p.field) else {
+        return Err(WsError::new(
+            crate::api::wire::encode::CODING_EXCEPTION,
+            "codingerror",
+            "Coding error detected, it must be fixed by a programmer: invalid field parameter",
+        ));
     };
+    let cleaned = p
+        .values
+        .iter()
+        .map(|value| check_users_by_field_value(field, value))
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(|e| errors::lookup_error(&e))?;
     let mut out = Vec::new();
     let pool = &call.ledger.db.pool;
-    for wanted in &p.values {
-        let rows = if column == "id" {
-            let Ok(id) = wanted.parse::<i64>() else { continue };
+    for wanted in cleaned {
+        let rows = if field == Field::Id {
+            let id = wanted.parse::<i64>().unwrap_or_default();
             sqlx::query("SELECT * FROM users WHERE id = $1 AND deleted = 0").bind(id).fetch_all(pool).await
         } else {
-            sqlx::query(&format!("SELECT * FROM users WHERE {column} = $1 AND deleted = 0 ORDER BY id"))
-                .bind(wanted.to_owned())
+            sqlx::query(&format!("SELECT * FROM users WHERE {} = $1 AND deleted = 0 ORDER BY id", field.column()))
+                .bind(wanted)
                 .fetch_all(pool)
                 .await
         }

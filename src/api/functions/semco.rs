@@ -5,14 +5,14 @@ use serde::Deserialize;
 use sqlx::Row;
 
 use super::{boolean, function, int, raw, result_returns, text, warnings, Call, Done, FunctionDef, Reply};
-use crate::api::errors::{completions_max, domain_error, COMPLETIONS_IDS_MAX};
+use crate::api::errors::{completions_max, domain_error, lookup_error, COMPLETIONS_IDS_MAX};
 use crate::api::services::{ENROL_SEMCO, LEDGER_ADMIN, LEDGER_AUDIT};
 use crate::api::wire::encode::WsError;
-use crate::api::wire::params::{Desc, Value};
+use crate::api::wire::params::{Desc, ParamType, Value};
 use crate::app::Request;
 use crate::domain::DomainError;
 
-pub(super) static FUNCTIONS: [FunctionDef; 6] = [
+pub(super) static FUNCTIONS: [FunctionDef; 7] = [
     function! {
         name: "enrol_semco_enrol_user",
         services: &[ENROL_SEMCO, LEDGER_ADMIN],
@@ -86,6 +86,28 @@ pub(super) static FUNCTIONS: [FunctionDef; 6] = [
         returns: || Some(result_returns()),
         handler: reset_course_completion,
         sample: &[("enrolid", "1")],
+    },
+    function! {
+        name: "enrol_semco_check_user_existence_by_field",
+        services: &[ENROL_SEMCO, LEDGER_ADMIN],
+        params: || vec![
+            ("value", raw("The value to search for")),
+            ("field", Desc::value(ParamType::Alpha, "The field to search in").with_default(Value::Str("email".into()))),
+        ],
+        returns: || {
+            let nullable = |desc: Desc| desc.with_default(Value::Null);
+            Some(Desc::single(vec![
+                ("userexists", boolean("Whether a user exists with the given value")),
+                ("userid", nullable(int("The user ID"))),
+                ("firstname", nullable(text("The user's first name"))),
+                ("lastname", nullable(text("The user's last name"))),
+                ("email", nullable(raw("The user's email address"))),
+                ("username", nullable(raw("The user's username"))),
+                ("idnumber", nullable(raw("The user's ID number"))),
+            ]))
+        },
+        handler: check_user_existence_by_field,
+        sample: &[("field", "username"), ("value", "anna")],
     },
 ];
 
@@ -205,6 +227,58 @@ struct CourseId {
 #[serde(deny_unknown_fields)]
 struct EnrolmentIds {
     enrolmentids: Vec<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserExistence {
+    value: String,
+    field: String,
+}
+
+/// The user `enrol_semco_check_user_existence_by_field` found, if any.
+struct FoundUser(Option<(i64, String, String, String, String, String)>);
+
+impl Reply for FoundUser {
+    fn into_value(self) -> Value {
+        let Some((id, firstname, lastname, email, username, idnumber)) = self.0 else {
+            let null = |key: &str| (key.to_owned(), Value::Null);
+            return Value::Struct(vec![
+                ("userexists".into(), Value::Bool(false)),
+                null("userid"),
+                null("firstname"),
+                null("lastname"),
+                null("email"),
+                null("username"),
+                null("idnumber"),
+            ]);
+        };
+        Value::Struct(vec![
+            ("userexists".into(), Value::Bool(true)),
+            ("userid".into(), Value::Int(id)),
+            ("firstname".into(), Value::Str(firstname)),
+            ("lastname".into(), Value::Str(lastname)),
+            ("email".into(), Value::Str(email)),
+            ("username".into(), Value::Str(username)),
+            ("idnumber".into(), Value::Str(idnumber)),
+        ])
+    }
+}
+
+/// No plugin-enabled check (unlike the six others); several matches: the lowest id.
+async fn check_user_existence_by_field(call: &Call<'_>, p: UserExistence) -> Result<FoundUser, WsError> {
+    let field = crate::registry::lookup::check_lookup(&p.field, &p.value).map_err(|e| lookup_error(&e))?;
+    let sql = format!(
+        "SELECT id, firstname, lastname, email, username, idnumber FROM users \
+         WHERE {} = $1 AND deleted = 0 ORDER BY id LIMIT 1",
+        field.column()
+    );
+    let found = sqlx::query_as(&sql)
+        .bind(p.value)
+        .fetch_optional(&call.ledger.db.pool)
+        .await
+        .map_err(|e| call.store_error(e))?;
+    Ok(FoundUser(found))
 }
 
 /// The plugin's preamble for the read functions: is the plugin enabled?
