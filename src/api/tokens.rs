@@ -311,21 +311,37 @@ pub async fn revoke(db: &Db, id: i64) -> Result<bool, StoreError> {
     Ok(deleted.rows_affected() > 0)
 }
 
-/// Replaces a token by a new one with the same service, user, validity and IP list, in one
-/// transaction; returns the new token in clear, or `None` when there is no token with this id.
-pub async fn rotate(db: &Db, id: i64) -> Result<Option<String>, Box<dyn std::error::Error + Send + Sync>> {
+/// Why `token rotate --service` refused (nothing was changed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateRefusal {
+    /// More than one token of the service and no `--all`: which one the client uses is unknown
+    /// (the plugin's `cli/recreate_webservice_token.php` refuses the same way).
+    SeveralTokens(i64),
+}
+
+/// `token rotate --service`: deletes the service's token (every one with `all`; none is not an
+/// error) and creates one for the service's user with the given validity and IP list, in one
+/// transaction; returns the new token in clear.
+pub async fn rotate_service(
+    db: &Db,
+    service: &str,
+    user_id: i64,
+    valid_until: i64,
+    ip_restriction: &str,
+    all: bool,
+) -> Result<Result<String, RotateRefusal>, Box<dyn std::error::Error + Send + Sync>> {
     let mut tx = db.pool.begin().await?;
-    let row = sqlx::query("SELECT service, userid, validuntil, iprestriction FROM external_tokens WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM external_tokens WHERE service = $1")
+        .bind(service.to_owned())
+        .fetch_one(&mut *tx)
         .await?;
-    let Some(row) = row else { return Ok(None) };
-    let (service, user_id, valid_until, ip): (String, i64, i64, String) =
-        (row.try_get("service")?, row.try_get("userid")?, row.try_get("validuntil")?, row.try_get("iprestriction")?);
-    sqlx::query("DELETE FROM external_tokens WHERE id = $1").bind(id).execute(&mut *tx).await?;
-    let token = create_in(&mut tx, &service, user_id, valid_until, &ip).await?;
+    if count > 1 && !all {
+        return Ok(Err(RotateRefusal::SeveralTokens(count)));
+    }
+    sqlx::query("DELETE FROM external_tokens WHERE service = $1").bind(service.to_owned()).execute(&mut *tx).await?;
+    let token = create_in(&mut tx, service, user_id, valid_until, ip_restriction).await?;
     tx.commit().await?;
-    Ok(Some(token))
+    Ok(Ok(token))
 }
 
 /// One entry of an IP list: an address, or a network with its prefix length (a plain address

@@ -115,15 +115,32 @@ async fn why_3_revocation_does_not_take_effect(backend: Backend) {
     assert!(output.status.success(), "token revoke: {}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(errorcode(&probe(port, &revoked).await), "invalidtoken", "a revoked token is refused at once");
 
-    // Rotated by the CLI: the old token is refused at once, the new one (last stdout line) works.
-    let id = newest_token_id(url, services::ENROL_SEMCO).await;
-    let output = cli(url, &["token", "rotate", "--id", &id]).await;
+    // Rotated by the CLI: two enrol_semco tokens (the installer's and ours), so without --all it
+    // refuses as the plugin's script does and changes nothing; with --all the old tokens are
+    // refused at once and the new one (last stdout line) works.
+    let output = cli(url, &["token", "rotate", "--service", services::ENROL_SEMCO]).await;
+    assert!(!output.status.success(), "rotate refuses with two tokens");
+    let refusal = String::from_utf8_lossy(&output.stderr);
+    assert!(refusal.contains("there are 2 tokens for service enrol_semco"), "{refusal}");
+    assert!(!is_envelope(&probe(port, &semco).await), "the refused rotation changed nothing");
+    let output =
+        cli(url, &["token", "rotate", "--service", services::ENROL_SEMCO, "--all", "--valid-until", "2999-12-31"])
+            .await;
     assert!(output.status.success(), "token rotate: {}", String::from_utf8_lossy(&output.stderr));
     let rotated = String::from_utf8(output.stdout).unwrap().lines().last().unwrap().to_owned();
     assert_eq!(errorcode(&probe(port, &semco).await), "invalidtoken");
     assert!(!is_envelope(&probe(port, &rotated).await), "the rotated token works");
     let list = String::from_utf8(cli(url, &["token", "list"]).await.stdout).unwrap();
     assert!(!list.contains(&rotated) && !list.contains(&tokens::hash(&rotated)), "list never shows a token");
+    let semco_rows: Vec<&str> = list.lines().filter(|l| l.split('\t').nth(1) == Some(services::ENROL_SEMCO)).collect();
+    assert_eq!(semco_rows.len(), 1, "one enrol_semco token left:\n{list}");
+    assert!(semco_rows[0].contains("2999-12-31T23:59:59"), "valid to the end of the day: {list}");
+    // With one token, rotate needs no --all; the new token has no validity limit by default.
+    let output = cli(url, &["token", "rotate", "--service", services::ENROL_SEMCO]).await;
+    assert!(output.status.success(), "token rotate: {}", String::from_utf8_lossy(&output.stderr));
+    let again = String::from_utf8(output.stdout).unwrap().lines().last().unwrap().to_owned();
+    assert_eq!(errorcode(&probe(port, &rotated).await), "invalidtoken");
+    assert!(!is_envelope(&probe(port, &again).await), "the rotated token works");
     drop(server);
 }
 
