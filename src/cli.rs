@@ -295,8 +295,10 @@ async fn run(cli: Cli) -> CliResult {
             let ledger = Ledger::start_locked(db, options, lock).await?;
             let base_url = base_url.unwrap_or_else(|| format!("http://{listen}"));
             let cleanup = tokio::spawn(hourly_orphan_cleanup(ledger.clone()));
+            let token_events = tokio::spawn(crate::app::token_events::drain_periodically(ledger.clone()));
             crate::api::serve(ledger.clone(), &listen, crate::api::Settings { base_url, debug }, edge).await?;
             cleanup.abort();
+            token_events.abort();
             ledger.shutdown().await;
             return Ok(ExitCode::SUCCESS);
         }
@@ -398,10 +400,15 @@ async fn run(cli: Cli) -> CliResult {
             let (valid_until, ip) = token_options(&service, valid_until, ip)?;
             let user = crate::api::services::service_user(&service);
             let token = crate::api::tokens::create(&db, &service, user, valid_until, &ip).await?;
+            drain_token_outbox_unless_serving(&db).await?;
             println!("created a token for service {service} (user {user}); it is shown only now:");
             println!("{token}");
         }
-        Command::Token { action } => return token_admin(&db, action).await,
+        Command::Token { action } => {
+            let code = token_admin(&db, action).await;
+            drain_token_outbox_unless_serving(&db).await?;
+            return code;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -449,6 +456,21 @@ fn token_options(
         return Err(format!("--ip {ip:?}: expected IP addresses or CIDR ranges, comma-separated").into());
     }
     Ok((valid_until, ip))
+}
+
+/// Appends the token outbox when no server holds the writer lock (a running server appends it
+/// within `token_events::DRAIN_INTERVAL_MS`).
+async fn drain_token_outbox_unless_serving(db: &Db) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let lock = match WriterLock::acquire(db, std::time::Duration::ZERO).await {
+        Ok(lock) => lock,
+        Err(StoreError::WriterLocked(_)) => return Ok(()),
+        Err(error) => return Err(error.into()),
+    };
+    let ledger = Ledger::start_locked(db.clone(), WriterOptions::default(), lock).await?;
+    let drained = crate::app::token_events::drain(&ledger).await;
+    ledger.shutdown().await;
+    drained?;
+    Ok(())
 }
 
 /// `token list`, `revoke` and `rotate` (`create` is handled with the other subcommands).

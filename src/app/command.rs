@@ -54,6 +54,9 @@ pub enum Request {
     /// Per course, like `core_course_update_courses`: a refused course becomes a warning.
     UpdateCourses(Vec<crate::registry::CourseUpdate>),
     CleanupOrphans,
+    /// Appends queued token changes (the token outbox, in id order) as token events and deletes
+    /// their outbox rows in the same transaction.
+    AppendTokenEvents(Vec<crate::app::token_events::OutboxRow>),
 }
 
 /// A user to create, with the password facts Moodle checks (the ledger stores no password).

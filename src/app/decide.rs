@@ -192,6 +192,7 @@ pub fn decide(
         Request::DeleteUsers(ids) => delete_users(state, ids, now, actor_user_id),
         Request::CreateCourses(courses) => create_courses(state, courses, now),
         Request::UpdateCourses(updates) => update_courses(state, updates, now),
+        Request::AppendTokenEvents(rows) => Ok(super::token_events::decide(rows)),
         Request::CleanupOrphans => {
             let mut streams = Vec::new();
             for instance in &state.orphans {

@@ -283,3 +283,75 @@ on_both_backends!(
     issue10_create_courses_missing_category_answered_invalidrecord,
     issue10_users_by_field_id_abc_answered_empty
 );
+
+/// The token events in the log, in position order: (type, payload).
+async fn token_events_in_log(db: &enrol_ledger::store::Db) -> Vec<(String, serde_json::Value)> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT event_type, payload FROM events WHERE event_type LIKE 'Token%' ORDER BY position")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    rows.into_iter().map(|(t, p)| (t, serde_json::from_str(&p).unwrap())).collect()
+}
+
+/// Issue 10 item 5: every token change is an event (stream `token-{id}`, never the token or
+/// its hash), queued in the token outbox with the change and appended by the writer. Token
+/// changes made while no drain runs (a CLI killed between its outbox write and its drain) are
+/// appended by the next drain; a restarted writer continues the streams; verify and rebuild pass.
+async fn issue10_token_changes_were_not_events(backend: Backend) {
+    use enrol_ledger::api::tokens;
+    use enrol_ledger::app::token_events;
+    let test = TestDb::new(backend).await;
+    // Queued without a writer running.
+    let admin = tokens::create(&test.db, "ledger_admin", 2, 0, "10.0.0.0/8").await.unwrap();
+    let id: i64 = sqlx::query_scalar("SELECT id FROM external_tokens WHERE token_sha256 = $1")
+        .bind(tokens::hash(&admin))
+        .fetch_one(&test.db.pool)
+        .await
+        .unwrap();
+    assert!(tokens::revoke(&test.db, id).await.unwrap());
+    let ledger = test.ledger().await;
+    // The installer's token (first start) and ours: created, created, revoked.
+    assert_eq!(token_events::drain(&ledger).await.unwrap(), 3);
+    // Rotation and expiry, then a restarted writer drains them.
+    let rotated = tokens::rotate_service(&test.db, "enrol_semco", 3, 0, "", false).await.unwrap().unwrap();
+    let past = chrono::Utc::now().timestamp() - 10;
+    let expiring = tokens::create(&test.db, "ledger_lms", 2, past, "").await.unwrap();
+    let cache = tokens::TokenCache::default();
+    let refused = cache.authenticate(&test.db, &expiring, None, chrono::Utc::now().timestamp()).await.unwrap();
+    assert_eq!(refused, Err(tokens::TokenRefusal::Expired));
+    ledger.shutdown().await;
+    let ledger = test.ledger().await;
+    assert_eq!(token_events::drain(&ledger).await.unwrap(), 4);
+    assert_eq!(token_events::drain(&ledger).await.unwrap(), 0, "each change is appended once");
+    let events = token_events_in_log(&test.db).await;
+    let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "TokenCreated",
+            "TokenCreated",
+            "TokenRevoked",
+            "TokenRotated",
+            "TokenCreated",
+            "TokenCreated",
+            "TokenExpired"
+        ]
+    );
+    let (_, revoked) = &events[2];
+    assert_eq!(revoked["token_id"], id);
+    assert_eq!(revoked["service"], "ledger_admin");
+    assert_eq!(revoked["ip_restriction"], "10.0.0.0/8");
+    assert_eq!(revoked["actor"], "cli");
+    assert_eq!(revoked["reason"], "token revoke");
+    let log: Vec<String> = sqlx::query_scalar("SELECT payload FROM events").fetch_all(&test.db.pool).await.unwrap();
+    for secret in [&admin, &rotated, &expiring] {
+        assert!(!log.iter().any(|p| p.contains(secret.as_str()) || p.contains(&tokens::hash(secret))));
+    }
+    ledger.shutdown().await;
+    assert!(enrol_ledger::app::audit::verify(&test.db).await.unwrap().is_ok());
+    enrol_ledger::app::audit::rebuild(&test.db).await.unwrap();
+    assert!(enrol_ledger::app::audit::verify(&test.db).await.unwrap().is_ok());
+}
+
+on_both_backends!(issue10_token_changes_were_not_events);
