@@ -165,11 +165,23 @@ pub enum TokenAction {
         #[arg(long)]
         id: i64,
     },
-    /// Revoke a token and create one with the same service, user, validity and IP list; the new
-    /// token is printed alone on the last line of stdout, and never again.
+    /// Revoke the service's token and create a new one for the service's user (with the given
+    /// validity and IP list, none by default); the new token is printed alone on the last line of
+    /// stdout, and never again. Refuses when the service has more than one token, unless --all.
     Rotate {
+        /// enrol_semco, ledger_admin, ledger_lms or ledger_audit.
         #[arg(long)]
-        id: i64,
+        service: String,
+        /// RFC 3339 time, or a date (yyyy-mm-dd: valid to its end, 23:59:59 UTC), after which
+        /// the new token stops working.
+        #[arg(long)]
+        valid_until: Option<String>,
+        /// Comma-separated IP addresses and CIDR ranges the new token may be used from.
+        #[arg(long)]
+        ip: Option<String>,
+        /// Revoke every token of the service.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -345,8 +357,10 @@ async fn run(cli: Cli) -> CliResult {
             let ledger = Ledger::start_locked(db, options, lock).await?;
             let base_url = base_url.unwrap_or_else(|| format!("http://{listen}"));
             let cleanup = tokio::spawn(hourly_orphan_cleanup(ledger.clone()));
+            let token_events = tokio::spawn(crate::app::token_events::drain_periodically(ledger.clone()));
             crate::api::serve(ledger.clone(), &listen, crate::api::Settings { base_url, debug }, edge).await?;
             cleanup.abort();
+            token_events.abort();
             ledger.shutdown().await;
             return Ok(ExitCode::SUCCESS);
         }
@@ -371,10 +385,7 @@ async fn run(cli: Cli) -> CliResult {
             let ledger = Ledger::start_locked(db, WriterOptions::default(), lock).await?;
             let outcome = ledger.submit(Request::CleanupOrphans, cli_actor("cleanup")).await;
             ledger.shutdown().await;
-            match outcome? {
-                crate::app::Outcome::Removed(n) => println!("removed {n} orphaned SEMCO enrolment instance(s)"),
-                other => println!("{other:?}"),
-            }
+            println!("removed {} orphaned SEMCO enrolment instance(s)", outcome?.removed);
             return Ok(ExitCode::SUCCESS);
         }
         Command::Grants { runtime_role } => {
@@ -529,30 +540,18 @@ async fn run(cli: Cli) -> CliResult {
             }
         }
         Command::Token { action: TokenAction::Create { service, valid_until, ip } } => {
-            if !crate::api::services::ALL.contains(&service.as_str()) {
-                return Err(format!("unknown service {service:?}: use one of {:?}", crate::api::services::ALL).into());
-            }
-            let valid_until = match valid_until {
-                None => 0,
-                Some(text) => {
-                    let time = chrono::DateTime::parse_from_rfc3339(&text)
-                        .map_err(|e| format!("--valid-until {text:?}: {e}"))?;
-                    if time.timestamp() <= chrono::Utc::now().timestamp() {
-                        return Err(format!("--valid-until {text} is in the past").into());
-                    }
-                    time.timestamp()
-                }
-            };
-            let ip = ip.unwrap_or_default();
-            if !crate::api::tokens::valid_ip_list(&ip) {
-                return Err(format!("--ip {ip:?}: expected IP addresses or CIDR ranges, comma-separated").into());
-            }
+            let (valid_until, ip) = token_options(&service, valid_until, ip)?;
             let user = crate::api::services::service_user(&service);
             let token = crate::api::tokens::create(&db, &service, user, valid_until, &ip).await?;
+            drain_token_outbox_unless_serving(&db).await?;
             println!("created a token for service {service} (user {user}); it is shown only now:");
             println!("{token}");
         }
-        Command::Token { action } => return token_admin(&db, action).await,
+        Command::Token { action } => {
+            let code = token_admin(&db, action).await;
+            drain_token_outbox_unless_serving(&db).await?;
+            return code;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -600,6 +599,52 @@ async fn warn_if_log_alterable(db: &Db) {
     }
 }
 
+/// Checks `--service`, `--valid-until` (RFC 3339, or yyyy-mm-dd valid to 23:59:59 UTC of that
+/// day; never in the past) and `--ip` of `token create` and `token rotate`.
+fn token_options(
+    service: &str,
+    valid_until: Option<String>,
+    ip: Option<String>,
+) -> Result<(i64, String), Box<dyn std::error::Error + Send + Sync>> {
+    if !crate::api::services::ALL.contains(&service) {
+        return Err(format!("unknown service {service:?}: use one of {:?}", crate::api::services::ALL).into());
+    }
+    let valid_until = match valid_until {
+        None => 0,
+        Some(text) => {
+            let time = match chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d") {
+                Ok(day) => day.and_hms_opt(23, 59, 59).map(|t| t.and_utc().timestamp()),
+                Err(_) => chrono::DateTime::parse_from_rfc3339(&text).ok().map(|t| t.timestamp()),
+            }
+            .ok_or_else(|| format!("--valid-until {text:?}: expected an RFC 3339 time or a date yyyy-mm-dd"))?;
+            if time <= chrono::Utc::now().timestamp() {
+                return Err(format!("--valid-until {text} is in the past").into());
+            }
+            time
+        }
+    };
+    let ip = ip.unwrap_or_default();
+    if !crate::api::tokens::valid_ip_list(&ip) {
+        return Err(format!("--ip {ip:?}: expected IP addresses or CIDR ranges, comma-separated").into());
+    }
+    Ok((valid_until, ip))
+}
+
+/// Appends the token outbox when no server holds the writer lock (a running server appends it
+/// within `token_events::DRAIN_INTERVAL_MS`).
+async fn drain_token_outbox_unless_serving(db: &Db) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let lock = match WriterLock::acquire(db, std::time::Duration::ZERO).await {
+        Ok(lock) => lock,
+        Err(StoreError::WriterLocked(_)) => return Ok(()),
+        Err(error) => return Err(error.into()),
+    };
+    let ledger = Ledger::start_locked(db.clone(), WriterOptions::default(), lock).await?;
+    let drained = crate::app::token_events::drain(&ledger).await;
+    ledger.shutdown().await;
+    drained?;
+    Ok(())
+}
+
 /// `token list`, `revoke` and `rotate` (`create` is handled with the other subcommands).
 async fn token_admin(db: &Db, action: TokenAction) -> CliResult {
     use crate::api::tokens;
@@ -623,12 +668,25 @@ async fn token_admin(db: &Db, action: TokenAction) -> CliResult {
             }
             println!("revoked token {id}; running servers refuse it from their next call on");
         }
-        TokenAction::Rotate { id } => {
-            let Some(token) = tokens::rotate(db, id).await? else {
-                return Err(format!("no token with id {id} (see `enrol-ledger token list`)").into());
-            };
-            println!("revoked token {id} and created its replacement; it is shown only now:");
-            println!("{token}");
+        TokenAction::Rotate { service, valid_until, ip, all } => {
+            let (valid_until, ip) = token_options(&service, valid_until, ip)?;
+            let user = crate::api::services::service_user(&service);
+            match tokens::rotate_service(db, &service, user, valid_until, &ip, all).await? {
+                Err(tokens::RotateRefusal::SeveralTokens(n)) => {
+                    return Err(format!(
+                        "there are {n} tokens for service {service}, but rotate can replace only a single token: \
+                         revoke all but one first (`enrol-ledger token list`, `token revoke --id N`) and run it \
+                         again, or pass --all to revoke every one"
+                    )
+                    .into())
+                }
+                Ok(token) => {
+                    println!(
+                        "revoked the {service} token(s) and created a new one (user {user}); it is shown only now:"
+                    );
+                    println!("{token}");
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

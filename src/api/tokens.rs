@@ -63,7 +63,8 @@ pub fn generate() -> std::io::Result<String> {
     Ok(hex::encode(bytes))
 }
 
-/// Stores a new token and returns it in clear (the only time it is known).
+/// Stores a new token and returns it in clear (the only time it is known); its `TokenCreated`
+/// goes to the token outbox in the same transaction.
 pub async fn create(
     db: &Db,
     service: &str,
@@ -71,10 +72,13 @@ pub async fn create(
     valid_until: i64,
     ip_restriction: &str,
 ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
-    create_in(&mut *db.pool.acquire().await?, service, user_id, valid_until, ip_restriction).await
+    let mut tx = db.pool.begin().await?;
+    let token = create_in_as(&mut tx, service, user_id, valid_until, ip_restriction, "cli", "token create").await?;
+    tx.commit().await?;
+    Ok(token)
 }
 
-/// `create` on the caller's connection, so it can share a transaction (the installer's).
+/// `create` on the caller's transaction (the installer's first start).
 pub async fn create_in(
     conn: &mut AnyConnection,
     service: &str,
@@ -82,10 +86,22 @@ pub async fn create_in(
     valid_until: i64,
     ip_restriction: &str,
 ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    create_in_as(conn, service, user_id, valid_until, ip_restriction, "installer", "first start").await
+}
+
+async fn create_in_as(
+    conn: &mut AnyConnection,
+    service: &str,
+    user_id: i64,
+    valid_until: i64,
+    ip_restriction: &str,
+    actor: &str,
+    reason: &str,
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
     let token = generate()?;
-    sqlx::query(
+    let id: i64 = sqlx::query_scalar(
         "INSERT INTO external_tokens (token_sha256, service, userid, validuntil, iprestriction, timecreated) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
     .bind(hash(&token))
     .bind(service.to_owned())
@@ -93,9 +109,39 @@ pub async fn create_in(
     .bind(valid_until)
     .bind(ip_restriction.to_owned())
     .bind(chrono::Utc::now().timestamp())
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
+    outbox(conn, "created", TOKEN_ID_IS, id.to_string(), actor, reason).await?;
     Ok(token)
+}
+
+/// The outbox condition for one token id.
+pub const TOKEN_ID_IS: &str = "id = CAST($3 AS BIGINT)";
+
+/// Queues the event `kind` of the tokens matching `condition` (with `$3` bound to `key` as text) in
+/// the token outbox, from their rows as they are now (before a delete). The writer appends it
+/// (`app::token_events`).
+pub async fn outbox(
+    conn: &mut AnyConnection,
+    kind: &str,
+    condition: &str,
+    key: String,
+    actor: &str,
+    reason: &str,
+) -> Result<u64, StoreError> {
+    let sql = format!(
+        "INSERT INTO token_outbox (kind, token_id, service, userid, validuntil, iprestriction, actor, reason) \
+         SELECT $1, id, service, userid, validuntil, iprestriction, $2, $4 FROM external_tokens WHERE {condition} \
+         ORDER BY id"
+    );
+    let done = sqlx::query(&sql)
+        .bind(kind.to_owned())
+        .bind(actor.to_owned())
+        .bind(key)
+        .bind(reason.to_owned())
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected())
 }
 
 pub async fn count_for_service(db: &Db, service: &str) -> Result<i64, StoreError> {
@@ -213,7 +259,10 @@ impl TokenCache {
             return Ok(Err(TokenRefusal::Unknown));
         };
         if found.valid_until > 0 && found.valid_until < now {
-            sqlx::query("DELETE FROM external_tokens WHERE id = $1").bind(found.id).execute(&db.pool).await?;
+            let mut tx = db.pool.begin().await?;
+            outbox(&mut tx, "expired", TOKEN_ID_IS, found.id.to_string(), "server", "used after valid_until").await?;
+            sqlx::query("DELETE FROM external_tokens WHERE id = $1").bind(found.id).execute(&mut *tx).await?;
+            tx.commit().await?;
             self.write().by_hash.remove(&sha256);
             return Ok(Err(TokenRefusal::Expired));
         }
@@ -307,25 +356,45 @@ pub async fn list(db: &Db) -> Result<Vec<TokenInfo>, StoreError> {
 /// Deletes a token; `false` when there is none with this id. Running servers refuse it from
 /// their next call on (the delete bumps the token generation).
 pub async fn revoke(db: &Db, id: i64) -> Result<bool, StoreError> {
-    let deleted = sqlx::query("DELETE FROM external_tokens WHERE id = $1").bind(id).execute(&db.pool).await?;
+    let mut tx = db.pool.begin().await?;
+    outbox(&mut tx, "revoked", TOKEN_ID_IS, id.to_string(), "cli", "token revoke").await?;
+    let deleted = sqlx::query("DELETE FROM external_tokens WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    tx.commit().await?;
     Ok(deleted.rows_affected() > 0)
 }
 
-/// Replaces a token by a new one with the same service, user, validity and IP list, in one
-/// transaction; returns the new token in clear, or `None` when there is no token with this id.
-pub async fn rotate(db: &Db, id: i64) -> Result<Option<String>, Box<dyn std::error::Error + Send + Sync>> {
+/// Why `token rotate --service` refused (nothing was changed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateRefusal {
+    /// More than one token of the service and no `--all`: which one the client uses is unknown
+    /// (the plugin's `cli/recreate_webservice_token.php` refuses the same way).
+    SeveralTokens(i64),
+}
+
+/// `token rotate --service`: deletes the service's token (every one with `all`; none is not an
+/// error) and creates one for the service's user with the given validity and IP list, in one
+/// transaction; returns the new token in clear.
+pub async fn rotate_service(
+    db: &Db,
+    service: &str,
+    user_id: i64,
+    valid_until: i64,
+    ip_restriction: &str,
+    all: bool,
+) -> Result<Result<String, RotateRefusal>, Box<dyn std::error::Error + Send + Sync>> {
     let mut tx = db.pool.begin().await?;
-    let row = sqlx::query("SELECT service, userid, validuntil, iprestriction FROM external_tokens WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM external_tokens WHERE service = $1")
+        .bind(service.to_owned())
+        .fetch_one(&mut *tx)
         .await?;
-    let Some(row) = row else { return Ok(None) };
-    let (service, user_id, valid_until, ip): (String, i64, i64, String) =
-        (row.try_get("service")?, row.try_get("userid")?, row.try_get("validuntil")?, row.try_get("iprestriction")?);
-    sqlx::query("DELETE FROM external_tokens WHERE id = $1").bind(id).execute(&mut *tx).await?;
-    let token = create_in(&mut tx, &service, user_id, valid_until, &ip).await?;
+    if count > 1 && !all {
+        return Ok(Err(RotateRefusal::SeveralTokens(count)));
+    }
+    outbox(&mut tx, "rotated", "service = $3", service.to_owned(), "cli", "token rotate").await?;
+    sqlx::query("DELETE FROM external_tokens WHERE service = $1").bind(service.to_owned()).execute(&mut *tx).await?;
+    let token = create_in_as(&mut tx, service, user_id, valid_until, ip_restriction, "cli", "token rotate").await?;
     tx.commit().await?;
-    Ok(Some(token))
+    Ok(Ok(token))
 }
 
 /// One entry of an IP list: an address, or a network with its prefix length (a plain address

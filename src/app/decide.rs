@@ -96,9 +96,12 @@ pub fn decide(
                 sortorder: state.next_sortorder(course_id),
             });
             let events = Enrolment::handle_command(&Default::default(), command)?;
-            let outcome =
-                Outcome::Enrolled { enrolid: user_enrolment, user_id, course_id, booking_id: booking_id.clone() };
-            Ok(Decision::one(enrolment_stream(instance), Some(booking_id), wrap(events), outcome))
+            Ok(Decision::one(
+                enrolment_stream(instance),
+                Some(booking_id),
+                wrap(events),
+                Outcome::enrolled(user_enrolment),
+            ))
         }
         Request::Unenrol { enrolid } => {
             let (instance, current) = enrolment_of(state, enrolid);
@@ -189,6 +192,7 @@ pub fn decide(
         Request::DeleteUsers(ids) => delete_users(state, ids, now, actor_user_id),
         Request::CreateCourses(courses) => create_courses(state, courses, now),
         Request::UpdateCourses(updates) => update_courses(state, updates, now),
+        Request::AppendTokenEvents(rows) => Ok(super::token_events::decide(rows)),
         Request::CleanupOrphans => {
             let mut streams = Vec::new();
             for instance in &state.orphans {
@@ -205,7 +209,7 @@ pub fn decide(
                 });
             }
             let removed = streams.len() as i64;
-            Ok(Decision { streams, registry: Vec::new(), outcome: Outcome::Removed(removed) })
+            Ok(Decision { streams, registry: Vec::new(), outcome: Outcome::removed(removed) })
         }
     }
 }
@@ -246,7 +250,7 @@ fn create_users(state: &LedgerState, users: Vec<UserInput>, now: i64) -> Result<
         created.push((id, user.username.clone()));
         ops.push(RegistryOp::CreateUser { id, user, now });
     }
-    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::UsersCreated(created) })
+    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::created(created) })
 }
 
 fn update_users(
@@ -268,7 +272,7 @@ fn update_users(
         index.update(&update);
         ops.push(RegistryOp::UpdateUser { update, now });
     }
-    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::Warnings(warnings) })
+    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::warnings(warnings) })
 }
 
 fn delete_users(state: &LedgerState, ids: Vec<i64>, now: i64, actor: Option<i64>) -> Result<Decision, LedgerError> {
@@ -313,7 +317,7 @@ fn create_courses(
         op.apply_to_index(&mut index);
         ops.push(op);
     }
-    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::CoursesCreated(created) })
+    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::created(created) })
 }
 
 fn update_courses(
@@ -335,5 +339,5 @@ fn update_courses(
             }
         }
     }
-    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::Warnings(warnings) })
+    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::warnings(warnings) })
 }

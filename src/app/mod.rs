@@ -7,6 +7,7 @@ pub mod decide;
 pub mod rows;
 pub mod snapshot;
 pub mod state;
+pub mod token_events;
 pub mod writer;
 
 pub use command::{LedgerError, Outcome, Request};

@@ -16,6 +16,8 @@ pub fn rows_for(stored: &StoredEvent, event: &LedgerEvent, after: &LedgerState) 
     let now = seconds(stored.recorded_at);
     let modifier = stored.actor_user_id.unwrap_or(0);
     match event {
+        // Tokens live in `external_tokens`, not in a projection.
+        LedgerEvent::Token(_) => Vec::new(),
         LedgerEvent::Enrolment(e) => enrolment_rows(stored, e, after, now, modifier),
         LedgerEvent::Completion(CompletionEvent::CompletionRecorded { user_id, course_id, completion }) => {
             vec![RowWrite::Put(Row::Completion(CompletionRow {

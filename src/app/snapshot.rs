@@ -45,6 +45,9 @@ struct Payload {
     head_position: i64,
     head_hash: String,
     head_recorded_at: i64,
+    /// Live token streams and their versions (absent in snapshots older than token events).
+    #[serde(default)]
+    tokens: Vec<(i64, i64)>,
 }
 
 fn sorted<K: Ord + Copy, V: Clone>(map: &std::collections::HashMap<K, V>) -> Vec<(K, V)> {
@@ -69,6 +72,7 @@ impl Payload {
             head_position: state.head_position,
             head_hash: state.head_hash.clone(),
             head_recorded_at: state.head_recorded_at,
+            tokens: sorted(&state.tokens),
         }
     }
 
@@ -83,6 +87,7 @@ impl Payload {
             head_position: self.head_position,
             head_hash: self.head_hash,
             head_recorded_at: self.head_recorded_at,
+            tokens: self.tokens.into_iter().collect(),
             ..LedgerState::default()
         };
         for (instance, sortorder, stream) in self.enrolments {

@@ -59,7 +59,13 @@ pub struct LedgerState {
     /// Time of the newest event: new events never get an earlier one, so time order follows log order.
     pub head_recorded_at: i64,
     pub registry: RegistryIndex,
+    /// Live token streams (`token-{id}` with only its `TokenCreated`) → version; a token's
+    /// stream closes with its second event, so only live tokens have an entry.
+    pub tokens: HashMap<i64, i64>,
 }
+
+/// The stream type of token events (`token-{id}`).
+pub const TOKEN_STREAM: &str = "token";
 
 impl Default for LedgerState {
     fn default() -> Self {
@@ -80,6 +86,7 @@ impl Default for LedgerState {
             head_hash: GENESIS_HASH.to_owned(),
             head_recorded_at: 0,
             registry: RegistryIndex::default(),
+            tokens: HashMap::new(),
         }
     }
 }
@@ -139,6 +146,8 @@ impl LedgerState {
             Enrolment::NAME => key.parse().ok().and_then(|id: i64| self.enrolments.get(&id)).map_or(0, |v| v.version),
             Completion::NAME => parse_pair(key).and_then(|k| self.completions.get(&k)).map_or(0, |v| v.version),
             Course::NAME => key.parse().ok().and_then(|id: i64| self.courses.get(&id)).map_or(0, |v| v.version),
+            // A token stream closes with its second event: a token without an entry is new.
+            TOKEN_STREAM => key.parse().ok().and_then(|id: i64| self.tokens.get(&id)).copied().unwrap_or(0),
             _ => self.config.version,
         }
     }
@@ -178,6 +187,31 @@ impl LedgerState {
             LedgerEvent::Config(e) => {
                 self.config.state = Config::apply_event(std::mem::take(&mut self.config.state), e.clone());
                 self.config.version = version;
+            }
+            LedgerEvent::Token(e) => {
+                let id = e.facts().token_id;
+                match (e, self.tokens.contains_key(&id)) {
+                    (crate::domain::event::TokenEvent::TokenCreated(_), false) => {
+                        self.tokens.insert(id, version);
+                    }
+                    (crate::domain::event::TokenEvent::TokenCreated(_), true) => {
+                        return Err(ImpossibleEvent {
+                            event: e.event_type(),
+                            state: "live",
+                            expected: "TokenRevoked, TokenRotated or TokenExpired".into(),
+                        });
+                    }
+                    (_, true) => {
+                        self.tokens.remove(&id);
+                    }
+                    (_, false) => {
+                        return Err(ImpossibleEvent {
+                            event: e.event_type(),
+                            state: "new or closed",
+                            expected: "TokenCreated (a token stream has two events at most)".into(),
+                        })
+                    }
+                }
             }
         }
         self.head_position = stored.position;

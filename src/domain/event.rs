@@ -136,6 +136,52 @@ pub enum ConfigEvent {
     ConfigChanged { name: String, old: String, new: String },
 }
 
+/// What a token event says about its token (stream `token-{id}`): never the token nor its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenFacts {
+    pub token_id: i64,
+    pub service: String,
+    pub user_id: UserId,
+    /// Unix time after which the token stops working; 0: no limit.
+    pub valid_until: i64,
+    /// Comma-separated addresses and CIDR ranges; empty: any address.
+    pub ip_restriction: String,
+    /// Who made the change: `cli:<command>` or `server` (expiry), with the OS user where known.
+    pub actor: String,
+    pub reason: String,
+}
+
+/// Token changes, written by any process to the token outbox and appended by the writer
+/// (docs/EVENTS.md). A token stream has its `TokenCreated` (version 1) and at most one of the
+/// others (version 2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum TokenEvent {
+    TokenCreated(TokenFacts),
+    TokenRevoked(TokenFacts),
+    /// Revoked by `token rotate`; the replacement has its own `TokenCreated`.
+    TokenRotated(TokenFacts),
+    /// Deleted by the first call made with it after its `valid_until`.
+    TokenExpired(TokenFacts),
+}
+
+impl TokenEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Self::TokenCreated(_) => "TokenCreated",
+            Self::TokenRevoked(_) => "TokenRevoked",
+            Self::TokenRotated(_) => "TokenRotated",
+            Self::TokenExpired(_) => "TokenExpired",
+        }
+    }
+
+    pub fn facts(&self) -> &TokenFacts {
+        match self {
+            Self::TokenCreated(f) | Self::TokenRevoked(f) | Self::TokenRotated(f) | Self::TokenExpired(f) => f,
+        }
+    }
+}
+
 /// Any event of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -144,6 +190,7 @@ pub enum LedgerEvent {
     Completion(CompletionEvent),
     Course(CourseEvent),
     Config(ConfigEvent),
+    Token(TokenEvent),
 }
 
 impl EnrolmentEvent {
@@ -170,6 +217,7 @@ impl LedgerEvent {
             },
             Self::Course(CourseEvent::RecompletionTypeSet { .. }) => "RecompletionTypeSet",
             Self::Config(ConfigEvent::ConfigChanged { .. }) => "ConfigChanged",
+            Self::Token(e) => e.event_type(),
         }
     }
 
@@ -191,6 +239,12 @@ impl esrs::event::Upcaster for LedgerEvent {
 
     fn current_version() -> Option<i32> {
         Some(SCHEMA_VERSION)
+    }
+}
+
+impl From<TokenEvent> for LedgerEvent {
+    fn from(e: TokenEvent) -> Self {
+        Self::Token(e)
     }
 }
 

@@ -149,6 +149,8 @@ impl ProjectionState {
                 self.config.insert(name.clone(), new.clone());
                 touched.insert(RowKey::Config(name.clone()));
             }
+            // Tokens live in `external_tokens`, not in a projection.
+            LedgerEvent::Token(_) => {}
         }
     }
 

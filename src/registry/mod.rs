@@ -5,6 +5,7 @@
 //! `rules` decides what a request may change, purely, against that view; `RegistryOp` is a
 //! change the writer applies inside its batch transaction.
 
+pub mod lookup;
 pub mod rules;
 
 use std::collections::{BTreeSet, HashMap};
@@ -320,6 +321,10 @@ pub enum RegistryOp {
         id: i64,
         now: i64,
     },
+    /// Deletes token outbox rows whose events this batch appends.
+    DrainTokenOutbox {
+        ids: Vec<i64>,
+    },
 }
 
 impl RegistryOp {
@@ -463,11 +468,26 @@ impl RegistryOp {
                     .bind(*id)
                     .execute(&mut *conn)
                     .await?;
-                // As in Moodle, a deleted user's web-service tokens go with them.
+                // As in Moodle, a deleted user's web-service tokens go with them (each revocation
+                // queued as an event in the same transaction).
+                crate::api::tokens::outbox(
+                    conn,
+                    "revoked",
+                    "userid = CAST($3 AS BIGINT)",
+                    id.to_string(),
+                    "writer",
+                    "user deleted",
+                )
+                .await?;
                 sqlx::query::<Any>("DELETE FROM external_tokens WHERE userid = $1")
                     .bind(*id)
                     .execute(&mut *conn)
                     .await?;
+            }
+            Self::DrainTokenOutbox { ids } => {
+                for id in ids {
+                    sqlx::query::<Any>("DELETE FROM token_outbox WHERE id = $1").bind(*id).execute(&mut *conn).await?;
+                }
             }
         }
         Ok(())
@@ -510,6 +530,7 @@ impl RegistryOp {
                 user.username = format!("deleted-{id}");
                 user.email.clear();
             }),
+            Self::DrainTokenOutbox { .. } => {}
         }
     }
 }

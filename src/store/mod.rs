@@ -253,6 +253,7 @@ fn migrations(backend: Backend) -> &'static [Migration] {
             (4, "writer_snapshots", include_str!("../../migrations/sqlite/0004_writer_snapshots.sql")),
             (5, "enrolment_course", include_str!("../../migrations/sqlite/0005_enrolment_course.sql")),
             (6, "token_generation", include_str!("../../migrations/sqlite/0006_token_generation.sql")),
+            (7, "token_outbox", include_str!("../../migrations/sqlite/0007_token_outbox.sql")),
             (9, "checkpoints", include_str!("../../migrations/sqlite/0009_checkpoints.sql")),
         ],
         Backend::Postgres => &[
@@ -262,6 +263,7 @@ fn migrations(backend: Backend) -> &'static [Migration] {
             (4, "writer_snapshots", include_str!("../../migrations/postgres/0004_writer_snapshots.sql")),
             (5, "enrolment_course", include_str!("../../migrations/postgres/0005_enrolment_course.sql")),
             (6, "token_generation", include_str!("../../migrations/postgres/0006_token_generation.sql")),
+            (7, "token_outbox", include_str!("../../migrations/postgres/0007_token_outbox.sql")),
             (9, "checkpoints", include_str!("../../migrations/postgres/0009_checkpoints.sql")),
         ],
     }

@@ -11,6 +11,7 @@ mod db_roles;
 mod edge;
 mod faults;
 mod faults_support;
+mod fntable;
 mod http;
 mod log_integrity;
 mod private_cluster;

@@ -115,16 +115,84 @@ async fn why_3_revocation_does_not_take_effect(backend: Backend) {
     assert!(output.status.success(), "token revoke: {}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(errorcode(&probe(port, &revoked).await), "invalidtoken", "a revoked token is refused at once");
 
-    // Rotated by the CLI: the old token is refused at once, the new one (last stdout line) works.
-    let id = newest_token_id(url, services::ENROL_SEMCO).await;
-    let output = cli(url, &["token", "rotate", "--id", &id]).await;
+    // Rotated by the CLI: two enrol_semco tokens (the installer's and ours), so without --all it
+    // refuses as the plugin's script does and changes nothing; with --all the old tokens are
+    // refused at once and the new one (last stdout line) works.
+    let output = cli(url, &["token", "rotate", "--service", services::ENROL_SEMCO]).await;
+    assert!(!output.status.success(), "rotate refuses with two tokens");
+    let refusal = String::from_utf8_lossy(&output.stderr);
+    assert!(refusal.contains("there are 2 tokens for service enrol_semco"), "{refusal}");
+    assert!(!is_envelope(&probe(port, &semco).await), "the refused rotation changed nothing");
+    let output =
+        cli(url, &["token", "rotate", "--service", services::ENROL_SEMCO, "--all", "--valid-until", "2999-12-31"])
+            .await;
     assert!(output.status.success(), "token rotate: {}", String::from_utf8_lossy(&output.stderr));
     let rotated = String::from_utf8(output.stdout).unwrap().lines().last().unwrap().to_owned();
     assert_eq!(errorcode(&probe(port, &semco).await), "invalidtoken");
     assert!(!is_envelope(&probe(port, &rotated).await), "the rotated token works");
     let list = String::from_utf8(cli(url, &["token", "list"]).await.stdout).unwrap();
     assert!(!list.contains(&rotated) && !list.contains(&tokens::hash(&rotated)), "list never shows a token");
+    let semco_rows: Vec<&str> = list.lines().filter(|l| l.split('\t').nth(1) == Some(services::ENROL_SEMCO)).collect();
+    assert_eq!(semco_rows.len(), 1, "one enrol_semco token left:\n{list}");
+    assert!(semco_rows[0].contains("2999-12-31T23:59:59"), "valid to the end of the day: {list}");
+    // With one token, rotate needs no --all; the new token has no validity limit by default.
+    let output = cli(url, &["token", "rotate", "--service", services::ENROL_SEMCO]).await;
+    assert!(output.status.success(), "token rotate: {}", String::from_utf8_lossy(&output.stderr));
+    let again = String::from_utf8(output.stdout).unwrap().lines().last().unwrap().to_owned();
+    assert_eq!(errorcode(&probe(port, &rotated).await), "invalidtoken");
+    assert!(!is_envelope(&probe(port, &again).await), "the rotated token works");
+
+    // Issue 10 item 5: the CLI's changes beside the running server (and the server's expiry)
+    // become events: the server appends the token outbox within a second or so.
+    let owner = Db::connect(&crate::support::owner_url(url)).await.unwrap();
+    let kinds = || async {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT event_type FROM events WHERE event_type LIKE 'Token%' ORDER BY position")
+                .fetch_all(&owner.pool)
+                .await
+                .unwrap();
+        rows
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = kinds().await;
+    while seen.iter().filter(|k| *k == "TokenRotated").count() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        seen = kinds().await;
+    }
+    for kind in ["TokenCreated", "TokenRevoked", "TokenExpired"] {
+        assert!(seen.iter().any(|k| k == kind), "{kind} in {seen:?}");
+    }
+    assert_eq!(seen.iter().filter(|k| *k == "TokenRotated").count(), 3, "{seen:?}");
+    let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM token_outbox").fetch_one(&owner.pool).await.unwrap();
+    assert_eq!(pending, 0);
+    owner.pool.close().await;
     drop(server);
+}
+
+/// Issue 10 item 5 without a server: each token command appends its own events before it
+/// exits (it holds the writer lock), and `verify` passes.
+async fn token_commands_append_their_events_without_a_server(backend: Backend) {
+    let blank = BlankDb::new(backend).await;
+    let url = blank.url.as_str();
+    let token = create_token(url, services::LEDGER_AUDIT).await;
+    let id = newest_token_id(url, services::LEDGER_AUDIT).await;
+    let output = cli(url, &["token", "revoke", "--id", &id]).await;
+    assert!(output.status.success(), "token revoke: {}", String::from_utf8_lossy(&output.stderr));
+    let output = cli(url, &["token", "rotate", "--service", services::ENROL_SEMCO]).await;
+    assert!(output.status.success(), "token rotate: {}", String::from_utf8_lossy(&output.stderr));
+    let owner = Db::connect(&crate::support::owner_url(url)).await.unwrap();
+    let kinds: Vec<String> =
+        sqlx::query_scalar("SELECT event_type FROM events WHERE event_type LIKE 'Token%' ORDER BY position")
+            .fetch_all(&owner.pool)
+            .await
+            .unwrap();
+    // The installer's token, ours, our revocation, the installer token's rotation, its successor.
+    assert_eq!(kinds, ["TokenCreated", "TokenCreated", "TokenRevoked", "TokenRotated", "TokenCreated"]);
+    let payloads: Vec<String> = sqlx::query_scalar("SELECT payload FROM events").fetch_all(&owner.pool).await.unwrap();
+    assert!(!payloads.iter().any(|p| p.contains(&token) || p.contains(&tokens::hash(&token))));
+    owner.pool.close().await;
+    let output = cli(url, &["verify"]).await;
+    assert!(output.status.success(), "verify: {}", String::from_utf8_lossy(&output.stdout));
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -216,6 +284,7 @@ async fn why_4_unknown_tokens_reread_the_table(backend: Backend) {
 }
 
 on_both_backends!(
+    token_commands_append_their_events_without_a_server,
     why_3_revocation_does_not_take_effect,
     why_4_token_guessing_is_free,
     why_4_unknown_tokens_reread_the_table

@@ -1,0 +1,157 @@
+//! Token changes as events through the token outbox (migration 7). Any process changes
+//! `external_tokens` and queues the change in `token_outbox` in the same transaction (the CLI
+//! beside a running server, the server on an expired token, the writer on a user deletion);
+//! only the writer appends: [`drain`] submits the queued rows in id order as one
+//! `Request::AppendTokenEvents`, and the writer appends their events and deletes the rows in
+//! one transaction, so a row is appended exactly once. `serve` drains at start and every
+//! [`DRAIN_INTERVAL_MS`]; a CLI command that holds the writer lock (no server runs) drains before
+//! it exits.
+
+use sqlx::Row;
+
+use super::command::{LedgerError, Outcome, Request};
+use super::decide::{Decision, StreamEvents};
+use super::state::TOKEN_STREAM;
+use super::Ledger;
+use crate::domain::event::{TokenEvent, TokenFacts};
+use crate::domain::ids::UserId;
+use crate::domain::LedgerEvent;
+use crate::registry::RegistryOp;
+use crate::store::log::{Actor, StreamRef};
+use crate::store::{Db, StoreError};
+
+/// How often `serve` appends the token outbox.
+pub const DRAIN_INTERVAL_MS: u64 = 1000;
+/// Outbox rows appended per request.
+pub const DRAIN_BATCH_ROWS: i64 = 256;
+
+/// One queued token change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub kind: String,
+    pub facts: TokenFacts,
+}
+
+/// The events of queued rows, each in its token's stream, and the deletion of the rows (pure).
+/// A row of an unknown kind is appended as a revocation (it ended the token).
+pub fn decide(rows: Vec<OutboxRow>) -> Decision {
+    let ids = rows.iter().map(|r| r.id).collect();
+    let streams = rows
+        .into_iter()
+        .map(|row| {
+            let event = match row.kind.as_str() {
+                "created" => TokenEvent::TokenCreated(row.facts),
+                "rotated" => TokenEvent::TokenRotated(row.facts),
+                "expired" => TokenEvent::TokenExpired(row.facts),
+                _ => TokenEvent::TokenRevoked(row.facts),
+            };
+            let stream = StreamRef::new(TOKEN_STREAM, event.facts().token_id.to_string());
+            StreamEvents { stream, booking_id: None, events: vec![LedgerEvent::Token(event)] }
+        })
+        .collect();
+    Decision { streams, registry: vec![RegistryOp::DrainTokenOutbox { ids }], outcome: Outcome::Done }
+}
+
+/// The oldest queued rows.
+pub async fn pending(db: &Db, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, kind, token_id, service, userid, validuntil, iprestriction, actor, reason \
+         FROM token_outbox ORDER BY id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(OutboxRow {
+                id: r.try_get("id")?,
+                kind: r.try_get("kind")?,
+                facts: TokenFacts {
+                    token_id: r.try_get("token_id")?,
+                    service: r.try_get("service")?,
+                    user_id: UserId(r.try_get("userid")?),
+                    valid_until: r.try_get("validuntil")?,
+                    ip_restriction: r.try_get("iprestriction")?,
+                    actor: r.try_get("actor")?,
+                    reason: r.try_get("reason")?,
+                },
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+/// Why a drain stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// Appends every queued row through the writer; returns how many.
+///
+/// # Errors
+/// The outbox could not be read or the writer refused; what was appended stays appended, the
+/// rest is appended by the next drain.
+pub async fn drain(ledger: &Ledger) -> Result<usize, DrainError> {
+    let mut appended = 0;
+    loop {
+        let rows = pending(&ledger.db, DRAIN_BATCH_ROWS).await?;
+        if rows.is_empty() {
+            return Ok(appended);
+        }
+        let count = rows.len();
+        let actor = Actor { user_id: None, token_id: None, request_id: format!("token-outbox-{}", std::process::id()) };
+        ledger.submit(Request::AppendTokenEvents(rows), actor).await?;
+        appended += count;
+    }
+}
+
+/// `serve`'s drain: at once, then every [`DRAIN_INTERVAL_MS`]; a failure is logged and retried.
+pub async fn drain_periodically(ledger: Ledger) {
+    let mut interval = tokio::time::interval(std::time::Duration::from_millis(DRAIN_INTERVAL_MS));
+    loop {
+        interval.tick().await;
+        match drain(&ledger).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "token changes appended to the log"),
+            Err(error) => tracing::warn!(%error, "cannot append the token outbox yet"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, kind: &str, token: i64) -> OutboxRow {
+        OutboxRow {
+            id,
+            kind: kind.into(),
+            facts: TokenFacts {
+                token_id: token,
+                service: "enrol_semco".into(),
+                user_id: UserId(3),
+                valid_until: 0,
+                ip_restriction: String::new(),
+                actor: "cli".into(),
+                reason: "token create".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn given_queued_rows_when_decided_then_each_is_one_event_in_its_token_stream_and_the_rows_go() {
+        let decision = decide(vec![row(7, "created", 1), row(8, "rotated", 1), row(9, "expired", 2)]);
+        let types: Vec<(String, &str)> =
+            decision.streams.iter().map(|s| (s.stream.key.clone(), s.events[0].event_type())).collect();
+        assert_eq!(
+            types,
+            vec![("1".into(), "TokenCreated"), ("1".into(), "TokenRotated"), ("2".into(), "TokenExpired")]
+        );
+        assert!(matches!(&decision.registry[..], [RegistryOp::DrainTokenOutbox { ids }] if ids == &vec![7, 8, 9]));
+    }
+}
