@@ -4,9 +4,12 @@
 //! (tests/it/rebuild_property.rs) and `verify` compare the tables it writes with a fresh fold.
 
 use super::state::LedgerState;
-use crate::domain::event::{CompletionEvent, ConfigEvent, CourseEvent, EnrolmentEvent, UnenrolReason};
+use crate::domain::criteria::TYPE_GRADE;
+use crate::domain::event::{CompletionEvent, ConfigEvent, CourseEvent, CriteriaEvent, EnrolmentEvent, UnenrolReason};
 use crate::domain::LedgerEvent;
-use crate::projection::state::{enrolled_rows, seconds, CompletionRow, RecompletionRow, RowKey};
+use crate::projection::state::{
+    criteria_row, enrolled_rows, manual_rows, seconds, CompletionRow, ManualRow, RecompletionRow, RowKey,
+};
 use crate::projection::writes::{Patch, Row, RowWrite};
 use crate::store::log::StoredEvent;
 
@@ -50,6 +53,28 @@ pub fn rows_for(stored: &StoredEvent, event: &LedgerEvent, after: &LedgerState) 
         }
         LedgerEvent::Config(ConfigEvent::ConfigChanged { name, new, .. }) => {
             vec![RowWrite::Put(Row::Config { name: name.clone(), value: new.clone() })]
+        }
+        LedgerEvent::Manual(e) => manual_rows(e, now, modifier)
+            .into_iter()
+            .map(|row| match row {
+                ManualRow::Enrol(r) => RowWrite::Put(Row::Enrol(r)),
+                ManualRow::UserEnrolment(r) => RowWrite::Put(Row::UserEnrolment(r)),
+                ManualRow::Patch { id, timestart, timeend, status } => RowWrite::Patch(Patch::UserEnrolment {
+                    id,
+                    timestart,
+                    timeend,
+                    status,
+                    modifierid: modifier,
+                    timemodified: now,
+                }),
+                ManualRow::Delete(id) => RowWrite::Delete(RowKey::UserEnrolment(id)),
+            })
+            .collect(),
+        LedgerEvent::Criteria(CriteriaEvent::CompletionCriteriaSet { course_id, new, .. }) => {
+            vec![match criteria_row(course_id.0, new) {
+                Some(row) => RowWrite::Put(Row::Criteria(row)),
+                None => RowWrite::Delete(RowKey::Criteria(course_id.0, TYPE_GRADE)),
+            }]
         }
     }
 }

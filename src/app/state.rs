@@ -18,7 +18,9 @@ use crate::domain::completion::{Completion, CompletionState};
 use crate::domain::config::{Config, Settings};
 use crate::domain::course::{Course, CourseState};
 use crate::domain::enrolment::{transition, Enrolment, EnrolmentState, LiveEnrolment};
-use crate::domain::event::{CompletionEvent, EnrolmentEvent};
+use crate::domain::criteria::{CompletionCriteria, Criteria};
+use crate::domain::event::{CompletionEvent, CriteriaEvent, EnrolmentEvent, ManualEvent};
+use crate::domain::manual::{self, ManualEnrolment, ManualState};
 use crate::domain::period::EnrolmentPeriod;
 use crate::domain::{ImpossibleEvent, LedgerEvent};
 use crate::registry::RegistryIndex;
@@ -59,7 +61,25 @@ pub struct LedgerState {
     /// Time of the newest event: new events never get an earlier one, so time order follows log order.
     pub head_recorded_at: i64,
     pub registry: RegistryIndex,
+    /// course → its `manual` enrolment instance (one per course, never removed).
+    pub manual_instances: HashMap<i64, ManualInstance>,
+    /// (user, manual instance) → that stream: live manual enrolments, and the versions of
+    /// streams whose enrolment ended (a later enrolment continues the same stream). Ordered by
+    /// user, so one user's are a range (user deletion).
+    pub manual: BTreeMap<(i64, i64), Versioned<ManualState>>,
+    /// course → its completion criteria (courses that never had any have no entry).
+    pub criteria: HashMap<i64, Versioned<Criteria>>,
 }
+
+/// A course's manual enrolment instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ManualInstance {
+    pub instance_id: i64,
+    pub sortorder: i64,
+}
+
+/// The stream of a course's manual instance (one event: its creation).
+pub const MANUAL_INSTANCE_STREAM: &str = "manual_instance";
 
 impl Default for LedgerState {
     fn default() -> Self {
@@ -80,6 +100,9 @@ impl Default for LedgerState {
             head_hash: GENESIS_HASH.to_owned(),
             head_recorded_at: 0,
             registry: RegistryIndex::default(),
+            manual_instances: HashMap::new(),
+            manual: BTreeMap::new(),
+            criteria: HashMap::new(),
         }
     }
 }
@@ -139,6 +162,11 @@ impl LedgerState {
             Enrolment::NAME => key.parse().ok().and_then(|id: i64| self.enrolments.get(&id)).map_or(0, |v| v.version),
             Completion::NAME => parse_pair(key).and_then(|k| self.completions.get(&k)).map_or(0, |v| v.version),
             Course::NAME => key.parse().ok().and_then(|id: i64| self.courses.get(&id)).map_or(0, |v| v.version),
+            ManualEnrolment::NAME => parse_manual_key(key).and_then(|k| self.manual.get(&k)).map_or(0, |v| v.version),
+            MANUAL_INSTANCE_STREAM => {
+                key.parse().ok().map_or(0, |course: i64| i64::from(self.manual_instances.contains_key(&course)))
+            }
+            CompletionCriteria::NAME => key.parse().ok().and_then(|id: i64| self.criteria.get(&id)).map_or(0, |v| v.version),
             _ => self.config.version,
         }
     }
@@ -179,11 +207,74 @@ impl LedgerState {
                 self.config.state = Config::apply_event(std::mem::take(&mut self.config.state), e.clone());
                 self.config.version = version;
             }
+            LedgerEvent::Manual(e) => self.apply_manual(&stored.stream_key, version, e)?,
+            LedgerEvent::Criteria(e) => {
+                let CriteriaEvent::CompletionCriteriaSet { course_id, .. } = e;
+                let entry = self.criteria.entry(course_id.0).or_default();
+                entry.state = CompletionCriteria::apply_event(std::mem::take(&mut entry.state), e.clone());
+                entry.version = version;
+            }
         }
         self.head_position = stored.position;
         self.head_hash = stored.hash.clone();
         self.head_recorded_at = self.head_recorded_at.max(stored.recorded_at);
         Ok(())
+    }
+
+    /// Folds one manual event: the instance's creation, or one (instance, user) stream's step.
+    fn apply_manual(&mut self, stream_key: &str, version: i64, event: &ManualEvent) -> Result<(), ImpossibleEvent> {
+        if let ManualEvent::ManualInstanceCreated { instance_id, course_id, sortorder, .. } = event {
+            if self.manual_instances.contains_key(&course_id.0) || stream_key != course_id.0.to_string() {
+                return Err(ImpossibleEvent {
+                    event: event.event_type(),
+                    state: "live",
+                    expected: format!("one manual instance per course, in stream {}", course_id.0),
+                });
+            }
+            self.manual_instances
+                .insert(course_id.0, ManualInstance { instance_id: instance_id.0, sortorder: *sortorder });
+            self.next_instance_id = self.next_instance_id.max(instance_id.0 + 1);
+            return Ok(());
+        }
+        let (instance, user, user_enrolment) = match event {
+            ManualEvent::ManualEnrolled { instance_id, user_id, user_enrolment_id, .. }
+            | ManualEvent::ManualEnrolmentEdited { instance_id, user_id, user_enrolment_id, .. }
+            | ManualEvent::ManualUnenrolled { instance_id, user_id, user_enrolment_id, .. } => {
+                (instance_id.0, user_id.0, user_enrolment_id.0)
+            }
+            ManualEvent::ManualInstanceCreated { .. } => unreachable!("handled above"),
+        };
+        if parse_manual_key(stream_key) != Some((user, instance)) {
+            return Err(ImpossibleEvent {
+                event: event.event_type(),
+                state: "new",
+                expected: format!("an event of the stream {instance}-{user} (stream key {stream_key:?})"),
+            });
+        }
+        let before = self.manual.get(&(user, instance)).map(|v| v.state.clone()).unwrap_or_default();
+        let after = manual::transition(before, event.clone())?;
+        if let ManualEvent::ManualEnrolled { .. } = event {
+            self.next_user_enrolment_id = self.next_user_enrolment_id.max(user_enrolment + 1);
+        }
+        let entry = self.manual.entry((user, instance)).or_default();
+        entry.state = after;
+        entry.version = version;
+        Ok(())
+    }
+
+    /// The live manual enrolment of a user in a course, with its instance.
+    pub fn manual_of(&self, user: i64, course: i64) -> (Option<i64>, ManualState) {
+        let instance = self.manual_instances.get(&course).map(|m| m.instance_id);
+        let state = instance.and_then(|i| self.manual.get(&(user, i))).map(|v| v.state.clone()).unwrap_or_default();
+        (instance, state)
+    }
+
+    /// (instance, its course) of one user's live manual enrolments: a range of the ordered map.
+    pub fn live_manual_of_user(&self, user: i64) -> impl Iterator<Item = i64> + '_ {
+        self.manual
+            .range((user, i64::MIN)..=(user, i64::MAX))
+            .filter(|(_, v)| v.state.live.is_some())
+            .map(|((_, instance), _)| *instance)
     }
 
     /// The state of an enrolment stream: its entry, or `Closed` for an id already handed out
@@ -336,7 +427,9 @@ impl LedgerState {
 
     /// Moodle's sortorder for a new instance: one above the course's highest.
     pub fn next_sortorder(&self, course: i64) -> i64 {
-        self.course_instances.get(&course).and_then(|s| s.last()).map_or(0, |(sortorder, _)| sortorder + 1)
+        let semco = self.course_instances.get(&course).and_then(|s| s.last()).map_or(0, |(sortorder, _)| sortorder + 1);
+        let manual = self.manual_instances.get(&course).map_or(0, |m| m.sortorder + 1);
+        semco.max(manual)
     }
 
     /// The live enrolment behind a user enrolment id.
@@ -344,6 +437,12 @@ impl LedgerState {
         let instance = self.instance_of.get(&user_enrolment_id)?;
         self.enrolments.get(instance)?.state.live()
     }
+}
+
+/// A manual stream key `{instance}-{user}` as (user, instance).
+pub fn parse_manual_key(key: &str) -> Option<(i64, i64)> {
+    let (instance, user) = key.split_once('-')?;
+    Some((user.parse().ok()?, instance.parse().ok()?))
 }
 
 fn parse_pair(key: &str) -> Option<(i64, i64)> {
