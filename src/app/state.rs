@@ -17,8 +17,8 @@ use esrs::Aggregate;
 use crate::domain::completion::{Completion, CompletionState};
 use crate::domain::config::{Config, Settings};
 use crate::domain::course::{Course, CourseState};
-use crate::domain::enrolment::{transition, Enrolment, EnrolmentState, LiveEnrolment};
 use crate::domain::criteria::{CompletionCriteria, Criteria};
+use crate::domain::enrolment::{transition, Enrolment, EnrolmentState, LiveEnrolment};
 use crate::domain::event::{CompletionEvent, CriteriaEvent, EnrolmentEvent, ManualEvent};
 use crate::domain::manual::{self, ManualEnrolment, ManualState};
 use crate::domain::period::EnrolmentPeriod;
@@ -166,7 +166,9 @@ impl LedgerState {
             MANUAL_INSTANCE_STREAM => {
                 key.parse().ok().map_or(0, |course: i64| i64::from(self.manual_instances.contains_key(&course)))
             }
-            CompletionCriteria::NAME => key.parse().ok().and_then(|id: i64| self.criteria.get(&id)).map_or(0, |v| v.version),
+            CompletionCriteria::NAME => {
+                key.parse().ok().and_then(|id: i64| self.criteria.get(&id)).map_or(0, |v| v.version)
+            }
             _ => self.config.version,
         }
     }

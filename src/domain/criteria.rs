@@ -165,11 +165,7 @@ pub fn status(facts: &StatusFacts) -> Result<CompletionStatus, StatusRefusal> {
             },
         });
     }
-    Ok(CompletionStatus {
-        completed: facts.completion.is_some(),
-        aggregation: AGGREGATION_ALL,
-        completions: rows,
-    })
+    Ok(CompletionStatus { completed: facts.completion.is_some(), aggregation: AGGREGATION_ALL, completions: rows })
 }
 
 #[cfg(test)]
@@ -196,7 +192,8 @@ mod tests {
 
     #[test]
     fn refusals_come_in_moodles_order() {
-        let none = StatusFacts { completion_enabled: false, tracked: false, criteria: Criteria::default(), completion: None };
+        let none =
+            StatusFacts { completion_enabled: false, tracked: false, criteria: Criteria::default(), completion: None };
         assert_eq!(status(&none), Err(StatusRefusal::CannotViewReport));
         let none = StatusFacts { completion_enabled: true, ..none };
         assert_eq!(status(&none), Err(StatusRefusal::UserNotEnrolled));
@@ -225,7 +222,8 @@ mod tests {
 
     #[test]
     fn given_a_recorded_passing_grade_then_complete_at_its_time() {
-        let status = status(&StatusFacts { completion: Some(completed(1_700_000_000, Some(85.5))), ..facts() }).unwrap();
+        let status =
+            status(&StatusFacts { completion: Some(completed(1_700_000_000, Some(85.5))), ..facts() }).unwrap();
         assert!(status.completed);
         let row = &status.completions[0];
         assert!(row.complete);
@@ -247,7 +245,11 @@ mod tests {
         let events = CompletionCriteria::handle_command(&Criteria::default(), set(Some(50.0))).unwrap();
         assert_eq!(
             events,
-            vec![CriteriaEvent::CompletionCriteriaSet { course_id: CourseId(2), old: Criteria::default(), new: pass(50.0) }]
+            vec![CriteriaEvent::CompletionCriteriaSet {
+                course_id: CourseId(2),
+                old: Criteria::default(),
+                new: pass(50.0)
+            }]
         );
         assert!(CompletionCriteria::handle_command(&pass(50.0), set(Some(50.0))).unwrap().is_empty());
         let removed = CompletionCriteria::handle_command(&pass(50.0), set(Some(0.0))).unwrap();

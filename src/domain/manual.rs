@@ -85,7 +85,11 @@ pub enum ManualCommand {
     Enrol(ManualEnrol),
     Unenrol(ManualUnenrol),
     /// The user was deleted: end the live enrolment, if any.
-    UnenrolDeletedUser { instance_id: InstanceId, course_id: CourseId, user_id: UserId },
+    UnenrolDeletedUser {
+        instance_id: InstanceId,
+        course_id: CourseId,
+        user_id: UserId,
+    },
 }
 
 pub struct ManualEnrolment;
@@ -138,7 +142,8 @@ impl esrs::Aggregate for ManualEnrolment {
     }
 
     fn apply_event(state: Self::State, event: Self::Event) -> Self::State {
-        transition(state, event).unwrap_or_else(|impossible| panic!("the rules decided an impossible event: {impossible}"))
+        transition(state, event)
+            .unwrap_or_else(|impossible| panic!("the rules decided an impossible event: {impossible}"))
     }
 }
 
@@ -193,23 +198,24 @@ fn enrol(state: &ManualState, cmd: ManualEnrol) -> Result<Vec<ManualEvent>, Manu
 /// The checked fold of one manual enrolment stream.
 pub fn transition(state: ManualState, event: ManualEvent) -> Result<ManualState, ImpossibleEvent> {
     let name = if state.live.is_some() { "live" } else { "new" };
-    let impossible = |expected: &str| ImpossibleEvent { event: event.event_type(), state: name, expected: expected.into() };
+    let impossible =
+        |expected: &str| ImpossibleEvent { event: event.event_type(), state: name, expected: expected.into() };
     match (&state.live, &event) {
+        (None, ManualEvent::ManualEnrolled { user_enrolment_id, timestart, timeend, suspended, role_id, .. }) => {
+            Ok(ManualState {
+                live: Some(ManualLive {
+                    user_enrolment_id: *user_enrolment_id,
+                    timestart: *timestart,
+                    timeend: *timeend,
+                    suspended: *suspended,
+                    role_id: *role_id,
+                }),
+            })
+        }
         (
-            None,
-            ManualEvent::ManualEnrolled { user_enrolment_id, timestart, timeend, suspended, role_id, .. },
-        ) => Ok(ManualState {
-            live: Some(ManualLive {
-                user_enrolment_id: *user_enrolment_id,
-                timestart: *timestart,
-                timeend: *timeend,
-                suspended: *suspended,
-                role_id: *role_id,
-            }),
-        }),
-        (Some(live), ManualEvent::ManualEnrolmentEdited { user_enrolment_id, timestart, timeend, suspended, role_id, .. })
-            if live.user_enrolment_id == *user_enrolment_id =>
-        {
+            Some(live),
+            ManualEvent::ManualEnrolmentEdited { user_enrolment_id, timestart, timeend, suspended, role_id, .. },
+        ) if live.user_enrolment_id == *user_enrolment_id => {
             let mut live = live.clone();
             if let Some(c) = timestart {
                 live.timestart = c.new;

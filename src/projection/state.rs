@@ -262,7 +262,12 @@ pub enum ManualRow {
     Enrol(EnrolRow),
     UserEnrolment(UserEnrolmentRow),
     /// Only the changed columns of a user enrolment (plus modifier and time).
-    Patch { id: i64, timestart: Option<i64>, timeend: Option<i64>, status: Option<i64> },
+    Patch {
+        id: i64,
+        timestart: Option<i64>,
+        timeend: Option<i64>,
+        status: Option<i64>,
+    },
     Delete(i64),
 }
 

@@ -234,6 +234,7 @@ mod tests {
     #[test]
     fn a_booking_patch_after_a_put_moves_the_booking_of_the_put_row() {
         let enrol = EnrolRow {
+            enrol: "semco",
             id: 4,
             courseid: 2,
             sortorder: 0,
