@@ -109,9 +109,12 @@ pub fn decide(
                 sortorder: state.next_sortorder(course_id),
             });
             let events = Enrolment::handle_command(&Default::default(), command)?;
-            let outcome =
-                Outcome::Enrolled { enrolid: user_enrolment, user_id, course_id, booking_id: booking_id.clone() };
-            Ok(Decision::one(enrolment_stream(instance), Some(booking_id), wrap(events), outcome))
+            Ok(Decision::one(
+                enrolment_stream(instance),
+                Some(booking_id),
+                wrap(events),
+                Outcome::enrolled(user_enrolment),
+            ))
         }
         Request::Unenrol { enrolid } => {
             let (instance, current) = enrolment_of(state, enrolid);
@@ -241,7 +244,7 @@ pub fn decide(
                 });
             }
             let removed = streams.len() as i64;
-            Ok(Decision { streams, registry: Vec::new(), outcome: Outcome::Removed(removed) })
+            Ok(Decision { streams, registry: Vec::new(), outcome: Outcome::removed(removed) })
         }
     }
 }
@@ -282,7 +285,7 @@ fn create_users(state: &LedgerState, users: Vec<UserInput>, now: i64) -> Result<
         created.push((id, user.username.clone()));
         ops.push(RegistryOp::CreateUser { id, user, now });
     }
-    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::UsersCreated(created) })
+    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::created(created) })
 }
 
 fn update_users(
@@ -304,7 +307,7 @@ fn update_users(
         index.update(&update);
         ops.push(RegistryOp::UpdateUser { update, now });
     }
-    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::Warnings(warnings) })
+    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::warnings(warnings) })
 }
 
 fn delete_users(state: &LedgerState, ids: Vec<i64>, now: i64, actor: Option<i64>) -> Result<Decision, LedgerError> {
@@ -366,7 +369,7 @@ fn create_courses(
         .enumerate()
         .map(|(n, (course, _))| manual_instance_created(state, *course, state.next_instance_id + n as i64))
         .collect();
-    Ok(Decision { streams, registry: ops, outcome: Outcome::CoursesCreated(created) })
+    Ok(Decision { streams, registry: ops, outcome: Outcome::created(created) })
 }
 
 fn update_courses(
@@ -388,7 +391,7 @@ fn update_courses(
             }
         }
     }
-    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::Warnings(warnings) })
+    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::warnings(warnings) })
 }
 
 /// A course's manual instance, created with the id `instance` (the shared instance counter).
