@@ -96,6 +96,21 @@ fn manual_error(error: &crate::domain::manual::ManualError) -> WsError {
     }
 }
 
+/// Moodle's `dml_missing_record_exception` for a `MUST_EXIST` read of `table`.
+pub fn missing_record(table: &str) -> WsError {
+    WsError::new(DML_MISSING_RECORD_EXCEPTION, "invalidrecord", format!("Can't find data record in database table {table}."))
+}
+
+/// `core_enrol_get_enrolled_users` for a course without a context.
+pub fn course_context_not_valid(course: i64) -> WsError {
+    semco(
+        "errorcoursecontextnotvalid",
+        format!(
+            "You cannot execute functions in the course context (course id:{course}). The error message was: Context does not exist"
+        ),
+    )
+}
+
 /// Why `core_completion_get_course_completion_status` gives no status, in Moodle's words.
 pub fn status_refusal(refusal: crate::domain::criteria::StatusRefusal) -> WsError {
     use crate::domain::criteria::StatusRefusal::*;
