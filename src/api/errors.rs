@@ -98,7 +98,11 @@ fn manual_error(error: &crate::domain::manual::ManualError) -> WsError {
 
 /// Moodle's `dml_missing_record_exception` for a `MUST_EXIST` read of `table`.
 pub fn missing_record(table: &str) -> WsError {
-    WsError::new(DML_MISSING_RECORD_EXCEPTION, "invalidrecord", format!("Can't find data record in database table {table}."))
+    WsError::new(
+        DML_MISSING_RECORD_EXCEPTION,
+        "invalidrecord",
+        format!("Can't find data record in database table {table}."),
+    )
 }
 
 /// `core_enrol_get_enrolled_users` for a course without a context.
