@@ -13,6 +13,7 @@ mod faults_support;
 mod hr;
 mod http;
 mod log_integrity;
+mod manual_property;
 mod private_cluster;
 mod query_plans;
 mod reads;
