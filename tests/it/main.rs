@@ -11,6 +11,7 @@ mod edge;
 mod faults;
 mod faults_support;
 mod hr;
+mod hr_doc;
 mod http;
 mod log_integrity;
 mod manual_property;
