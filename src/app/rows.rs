@@ -173,7 +173,7 @@ mod tests {
     }
 
     fn criteria(pass: Option<f64>) -> LedgerEvent {
-        let grade = pass.map(|p| GradeValue::unchecked(p));
+        let grade = pass.map(GradeValue::unchecked);
         LedgerEvent::Criteria(CriteriaEvent::CompletionCriteriaSet {
             course_id: CourseId(if pass == Some(50.0) { 2 } else { 3 }),
             old: Criteria::default(),

@@ -628,6 +628,9 @@ async fn is_tracked(call: &Call<'_>, user: i64, course: i64) -> Result<bool, WsE
     Ok(count > 0)
 }
 
+/// shortname, fullname, idnumber, summary, category, visible, enablecompletion, start, end, modified.
+type CourseColumns = (String, String, String, String, i64, i32, i32, i64, i64, i64);
+
 /// `core_enrol_get_users_courses`: the courses where the user has an active enrolment.
 async fn get_users_courses(call: &Call<'_>, p: UsersCourses) -> Result<Value, WsError> {
     let pool = &call.ledger.db.pool;
@@ -643,7 +646,7 @@ async fn get_users_courses(call: &Call<'_>, p: UsersCourses) -> Result<Value, Ws
     let mut courses = Vec::new();
     for row in rows {
         let id: i64 = row.try_get("id").map_err(|e| call.store_error(e))?;
-        let read = || -> Result<(String, String, String, String, i64, i32, i32, i64, i64, i64), sqlx::Error> {
+        let read = || -> Result<CourseColumns, sqlx::Error> {
             Ok((
                 row.try_get("shortname")?,
                 row.try_get("fullname")?,
