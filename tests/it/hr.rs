@@ -163,4 +163,37 @@ async fn hr_contract_table_holds(backend: Backend) {
     assert!(enrol_ledger::app::audit::verify(&api.test.db).await.unwrap().is_ok());
 }
 
-on_both_backends!(hr_contract_table_holds);
+/// Issue 10: every HR integration function answered `invalidrecord` (no such function). Each
+/// is found now and runs for a `ledger_hr` token (whatever its answer to empty parameters).
+async fn hr_functions_answered_invalidrecord(backend: Backend) {
+    let api = Api::new(backend).await;
+    let hr = api.token(services::LEDGER_HR).await;
+    for function in HR_FUNCTIONS {
+        let body = api.call(&hr, function, "json", "").await;
+        assert!(!body.contains("external_functions"), "{function}: {body}");
+        assert!(!body.contains("accessexception"), "{function}: {body}");
+    }
+}
+
+/// Seed 004: "Course Completion criteria not defined". A new course answers `nocriteriaset`
+/// to an enrolled user's status; once its grade criterion is set, the status is given.
+async fn seed_004_completion_criteria_not_defined(backend: Backend) {
+    let api = Api::new(backend).await;
+    let admin = api.token(services::LEDGER_ADMIN).await;
+    let hr = api.token(services::LEDGER_HR).await;
+    let rows = hr_table();
+    for (service, function, format, params, _) in &rows[..5] {
+        let token = if *service == services::LEDGER_HR { &hr } else { &admin };
+        api.call(token, function, format, params).await;
+    }
+    let status = || api.call(&hr, "core_completion_get_course_completion_status", "json", "courseid=2&userid=4");
+    assert!(status().await.contains("\"errorcode\":\"nocriteriaset\""));
+    api.call(&admin, "ledger_set_course_completion_criteria", "json", "courseid=2&gradepass=40").await;
+    assert!(status().await.contains("\"title\":\"Course grade\""));
+}
+
+on_both_backends!(
+    hr_contract_table_holds,
+    hr_functions_answered_invalidrecord,
+    seed_004_completion_criteria_not_defined
+);
