@@ -625,6 +625,54 @@ mod tests {
         assert_eq!(state.live_of_user(9).count(), 0);
     }
 
+    // given a course's manual instance and a live and an ended manual enrolment, when the
+    // state is written as a snapshot payload and read back, then it is the same, and the next
+    // SEMCO instance's sortorder is above the manual one.
+    #[test]
+    fn manual_streams_survive_a_snapshot() {
+        use crate::domain::event::{ManualEvent, ManualUnenrolReason};
+        let created = LedgerEvent::Manual(ManualEvent::ManualInstanceCreated {
+            instance_id: InstanceId(1),
+            course_id: CourseId(2),
+            sortorder: 0,
+            role_id: RoleId(5),
+        });
+        let enrolled = |user: i64, ue: i64| {
+            LedgerEvent::Manual(ManualEvent::ManualEnrolled {
+                instance_id: InstanceId(1),
+                user_enrolment_id: UserEnrolmentId(ue),
+                user_id: UserId(user),
+                course_id: CourseId(2),
+                timestart: 0,
+                timeend: 0,
+                suspended: false,
+                role_id: RoleId(5),
+            })
+        };
+        let unenrolled = LedgerEvent::Manual(ManualEvent::ManualUnenrolled {
+            instance_id: InstanceId(1),
+            user_enrolment_id: UserEnrolmentId(11),
+            user_id: UserId(8),
+            course_id: CourseId(2),
+            reason: ManualUnenrolReason::Manual,
+        });
+        let mut state = LedgerState::default();
+        for (n, (key, event)) in
+            [("2", created), ("1-7", enrolled(7, 10)), ("1-8", enrolled(8, 11)), ("1-8", unenrolled)].iter().enumerate()
+        {
+            state.try_apply(&stored(n as i64 + 1, key, event), event).unwrap();
+        }
+        assert_eq!(state.live_manual_of_user(7).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(state.live_manual_of_user(8).count(), 0);
+        assert_eq!((state.next_instance_id, state.next_user_enrolment_id, state.next_sortorder(2)), (2, 12, 1));
+        let again = enrolled(7, 12);
+        assert!(state.try_apply(&stored(5, "1-7", &again), &again).is_err(), "already live");
+        let (payload, _) = super::super::snapshot::encode(&state);
+        let back = super::super::snapshot::decode_for_tests(&payload);
+        assert_eq!(super::super::snapshot::canonical_dump(&back), super::super::snapshot::canonical_dump(&state));
+        assert_eq!(back.manual_instances, state.manual_instances);
+    }
+
     // given a state, when it is written as a snapshot payload and read back, then the state
     // (indexes derived again) equals the original.
     #[test]
