@@ -5,3 +5,4 @@ DROP TABLE IF EXISTS course_completions;
 DROP TABLE IF EXISTS recompletion_history;
 DROP TABLE IF EXISTS course_recompletion;
 DROP TABLE IF EXISTS ledger_config;
+DROP TABLE IF EXISTS course_completion_criteria;

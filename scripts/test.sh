@@ -49,7 +49,8 @@ cargo test --all-targets "$@"
 # subset: the tests that tamper with the log or kill the first start need the owner.
 echo "== the PostgreSQL part under the runtime role $RUNTIME_ROLE (api_doc, scenario, http, tokens, faults crash loop, signed checkpoints)"
 ENROL_LEDGER_TEST_PG_AS_RUNTIME=1 cargo test --test it "$@" -- \
-    api_doc::documented_curl_session_replays::postgres scenario:: http:: tokens:: \
+    api_doc::documented_curl_session_replays::postgres hr_doc::documented_hr_sync_replays::postgres hr::hr_contract \
+    scenario:: http:: tokens:: \
     faults::crash_loop_loses_no_acknowledged_change::postgres \
     proofs::serve_signs_every_n_events_and_at_shutdown::postgres --skip sqlite
 if [ "$BENCH_SMOKE" = 1 ]; then

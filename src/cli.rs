@@ -131,6 +131,14 @@ pub enum Command {
     },
     /// Remove orphaned SEMCO enrolment instances now.
     Cleanup,
+    /// Set a course's completion criteria (Moodle's type 6, course grade to pass), as
+    /// `ledger_set_course_completion_criteria` does; without --gradepass the criterion is removed.
+    Criteria {
+        #[arg(long)]
+        course: i64,
+        #[arg(long)]
+        gradepass: Option<f64>,
+    },
     /// Print the SQL (PostgreSQL) that lets a runtime role serve this schema with least
     /// privilege: INSERT and SELECT on the log, what it needs elsewhere. Run it as the owner.
     Grants {
@@ -148,7 +156,7 @@ pub enum Command {
 pub enum TokenAction {
     /// Create a token; it is printed alone on the last line of stdout, and never again.
     Create {
-        /// enrol_semco, ledger_admin, ledger_lms or ledger_audit.
+        /// enrol_semco, ledger_admin, ledger_lms, ledger_audit or ledger_hr.
         #[arg(long)]
         service: String,
         /// RFC 3339 time after which the token stops working.
@@ -311,6 +319,8 @@ pub async fn open_locked_as(
 
 /// What to do instead of a write subcommand while a server holds the writer lock.
 const WHILE_SERVING_SERVE: &str = "only one server can write to a ledger: stop the other one first";
+const WHILE_SERVING_CRITERIA: &str = "while a server runs, call the web-service function \
+     ledger_set_course_completion_criteria (service ledger_admin) instead";
 const WHILE_SERVING_CLEANUP: &str = "while a server runs, call the web-service function ledger_cleanup_orphans \
      (service ledger_admin) instead; the server also removes orphans every hour";
 const WHILE_SERVING_REBUILD: &str = "stop the server first: a running server keeps its projections current \
@@ -388,6 +398,19 @@ async fn run(cli: Cli) -> CliResult {
             println!("removed {} orphaned SEMCO enrolment instance(s)", outcome?.removed);
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Criteria { course, gradepass } => {
+            let (db, lock) = open_locked_as(url, migrate_url, WHILE_SERVING_CRITERIA).await?;
+            let ledger = Ledger::start_locked(db, WriterOptions::default(), lock).await?;
+            let request = Request::SetCompletionCriteria { course_id: course, gradepass };
+            let outcome = ledger.submit(request, cli_actor("criteria")).await;
+            ledger.shutdown().await;
+            outcome?;
+            match gradepass.filter(|g| *g != 0.0) {
+                Some(g) => println!("course {course}: completion criterion course grade >= {g}"),
+                None => println!("course {course}: no completion criteria"),
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Grants { runtime_role } => {
             let db = Db::connect(migrate_url.unwrap_or(url)).await?;
             if db.backend != crate::store::Backend::Postgres {
@@ -433,6 +456,7 @@ async fn run(cli: Cli) -> CliResult {
         | Command::Migrate
         | Command::Rebuild
         | Command::Cleanup
+        | Command::Criteria { .. }
         | Command::Grants { .. }
         | Command::CheckProof { .. } => {
             unreachable!("write subcommands return above")

@@ -2,7 +2,7 @@
 -- PROJECTION_VERSION (src/projection/mod.rs) changes. Columns follow Moodle's tables.
 CREATE TABLE enrol (
     id           INTEGER PRIMARY KEY,          -- enrolment instance id
-    enrol        TEXT    NOT NULL,             -- always 'semco'
+    enrol        TEXT    NOT NULL,             -- 'semco' (one per booking) or 'manual' (one per course)
     status       INTEGER NOT NULL,             -- 0 = ENROL_INSTANCE_ENABLED
     courseid     INTEGER NOT NULL,
     sortorder    INTEGER NOT NULL,
@@ -59,6 +59,14 @@ CREATE TABLE course_recompletion (
     recompletiontype TEXT    NOT NULL
 );
 
+-- Moodle's course_completion_criteria: criteria the ledger judges (type 6, course grade).
+CREATE TABLE course_completion_criteria (
+    course       INTEGER NOT NULL,
+    criteriatype INTEGER NOT NULL,
+    gradepass    REAL NOT NULL,
+    PRIMARY KEY (course, criteriatype)
+);
+
 CREATE TABLE ledger_config (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -79,9 +87,10 @@ SELECT u.id            AS moodleuserid,
        e.customchar1   AS semcobookingid,
        ue.timestart    AS enrolstart,
        ue.timeend      AS enrolend,
-       ue.status       AS enrolstatus
+       ue.status       AS enrolstatus,
+       e.enrol         AS enrolmethod
 FROM user_enrolments ue
-JOIN enrol e ON e.id = ue.enrolid AND e.enrol = 'semco'
+JOIN enrol e ON e.id = ue.enrolid
 JOIN users u ON u.id = ue.userid AND u.deleted = 0
 JOIN courses c ON c.id = e.courseid
 LEFT JOIN user_profile_data p ON p.userid = u.id AND p.shortname = 'semco_userid';

@@ -73,7 +73,55 @@ pub fn domain_error(error: &DomainError, base_url: &str) -> WsError {
         InvalidSettingValue { name, value } => {
             WsError::invalid_parameter(format!("Invalid value \"{value}\" for {name}"))
         }
+        Manual(error) => manual_error(error),
         DoesNotFit(_) => dml_write(),
+    }
+}
+
+/// enrol_manual's refusals, with that plugin's strings.
+fn manual_error(error: &crate::domain::manual::ManualError) -> WsError {
+    use crate::domain::manual::ManualError::*;
+    match error {
+        ContextNotExist(_) => WsError::invalid_parameter("Context does not exist"),
+        CannotAssignRole { role, user, course } => semco(
+            "wsusercannotassign",
+            format!("You don't have the permission to assign this role ({role}) to this user ({user}) in this course ({course})."),
+        ),
+        NoInstance(course) => semco(
+            "wsnoinstance",
+            format!("Manual enrolment plugin instance doesn't exist or is disabled for the course (id = {course})"),
+        ),
+        UserNotExist(user) => WsError::invalid_parameter(format!("User id not exist: {user}")),
+        DoesNotFit(_) => dml_write(),
+    }
+}
+
+/// Moodle's `dml_missing_record_exception` for a `MUST_EXIST` read of `table`.
+pub fn missing_record(table: &str) -> WsError {
+    WsError::new(
+        DML_MISSING_RECORD_EXCEPTION,
+        "invalidrecord",
+        format!("Can't find data record in database table {table}."),
+    )
+}
+
+/// `core_enrol_get_enrolled_users` for a course without a context.
+pub fn course_context_not_valid(course: i64) -> WsError {
+    semco(
+        "errorcoursecontextnotvalid",
+        format!(
+            "You cannot execute functions in the course context (course id:{course}). The error message was: Context does not exist"
+        ),
+    )
+}
+
+/// Why `core_completion_get_course_completion_status` gives no status, in Moodle's words.
+pub fn status_refusal(refusal: crate::domain::criteria::StatusRefusal) -> WsError {
+    use crate::domain::criteria::StatusRefusal::*;
+    match refusal {
+        CannotViewReport => semco("cannotviewreport", "Cannot view report"),
+        UserNotEnrolled => semco("usernotenroled", "User is not enrolled in this course"),
+        NoCriteriaSet => semco("nocriteriaset", "No completion criteria set for this course"),
     }
 }
 

@@ -6,7 +6,9 @@ pub const ENROL_SEMCO: &str = "enrol_semco";
 pub const LEDGER_ADMIN: &str = "ledger_admin";
 pub const LEDGER_LMS: &str = "ledger_lms";
 pub const LEDGER_AUDIT: &str = "ledger_audit";
-pub const ALL: [&str; 4] = [ENROL_SEMCO, LEDGER_ADMIN, LEDGER_LMS, LEDGER_AUDIT];
+/// The HR/LMS integrations' service (WS-CONTRACT.md §3.2b).
+pub const LEDGER_HR: &str = "ledger_hr";
+pub const ALL: [&str; 5] = [ENROL_SEMCO, LEDGER_ADMIN, LEDGER_LMS, LEDGER_AUDIT, LEDGER_HR];
 
 /// The SEMCO service user the plugin's installer creates; the other services act as the admin.
 pub const SEMCO_SERVICE_USER_ID: i64 = 3;

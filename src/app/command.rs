@@ -57,6 +57,37 @@ pub enum Request {
     /// Appends queued token changes (the token outbox, in id order) as token events and deletes
     /// their outbox rows in the same transaction.
     AppendTokenEvents(Vec<crate::app::token_events::OutboxRow>),
+    /// `enrol_manual_enrol_users`: all or nothing, each item seeing the ones before it.
+    ManualEnrol(Vec<ManualEnrolItem>),
+    /// `enrol_manual_unenrol_users`: all or nothing.
+    ManualUnenrol(Vec<ManualUnenrolItem>),
+    /// `ledger_set_course_completion_criteria`: `gradepass` absent or 0 removes the criterion.
+    SetCompletionCriteria {
+        course_id: i64,
+        gradepass: Option<f64>,
+    },
+    /// Gives every course of the registry that lacks one its manual instance (at start-up, for
+    /// logs written before manual instances existed).
+    EnsureManualInstances,
+}
+
+/// One `enrolments[]` item of `enrol_manual_enrol_users`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManualEnrolItem {
+    pub role_id: i64,
+    pub user_id: i64,
+    pub course_id: i64,
+    pub timestart: Option<i64>,
+    pub timeend: Option<i64>,
+    pub suspend: Option<i64>,
+}
+
+/// One `enrolments[]` item of `enrol_manual_unenrol_users` (`roleid` is accepted and ignored,
+/// as Moodle's unenrol ignores it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManualUnenrolItem {
+    pub user_id: i64,
+    pub course_id: i64,
 }
 
 /// A user to create, with the password facts Moodle checks (the ledger stores no password).

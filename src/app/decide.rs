@@ -6,14 +6,18 @@
 use esrs::Aggregate;
 
 use super::command::{LedgerError, Outcome, Request, UserInput};
-use super::state::LedgerState;
+use super::command::{ManualEnrolItem, ManualUnenrolItem};
+use super::state::{LedgerState, MANUAL_INSTANCE_STREAM};
 use crate::domain::completion::{Completion, CompletionCommand, ResetTarget};
 use crate::domain::config::{Config, SetConfig};
 use crate::domain::course::{Course, SetRecompletionType};
+use crate::domain::criteria::{CompletionCriteria, SetCriteria};
 use crate::domain::enrolment::{EditEnrolment, EnrolUser, Enrolment, EnrolmentCommand, EnrolmentState};
+use crate::domain::event::ManualEvent;
 use crate::domain::ids::{CourseId, InstanceId, RoleId, UserEnrolmentId, UserId};
+use crate::domain::manual::{ManualCommand, ManualEnrol, ManualEnrolment, ManualState, ManualUnenrol, DEFAULT_ROLE};
 use crate::domain::recompletion::RecompletionFacts;
-use crate::domain::LedgerEvent;
+use crate::domain::{DomainError, LedgerEvent};
 use crate::registry::rules::{self, Deletion, NewUserFacts};
 use crate::registry::{RegistryOp, UserOverlay, SEMCO_PROFILE_FIELDS};
 use crate::store::log::StreamRef;
@@ -50,6 +54,15 @@ pub fn completion_stream(user: i64, course: i64) -> StreamRef {
 }
 pub fn course_stream(course: i64) -> StreamRef {
     StreamRef::new(Course::NAME, course.to_string())
+}
+pub fn manual_stream(instance: i64, user: i64) -> StreamRef {
+    StreamRef::new(ManualEnrolment::NAME, format!("{instance}-{user}"))
+}
+pub fn manual_instance_stream(course: i64) -> StreamRef {
+    StreamRef::new(MANUAL_INSTANCE_STREAM, course.to_string())
+}
+pub fn criteria_stream(course: i64) -> StreamRef {
+    StreamRef::new(CompletionCriteria::NAME, course.to_string())
 }
 pub fn config_stream() -> StreamRef {
     StreamRef::new(Config::NAME, "site")
@@ -193,6 +206,29 @@ pub fn decide(
         Request::CreateCourses(courses) => create_courses(state, courses, now),
         Request::UpdateCourses(updates) => update_courses(state, updates, now),
         Request::AppendTokenEvents(rows) => Ok(super::token_events::decide(rows)),
+        Request::ManualEnrol(items) => manual_enrol(state, items),
+        Request::ManualUnenrol(items) => manual_unenrol(state, items),
+        Request::SetCompletionCriteria { course_id, gradepass } => {
+            let current = state.criteria.get(&course_id).map(|c| c.state).unwrap_or_default();
+            let command = SetCriteria {
+                course_id: CourseId(course_id),
+                course_exists: state.registry.course_exists(course_id),
+                gradepass,
+            };
+            let events = CompletionCriteria::handle_command(&current, command)?;
+            Ok(Decision::one(criteria_stream(course_id), None, wrap(events), Outcome::Done))
+        }
+        Request::EnsureManualInstances => {
+            let mut lacking: Vec<i64> =
+                state.registry.courses.keys().copied().filter(|c| !state.manual_instances.contains_key(c)).collect();
+            lacking.sort_unstable();
+            let streams = lacking
+                .iter()
+                .enumerate()
+                .map(|(n, course)| manual_instance_created(state, *course, state.next_instance_id + n as i64))
+                .collect();
+            Ok(Decision { streams, registry: Vec::new(), outcome: Outcome::Done })
+        }
         Request::CleanupOrphans => {
             let mut streams = Vec::new();
             for instance in &state.orphans {
@@ -293,10 +329,21 @@ fn delete_users(state: &LedgerState, ids: Vec<i64>, now: i64, actor: Option<i64>
                 events: wrap(events),
             });
         }
+        for instance in state.live_manual_of_user(id) {
+            let current = state.manual.get(&(id, instance)).map(|v| v.state.clone()).unwrap_or_default();
+            let course = state.manual_instances.iter().find(|(_, m)| m.instance_id == instance).map_or(0, |(c, _)| *c);
+            let command = ManualCommand::UnenrolDeletedUser {
+                instance_id: InstanceId(instance),
+                course_id: CourseId(course),
+                user_id: UserId(id),
+            };
+            let events = ManualEnrolment::handle_command(&current, command).map_err(DomainError::from)?;
+            streams.push(StreamEvents { stream: manual_stream(instance, id), booking_id: None, events: wrap(events) });
+        }
         deleted.insert(id);
         ops.push(RegistryOp::EraseUser { id, now });
     }
-    streams.sort_by_key(|s| s.stream.key.parse::<i64>().unwrap_or_default());
+    streams.sort_by_key(|s| (s.stream.stream_type, s.stream.key.parse::<i64>().unwrap_or_default()));
     Ok(Decision { streams, registry: ops, outcome: Outcome::Done })
 }
 
@@ -317,7 +364,13 @@ fn create_courses(
         op.apply_to_index(&mut index);
         ops.push(op);
     }
-    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::created(created) })
+    // Each new course gets its manual instance in the same request, as a new Moodle course does.
+    let streams = created
+        .iter()
+        .enumerate()
+        .map(|(n, (course, _))| manual_instance_created(state, *course, state.next_instance_id + n as i64))
+        .collect();
+    Ok(Decision { streams, registry: ops, outcome: Outcome::created(created) })
 }
 
 fn update_courses(
@@ -340,4 +393,103 @@ fn update_courses(
         }
     }
     Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::warnings(warnings) })
+}
+
+/// A course's manual instance, created with the id `instance` (the shared instance counter).
+fn manual_instance_created(state: &LedgerState, course: i64, instance: i64) -> StreamEvents {
+    let event = ManualEvent::ManualInstanceCreated {
+        instance_id: InstanceId(instance),
+        course_id: CourseId(course),
+        sortorder: state.next_sortorder(course),
+        role_id: RoleId(DEFAULT_ROLE),
+    };
+    StreamEvents { stream: manual_instance_stream(course), booking_id: None, events: vec![event.into()] }
+}
+
+/// The streams a manual request touches, each once, in first-touched order, with the state
+/// each has after this request's earlier items.
+#[derive(Default)]
+struct ManualOverlay {
+    streams: Vec<((i64, i64), ManualState, Vec<LedgerEvent>)>,
+}
+
+impl ManualOverlay {
+    fn slot(&mut self, state: &LedgerState, user: i64, instance: i64) -> usize {
+        if let Some(i) = self.streams.iter().position(|(k, _, _)| *k == (user, instance)) {
+            return i;
+        }
+        let current = state.manual.get(&(user, instance)).map(|v| v.state.clone()).unwrap_or_default();
+        self.streams.push(((user, instance), current, Vec::new()));
+        self.streams.len() - 1
+    }
+
+    fn apply(&mut self, slot: usize, events: Vec<ManualEvent>) {
+        let entry = &mut self.streams[slot];
+        for event in events {
+            entry.1 = ManualEnrolment::apply_event(std::mem::take(&mut entry.1), event.clone());
+            entry.2.push(event.into());
+        }
+    }
+
+    fn into_decision(self) -> Decision {
+        let streams = self
+            .streams
+            .into_iter()
+            .filter(|(_, _, events)| !events.is_empty())
+            .map(|((user, instance), _, events)| StreamEvents {
+                stream: manual_stream(instance, user),
+                booking_id: None,
+                events,
+            })
+            .collect();
+        Decision { streams, registry: Vec::new(), outcome: Outcome::Done }
+    }
+}
+
+fn manual_enrol(state: &LedgerState, items: Vec<ManualEnrolItem>) -> Result<Decision, LedgerError> {
+    let mut overlay = ManualOverlay::default();
+    let mut next_user_enrolment = state.next_user_enrolment_id;
+    for item in items {
+        let instance = state.manual_instances.get(&item.course_id).map(|m| m.instance_id);
+        let command = ManualEnrol {
+            course_id: CourseId(item.course_id),
+            course_exists: state.registry.course_exists(item.course_id),
+            instance_id: instance.map(InstanceId),
+            user_id: UserId(item.user_id),
+            user_exists: state.registry.user_exists(item.user_id),
+            role_id: RoleId(item.role_id),
+            timestart: item.timestart,
+            timeend: item.timeend,
+            suspend: item.suspend,
+            new_user_enrolment_id: UserEnrolmentId(next_user_enrolment),
+        };
+        // The checks before the instance need no stream; a refused item ends the request.
+        let slot = overlay.slot(state, item.user_id, instance.unwrap_or(0));
+        let events = ManualEnrolment::handle_command(&overlay.streams[slot].1, ManualCommand::Enrol(command))
+            .map_err(DomainError::from)?;
+        if events.iter().any(|e| matches!(e, ManualEvent::ManualEnrolled { .. })) {
+            next_user_enrolment += 1;
+        }
+        overlay.apply(slot, events);
+    }
+    Ok(overlay.into_decision())
+}
+
+fn manual_unenrol(state: &LedgerState, items: Vec<ManualUnenrolItem>) -> Result<Decision, LedgerError> {
+    let mut overlay = ManualOverlay::default();
+    for item in items {
+        let instance = state.manual_instances.get(&item.course_id).map(|m| m.instance_id);
+        let command = ManualUnenrol {
+            course_id: CourseId(item.course_id),
+            course_exists: state.registry.course_exists(item.course_id),
+            instance_id: instance.map(InstanceId),
+            user_id: UserId(item.user_id),
+            user_exists: state.registry.user_exists(item.user_id),
+        };
+        let slot = overlay.slot(state, item.user_id, instance.unwrap_or(0));
+        let events = ManualEnrolment::handle_command(&overlay.streams[slot].1, ManualCommand::Unenrol(command))
+            .map_err(DomainError::from)?;
+        overlay.apply(slot, events);
+    }
+    Ok(overlay.into_decision())
 }

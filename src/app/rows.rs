@@ -4,9 +4,12 @@
 //! (tests/it/rebuild_property.rs) and `verify` compare the tables it writes with a fresh fold.
 
 use super::state::LedgerState;
-use crate::domain::event::{CompletionEvent, ConfigEvent, CourseEvent, EnrolmentEvent, UnenrolReason};
+use crate::domain::criteria::TYPE_GRADE;
+use crate::domain::event::{CompletionEvent, ConfigEvent, CourseEvent, CriteriaEvent, EnrolmentEvent, UnenrolReason};
 use crate::domain::LedgerEvent;
-use crate::projection::state::{enrolled_rows, seconds, CompletionRow, RecompletionRow, RowKey};
+use crate::projection::state::{
+    criteria_row, enrolled_rows, manual_rows, seconds, CompletionRow, ManualRow, RecompletionRow, RowKey,
+};
 use crate::projection::writes::{Patch, Row, RowWrite};
 use crate::store::log::StoredEvent;
 
@@ -52,6 +55,28 @@ pub fn rows_for(stored: &StoredEvent, event: &LedgerEvent, after: &LedgerState) 
         }
         LedgerEvent::Config(ConfigEvent::ConfigChanged { name, new, .. }) => {
             vec![RowWrite::Put(Row::Config { name: name.clone(), value: new.clone() })]
+        }
+        LedgerEvent::Manual(e) => manual_rows(e, now, modifier)
+            .into_iter()
+            .map(|row| match row {
+                ManualRow::Enrol(r) => RowWrite::Put(Row::Enrol(r)),
+                ManualRow::UserEnrolment(r) => RowWrite::Put(Row::UserEnrolment(r)),
+                ManualRow::Patch { id, timestart, timeend, status } => RowWrite::Patch(Patch::UserEnrolment {
+                    id,
+                    timestart,
+                    timeend,
+                    status,
+                    modifierid: modifier,
+                    timemodified: now,
+                }),
+                ManualRow::Delete(id) => RowWrite::Delete(RowKey::UserEnrolment(id)),
+            })
+            .collect(),
+        LedgerEvent::Criteria(CriteriaEvent::CompletionCriteriaSet { course_id, new, .. }) => {
+            vec![match criteria_row(course_id.0, new) {
+                Some(row) => RowWrite::Put(Row::Criteria(row)),
+                None => RowWrite::Delete(RowKey::Criteria(course_id.0, TYPE_GRADE)),
+            }]
         }
     }
 }
@@ -110,7 +135,8 @@ mod tests {
 
     use super::*;
     use crate::domain::column::GradeValue;
-    use crate::domain::event::{Change, CourseCompletion, Grade};
+    use crate::domain::criteria::Criteria;
+    use crate::domain::event::{Change, CourseCompletion, Grade, ManualEvent, ManualUnenrolReason};
     use crate::domain::ids::{BookingId, CourseId, InstanceId, RoleId, UserEnrolmentId, UserId};
     use crate::domain::recompletion::RecompletionType;
     use crate::projection::writes::PendingWrites;
@@ -128,6 +154,32 @@ mod tests {
             suspended: false,
             role_id: RoleId(5),
             sortorder: instance,
+        })
+    }
+
+    fn manual(event: ManualEvent) -> LedgerEvent {
+        LedgerEvent::Manual(event)
+    }
+
+    fn manual_enrolled(user_enrolment: i64) -> LedgerEvent {
+        manual(ManualEvent::ManualEnrolled {
+            instance_id: InstanceId(50),
+            user_enrolment_id: UserEnrolmentId(user_enrolment),
+            user_id: UserId(7),
+            course_id: CourseId(2),
+            timestart: 0,
+            timeend: 0,
+            suspended: false,
+            role_id: RoleId(5),
+        })
+    }
+
+    fn criteria(pass: Option<f64>) -> LedgerEvent {
+        let grade = pass.map(GradeValue::unchecked);
+        LedgerEvent::Criteria(CriteriaEvent::CompletionCriteriaSet {
+            course_id: CourseId(if pass == Some(50.0) { 2 } else { 3 }),
+            old: Criteria::default(),
+            new: Criteria { grade },
         })
     }
 
@@ -211,6 +263,42 @@ mod tests {
                 }),
             ),
             (
+                "2".to_owned(),
+                manual(ManualEvent::ManualInstanceCreated {
+                    instance_id: InstanceId(50),
+                    course_id: CourseId(2),
+                    sortorder: 4,
+                    role_id: RoleId(5),
+                }),
+            ),
+            ("50-7".to_owned(), manual_enrolled(150)),
+            (
+                "50-7".to_owned(),
+                manual(ManualEvent::ManualEnrolmentEdited {
+                    instance_id: InstanceId(50),
+                    user_enrolment_id: UserEnrolmentId(150),
+                    user_id: UserId(7),
+                    timestart: Some(Change { old: 0, new: 5 }),
+                    timeend: None,
+                    suspended: Some(Change { old: false, new: true }),
+                    role_id: Some(Change { old: RoleId(5), new: RoleId(3) }),
+                }),
+            ),
+            (
+                "50-7".to_owned(),
+                manual(ManualEvent::ManualUnenrolled {
+                    instance_id: InstanceId(50),
+                    user_enrolment_id: UserEnrolmentId(150),
+                    user_id: UserId(7),
+                    course_id: CourseId(2),
+                    reason: ManualUnenrolReason::Manual,
+                }),
+            ),
+            ("50-7".to_owned(), manual_enrolled(151)),
+            ("2".to_owned(), criteria(Some(50.0))),
+            ("3".to_owned(), criteria(Some(10.0))),
+            ("3".to_owned(), criteria(None)),
+            (
                 "site".to_owned(),
                 LedgerEvent::Config(ConfigEvent::ConfigChanged {
                     name: "overlap_rule".into(),
@@ -256,6 +344,9 @@ mod tests {
         }
         for (course, kind) in &state.course_recompletion {
             rows.insert(RowKey::CourseRecompletion(*course), Row::CourseRecompletion { course: *course, kind: *kind });
+        }
+        for r in state.criteria.values() {
+            rows.insert(RowKey::Criteria(r.course, r.criteriatype), Row::Criteria(r.clone()));
         }
         for (name, value) in &state.config {
             rows.insert(RowKey::Config(name.clone()), Row::Config { name: name.clone(), value: value.clone() });

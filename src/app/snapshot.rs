@@ -17,16 +17,18 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, Connection, Row};
 
-use super::state::{LedgerState, Versioned};
+use super::state::{LedgerState, ManualInstance, Versioned};
 use crate::domain::completion::CompletionState;
 use crate::domain::config::Settings;
 use crate::domain::course::CourseState;
+use crate::domain::criteria::Criteria;
 use crate::domain::enrolment::EnrolmentState;
+use crate::domain::manual::ManualState;
 use crate::store::log;
 use crate::store::{Db, StoreError};
 
 /// Bump when the payload's shape or meaning changes: older snapshots are then ignored.
-pub const SNAPSHOT_FORMAT_VERSION: i64 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: i64 = 2;
 /// Snapshots kept in `writer_snapshots`; older ones are deleted when a new one is written.
 pub const SNAPSHOTS_KEPT: i64 = 2;
 /// Events between two snapshots by default.
@@ -48,6 +50,15 @@ struct Payload {
     /// Live token streams and their versions (absent in snapshots older than token events).
     #[serde(default)]
     tokens: Vec<(i64, i64)>,
+    /// (course, manual instance) of every course (format 2).
+    #[serde(default)]
+    manual_instances: Vec<(i64, ManualInstance)>,
+    /// (user, manual instance) streams (format 2).
+    #[serde(default)]
+    manual: Vec<((i64, i64), Versioned<ManualState>)>,
+    /// Course completion criteria (format 2).
+    #[serde(default)]
+    criteria: Vec<(i64, Versioned<Criteria>)>,
 }
 
 fn sorted<K: Ord + Copy, V: Clone>(map: &std::collections::HashMap<K, V>) -> Vec<(K, V)> {
@@ -73,6 +84,9 @@ impl Payload {
             head_hash: state.head_hash.clone(),
             head_recorded_at: state.head_recorded_at,
             tokens: sorted(&state.tokens),
+            manual_instances: sorted(&state.manual_instances),
+            manual: state.manual.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            criteria: sorted(&state.criteria),
         }
     }
 
@@ -88,6 +102,9 @@ impl Payload {
             head_hash: self.head_hash,
             head_recorded_at: self.head_recorded_at,
             tokens: self.tokens.into_iter().collect(),
+            manual_instances: self.manual_instances.into_iter().collect(),
+            manual: self.manual.into_iter().collect(),
+            criteria: self.criteria.into_iter().collect(),
             ..LedgerState::default()
         };
         for (instance, sortorder, stream) in self.enrolments {

@@ -17,8 +17,10 @@ use esrs::Aggregate;
 use crate::domain::completion::{Completion, CompletionState};
 use crate::domain::config::{Config, Settings};
 use crate::domain::course::{Course, CourseState};
+use crate::domain::criteria::{CompletionCriteria, Criteria};
 use crate::domain::enrolment::{transition, Enrolment, EnrolmentState, LiveEnrolment};
-use crate::domain::event::{CompletionEvent, EnrolmentEvent};
+use crate::domain::event::{CompletionEvent, CriteriaEvent, EnrolmentEvent, ManualEvent};
+use crate::domain::manual::{self, ManualEnrolment, ManualState};
 use crate::domain::period::EnrolmentPeriod;
 use crate::domain::{ImpossibleEvent, LedgerEvent};
 use crate::registry::RegistryIndex;
@@ -62,7 +64,25 @@ pub struct LedgerState {
     /// Live token streams (`token-{id}` with only its `TokenCreated`) → version; a token's
     /// stream closes with its second event, so only live tokens have an entry.
     pub tokens: HashMap<i64, i64>,
+    /// course → its `manual` enrolment instance (one per course, never removed).
+    pub manual_instances: HashMap<i64, ManualInstance>,
+    /// (user, manual instance) → that stream: live manual enrolments, and the versions of
+    /// streams whose enrolment ended (a later enrolment continues the same stream). Ordered by
+    /// user, so one user's are a range (user deletion).
+    pub manual: BTreeMap<(i64, i64), Versioned<ManualState>>,
+    /// course → its completion criteria (courses that never had any have no entry).
+    pub criteria: HashMap<i64, Versioned<Criteria>>,
 }
+
+/// A course's manual enrolment instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ManualInstance {
+    pub instance_id: i64,
+    pub sortorder: i64,
+}
+
+/// The stream of a course's manual instance (one event: its creation).
+pub const MANUAL_INSTANCE_STREAM: &str = "manual_instance";
 
 /// The stream type of token events (`token-{id}`).
 pub const TOKEN_STREAM: &str = "token";
@@ -87,6 +107,9 @@ impl Default for LedgerState {
             head_recorded_at: 0,
             registry: RegistryIndex::default(),
             tokens: HashMap::new(),
+            manual_instances: HashMap::new(),
+            manual: BTreeMap::new(),
+            criteria: HashMap::new(),
         }
     }
 }
@@ -148,6 +171,13 @@ impl LedgerState {
             Course::NAME => key.parse().ok().and_then(|id: i64| self.courses.get(&id)).map_or(0, |v| v.version),
             // A token stream closes with its second event: a token without an entry is new.
             TOKEN_STREAM => key.parse().ok().and_then(|id: i64| self.tokens.get(&id)).copied().unwrap_or(0),
+            ManualEnrolment::NAME => parse_manual_key(key).and_then(|k| self.manual.get(&k)).map_or(0, |v| v.version),
+            MANUAL_INSTANCE_STREAM => {
+                key.parse().ok().map_or(0, |course: i64| i64::from(self.manual_instances.contains_key(&course)))
+            }
+            CompletionCriteria::NAME => {
+                key.parse().ok().and_then(|id: i64| self.criteria.get(&id)).map_or(0, |v| v.version)
+            }
             _ => self.config.version,
         }
     }
@@ -213,11 +243,74 @@ impl LedgerState {
                     }
                 }
             }
+            LedgerEvent::Manual(e) => self.apply_manual(&stored.stream_key, version, e)?,
+            LedgerEvent::Criteria(e) => {
+                let CriteriaEvent::CompletionCriteriaSet { course_id, .. } = e;
+                let entry = self.criteria.entry(course_id.0).or_default();
+                entry.state = CompletionCriteria::apply_event(std::mem::take(&mut entry.state), e.clone());
+                entry.version = version;
+            }
         }
         self.head_position = stored.position;
         self.head_hash = stored.hash.clone();
         self.head_recorded_at = self.head_recorded_at.max(stored.recorded_at);
         Ok(())
+    }
+
+    /// Folds one manual event: the instance's creation, or one (instance, user) stream's step.
+    fn apply_manual(&mut self, stream_key: &str, version: i64, event: &ManualEvent) -> Result<(), ImpossibleEvent> {
+        if let ManualEvent::ManualInstanceCreated { instance_id, course_id, sortorder, .. } = event {
+            if self.manual_instances.contains_key(&course_id.0) || stream_key != course_id.0.to_string() {
+                return Err(ImpossibleEvent {
+                    event: event.event_type(),
+                    state: "live",
+                    expected: format!("one manual instance per course, in stream {}", course_id.0),
+                });
+            }
+            self.manual_instances
+                .insert(course_id.0, ManualInstance { instance_id: instance_id.0, sortorder: *sortorder });
+            self.next_instance_id = self.next_instance_id.max(instance_id.0 + 1);
+            return Ok(());
+        }
+        let (instance, user, user_enrolment) = match event {
+            ManualEvent::ManualEnrolled { instance_id, user_id, user_enrolment_id, .. }
+            | ManualEvent::ManualEnrolmentEdited { instance_id, user_id, user_enrolment_id, .. }
+            | ManualEvent::ManualUnenrolled { instance_id, user_id, user_enrolment_id, .. } => {
+                (instance_id.0, user_id.0, user_enrolment_id.0)
+            }
+            ManualEvent::ManualInstanceCreated { .. } => unreachable!("handled above"),
+        };
+        if parse_manual_key(stream_key) != Some((user, instance)) {
+            return Err(ImpossibleEvent {
+                event: event.event_type(),
+                state: "new",
+                expected: format!("an event of the stream {instance}-{user} (stream key {stream_key:?})"),
+            });
+        }
+        let before = self.manual.get(&(user, instance)).map(|v| v.state.clone()).unwrap_or_default();
+        let after = manual::transition(before, event.clone())?;
+        if let ManualEvent::ManualEnrolled { .. } = event {
+            self.next_user_enrolment_id = self.next_user_enrolment_id.max(user_enrolment + 1);
+        }
+        let entry = self.manual.entry((user, instance)).or_default();
+        entry.state = after;
+        entry.version = version;
+        Ok(())
+    }
+
+    /// The live manual enrolment of a user in a course, with its instance.
+    pub fn manual_of(&self, user: i64, course: i64) -> (Option<i64>, ManualState) {
+        let instance = self.manual_instances.get(&course).map(|m| m.instance_id);
+        let state = instance.and_then(|i| self.manual.get(&(user, i))).map(|v| v.state.clone()).unwrap_or_default();
+        (instance, state)
+    }
+
+    /// (instance, its course) of one user's live manual enrolments: a range of the ordered map.
+    pub fn live_manual_of_user(&self, user: i64) -> impl Iterator<Item = i64> + '_ {
+        self.manual
+            .range((user, i64::MIN)..=(user, i64::MAX))
+            .filter(|(_, v)| v.state.live.is_some())
+            .map(|((_, instance), _)| *instance)
     }
 
     /// The state of an enrolment stream: its entry, or `Closed` for an id already handed out
@@ -370,7 +463,9 @@ impl LedgerState {
 
     /// Moodle's sortorder for a new instance: one above the course's highest.
     pub fn next_sortorder(&self, course: i64) -> i64 {
-        self.course_instances.get(&course).and_then(|s| s.last()).map_or(0, |(sortorder, _)| sortorder + 1)
+        let semco = self.course_instances.get(&course).and_then(|s| s.last()).map_or(0, |(sortorder, _)| sortorder + 1);
+        let manual = self.manual_instances.get(&course).map_or(0, |m| m.sortorder + 1);
+        semco.max(manual)
     }
 
     /// The live enrolment behind a user enrolment id.
@@ -378,6 +473,12 @@ impl LedgerState {
         let instance = self.instance_of.get(&user_enrolment_id)?;
         self.enrolments.get(instance)?.state.live()
     }
+}
+
+/// A manual stream key `{instance}-{user}` as (user, instance).
+pub fn parse_manual_key(key: &str) -> Option<(i64, i64)> {
+    let (instance, user) = key.split_once('-')?;
+    Some((user.parse().ok()?, instance.parse().ok()?))
 }
 
 fn parse_pair(key: &str) -> Option<(i64, i64)> {
@@ -556,6 +657,54 @@ mod tests {
         assert_eq!(state.live_of_user(7).collect::<Vec<_>>(), vec![1, 5]);
         assert_eq!(state.live_of_user(8).collect::<Vec<_>>(), vec![3]);
         assert_eq!(state.live_of_user(9).count(), 0);
+    }
+
+    // given a course's manual instance and a live and an ended manual enrolment, when the
+    // state is written as a snapshot payload and read back, then it is the same, and the next
+    // SEMCO instance's sortorder is above the manual one.
+    #[test]
+    fn manual_streams_survive_a_snapshot() {
+        use crate::domain::event::{ManualEvent, ManualUnenrolReason};
+        let created = LedgerEvent::Manual(ManualEvent::ManualInstanceCreated {
+            instance_id: InstanceId(1),
+            course_id: CourseId(2),
+            sortorder: 0,
+            role_id: RoleId(5),
+        });
+        let enrolled = |user: i64, ue: i64| {
+            LedgerEvent::Manual(ManualEvent::ManualEnrolled {
+                instance_id: InstanceId(1),
+                user_enrolment_id: UserEnrolmentId(ue),
+                user_id: UserId(user),
+                course_id: CourseId(2),
+                timestart: 0,
+                timeend: 0,
+                suspended: false,
+                role_id: RoleId(5),
+            })
+        };
+        let unenrolled = LedgerEvent::Manual(ManualEvent::ManualUnenrolled {
+            instance_id: InstanceId(1),
+            user_enrolment_id: UserEnrolmentId(11),
+            user_id: UserId(8),
+            course_id: CourseId(2),
+            reason: ManualUnenrolReason::Manual,
+        });
+        let mut state = LedgerState::default();
+        for (n, (key, event)) in
+            [("2", created), ("1-7", enrolled(7, 10)), ("1-8", enrolled(8, 11)), ("1-8", unenrolled)].iter().enumerate()
+        {
+            state.try_apply(&stored(n as i64 + 1, key, event), event).unwrap();
+        }
+        assert_eq!(state.live_manual_of_user(7).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(state.live_manual_of_user(8).count(), 0);
+        assert_eq!((state.next_instance_id, state.next_user_enrolment_id, state.next_sortorder(2)), (2, 12, 1));
+        let again = enrolled(7, 12);
+        assert!(state.try_apply(&stored(5, "1-7", &again), &again).is_err(), "already live");
+        let (payload, _) = super::super::snapshot::encode(&state);
+        let back = super::super::snapshot::decode_for_tests(&payload);
+        assert_eq!(super::super::snapshot::canonical_dump(&back), super::super::snapshot::canonical_dump(&state));
+        assert_eq!(back.manual_instances, state.manual_instances);
     }
 
     // given a state, when it is written as a snapshot payload and read back, then the state

@@ -183,6 +183,8 @@ impl Ledger {
         let (sender, receiver) = mpsc::channel(QUEUE_REQUESTS_MAX);
         let committed = (state.head_position, state.head_hash.clone());
         let checkpoints = options.checkpoints.clone().map(|o| CheckpointTask::start(db.clone(), o, committed.clone()));
+        // Courses of a log written before manual instances existed get theirs now, as events.
+        let lacking_manual = state.registry.courses.keys().any(|c| !state.manual_instances.contains_key(c));
         let writer = Writer {
             state,
             conn,
@@ -199,13 +201,20 @@ impl Ledger {
         };
         let task = tokio::spawn(writer.run(receiver));
         let supervisor = tokio::spawn(supervise(task, health.clone(), options.exit_on_failure));
-        Ok(Self {
+        let ledger = Self {
             sender,
             supervisor: Arc::new(Mutex::new(Some(supervisor))),
             health,
             submit_timeout: options.submit_timeout,
             db,
-        })
+        };
+        if lacking_manual {
+            let actor = Actor { user_id: None, token_id: None, request_id: "start-manual-instances".into() };
+            ledger.submit(Request::EnsureManualInstances, actor).await.map_err(|e| {
+                StoreError::Database(sqlx::Error::Protocol(format!("giving courses their manual instances: {e}")))
+            })?;
+        }
+        Ok(ledger)
     }
 
     /// Stops accepting requests, lets the writer finish what is queued and closes its

@@ -44,6 +44,9 @@ pub enum DomainError {
     UnknownSetting(String),
     #[error("invalid value {value:?} for setting {name}")]
     InvalidSettingValue { name: String, value: String },
+    /// A manual enrolment refused (`enrol_manual_*`), in that plugin's own order.
+    #[error(transparent)]
+    Manual(#[from] super::manual::ManualError),
     /// Last, as in Moodle where the write comes after every check: a value its column cannot hold.
     #[error(transparent)]
     DoesNotFit(#[from] ColumnOverflow),

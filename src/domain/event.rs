@@ -182,6 +182,83 @@ impl TokenEvent {
     }
 }
 
+/// Why a manual user enrolment ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ManualUnenrolReason {
+    /// `enrol_manual_unenrol_users`.
+    Manual,
+    UserDeleted,
+}
+
+impl ManualUnenrolReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::UserDeleted => "user_deleted",
+        }
+    }
+}
+
+/// Manual enrolments (`enrol_manual`): the course's one `manual` instance (stream
+/// `manual_instance-{course}`) and each (instance, user) stream `manual-{instance}-{user}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ManualEvent {
+    /// The course got its manual enrolment instance (with the course, or at the first start of a
+    /// version that has them, for courses of older logs).
+    ManualInstanceCreated { instance_id: InstanceId, course_id: CourseId, sortorder: i64, role_id: RoleId },
+    ManualEnrolled {
+        instance_id: InstanceId,
+        user_enrolment_id: UserEnrolmentId,
+        user_id: UserId,
+        course_id: CourseId,
+        timestart: i64,
+        timeend: i64,
+        suspended: bool,
+        role_id: RoleId,
+    },
+    /// An enrol call for an enrolled user changed these fields (only the changed ones present).
+    ManualEnrolmentEdited {
+        instance_id: InstanceId,
+        user_enrolment_id: UserEnrolmentId,
+        user_id: UserId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timestart: Option<Change<i64>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeend: Option<Change<i64>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        suspended: Option<Change<bool>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role_id: Option<Change<RoleId>>,
+    },
+    ManualUnenrolled {
+        instance_id: InstanceId,
+        user_enrolment_id: UserEnrolmentId,
+        user_id: UserId,
+        course_id: CourseId,
+        reason: ManualUnenrolReason,
+    },
+}
+
+impl ManualEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Self::ManualInstanceCreated { .. } => "ManualInstanceCreated",
+            Self::ManualEnrolled { .. } => "ManualEnrolled",
+            Self::ManualEnrolmentEdited { .. } => "ManualEnrolmentEdited",
+            Self::ManualUnenrolled { .. } => "ManualUnenrolled",
+        }
+    }
+}
+
+/// A course's completion criteria changed (stream `criteria-{course}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum CriteriaEvent {
+    CompletionCriteriaSet { course_id: CourseId, old: super::criteria::Criteria, new: super::criteria::Criteria },
+}
+
 /// Any event of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -191,6 +268,8 @@ pub enum LedgerEvent {
     Course(CourseEvent),
     Config(ConfigEvent),
     Token(TokenEvent),
+    Manual(ManualEvent),
+    Criteria(CriteriaEvent),
 }
 
 impl EnrolmentEvent {
@@ -218,6 +297,8 @@ impl LedgerEvent {
             Self::Course(CourseEvent::RecompletionTypeSet { .. }) => "RecompletionTypeSet",
             Self::Config(ConfigEvent::ConfigChanged { .. }) => "ConfigChanged",
             Self::Token(e) => e.event_type(),
+            Self::Manual(e) => e.event_type(),
+            Self::Criteria(CriteriaEvent::CompletionCriteriaSet { .. }) => "CompletionCriteriaSet",
         }
     }
 
@@ -226,6 +307,7 @@ impl LedgerEvent {
         match self {
             Self::Enrolment(EnrolmentEvent::Unenrolled { reason, .. })
             | Self::Enrolment(EnrolmentEvent::InstanceDeleted { reason, .. }) => Some(reason.as_str()),
+            Self::Manual(ManualEvent::ManualUnenrolled { reason, .. }) => Some(reason.as_str()),
             _ => None,
         }
     }
@@ -266,5 +348,15 @@ impl From<CourseEvent> for LedgerEvent {
 impl From<ConfigEvent> for LedgerEvent {
     fn from(e: ConfigEvent) -> Self {
         Self::Config(e)
+    }
+}
+impl From<ManualEvent> for LedgerEvent {
+    fn from(e: ManualEvent) -> Self {
+        Self::Manual(e)
+    }
+}
+impl From<CriteriaEvent> for LedgerEvent {
+    fn from(e: CriteriaEvent) -> Self {
+        Self::Criteria(e)
     }
 }

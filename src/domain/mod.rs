@@ -8,10 +8,12 @@ pub mod column;
 pub mod completion;
 pub mod config;
 pub mod course;
+pub mod criteria;
 pub mod enrolment;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod manual;
 pub mod period;
 pub mod recompletion;
 

@@ -3,24 +3,37 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::domain::column::GradeValue;
 use crate::domain::config::{Settings, SETTING_NAMES};
+use crate::domain::criteria::{Criteria, TYPE_GRADE};
 use crate::domain::event::{
-    CompletionEvent, ConfigEvent, CourseCompletion, CourseEvent, EnrolmentEvent, UnenrolReason,
+    CompletionEvent, ConfigEvent, CourseCompletion, CourseEvent, CriteriaEvent, EnrolmentEvent, ManualEvent,
+    UnenrolReason,
 };
 use crate::domain::recompletion::RecompletionType;
 use crate::domain::LedgerEvent;
 use crate::store::log::StoredEvent;
 
-/// `enrol` (enrol = 'semco', status = 0 always).
+/// `enrol` (status = 0 always): a SEMCO booking's instance or a course's manual instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnrolRow {
     pub id: i64,
+    /// The plugin: `semco` or `manual`.
+    pub enrol: &'static str,
     pub courseid: i64,
     pub sortorder: i64,
     pub roleid: i64,
     pub customchar1: Option<String>,
     pub timecreated: i64,
     pub timemodified: i64,
+}
+
+/// `course_completion_criteria`: one criterion of a course.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CriteriaRow {
+    pub course: i64,
+    pub criteriatype: i64,
+    pub gradepass: GradeValue,
 }
 
 /// `user_enrolments`.
@@ -66,6 +79,8 @@ pub enum RowKey {
     Recompletion(i64),
     CourseRecompletion(i64),
     Config(String),
+    /// (course, criteria type).
+    Criteria(i64, i64),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +91,7 @@ pub struct ProjectionState {
     pub recompletion_history: BTreeMap<i64, RecompletionRow>,
     pub course_recompletion: BTreeMap<i64, RecompletionType>,
     pub config: BTreeMap<String, String>,
+    pub criteria: BTreeMap<(i64, i64), CriteriaRow>,
 }
 
 impl Default for ProjectionState {
@@ -87,6 +103,7 @@ impl Default for ProjectionState {
             course_completions: BTreeMap::new(),
             recompletion_history: BTreeMap::new(),
             course_recompletion: BTreeMap::new(),
+            criteria: BTreeMap::new(),
             config: SETTING_NAMES
                 .iter()
                 .map(|name| ((*name).to_owned(), defaults.get(name).unwrap_or_default()))
@@ -151,6 +168,42 @@ impl ProjectionState {
             }
             // Tokens live in `external_tokens`, not in a projection.
             LedgerEvent::Token(_) => {}
+            LedgerEvent::Manual(e) => {
+                for write in manual_rows(e, now, modifier) {
+                    match write {
+                        ManualRow::Enrol(row) => {
+                            touched.insert(RowKey::Enrol(row.id));
+                            self.enrol.insert(row.id, row);
+                        }
+                        ManualRow::UserEnrolment(row) => {
+                            touched.insert(RowKey::UserEnrolment(row.id));
+                            self.user_enrolments.insert(row.id, row);
+                        }
+                        ManualRow::Patch { id, timestart, timeend, status } => {
+                            if let Some(row) = self.user_enrolments.get_mut(&id) {
+                                row.timestart = timestart.unwrap_or(row.timestart);
+                                row.timeend = timeend.unwrap_or(row.timeend);
+                                row.status = status.unwrap_or(row.status);
+                                row.modifierid = modifier;
+                                row.timemodified = now;
+                                touched.insert(RowKey::UserEnrolment(id));
+                            }
+                        }
+                        ManualRow::Delete(id) => {
+                            self.user_enrolments.remove(&id);
+                            touched.insert(RowKey::UserEnrolment(id));
+                        }
+                    }
+                }
+            }
+            LedgerEvent::Criteria(CriteriaEvent::CompletionCriteriaSet { course_id, new, .. }) => {
+                let key = (course_id.0, TYPE_GRADE);
+                touched.insert(RowKey::Criteria(key.0, key.1));
+                match criteria_row(course_id.0, new) {
+                    Some(row) => self.criteria.insert(key, row),
+                    None => self.criteria.remove(&key),
+                };
+            }
         }
     }
 
@@ -204,6 +257,66 @@ impl ProjectionState {
     }
 }
 
+/// What a manual event does to `enrol` / `user_enrolments`: shared by the fold and the
+/// writer's row writes (`app::rows`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManualRow {
+    Enrol(EnrolRow),
+    UserEnrolment(UserEnrolmentRow),
+    /// Only the changed columns of a user enrolment (plus modifier and time).
+    Patch {
+        id: i64,
+        timestart: Option<i64>,
+        timeend: Option<i64>,
+        status: Option<i64>,
+    },
+    Delete(i64),
+}
+
+pub fn manual_rows(event: &ManualEvent, now: i64, modifier: i64) -> Vec<ManualRow> {
+    match event {
+        ManualEvent::ManualInstanceCreated { instance_id, course_id, sortorder, role_id } => {
+            vec![ManualRow::Enrol(EnrolRow {
+                id: instance_id.0,
+                enrol: "manual",
+                courseid: course_id.0,
+                sortorder: *sortorder,
+                roleid: role_id.0,
+                customchar1: None,
+                timecreated: now,
+                timemodified: now,
+            })]
+        }
+        ManualEvent::ManualEnrolled {
+            instance_id, user_enrolment_id, user_id, timestart, timeend, suspended, ..
+        } => vec![ManualRow::UserEnrolment(UserEnrolmentRow {
+            id: user_enrolment_id.0,
+            status: i64::from(*suspended),
+            enrolid: instance_id.0,
+            userid: user_id.0,
+            timestart: *timestart,
+            timeend: *timeend,
+            modifierid: modifier,
+            timecreated: now,
+            timemodified: now,
+        })],
+        ManualEvent::ManualEnrolmentEdited { user_enrolment_id, timestart, timeend, suspended, .. } => {
+            vec![ManualRow::Patch {
+                id: user_enrolment_id.0,
+                timestart: timestart.map(|c| c.new),
+                timeend: timeend.map(|c| c.new),
+                status: suspended.map(|c| i64::from(c.new)),
+            }]
+        }
+        ManualEvent::ManualUnenrolled { user_enrolment_id, .. } => vec![ManualRow::Delete(user_enrolment_id.0)],
+    }
+}
+
+/// The `course_completion_criteria` row of a course's grade criterion, if it has one.
+pub fn criteria_row(course: i64, criteria: &Criteria) -> Option<CriteriaRow> {
+    criteria.grade.map(|gradepass| CriteriaRow { course, criteriatype: TYPE_GRADE, gradepass })
+}
+
 /// The `enrol` and `user_enrolments` rows an `Enrolled` event creates (`None` for any other
 /// event): the fold and the writer's row writes (`app::rows`) share it.
 pub fn enrolled_rows(event: &EnrolmentEvent, now: i64, modifier: i64) -> Option<(EnrolRow, UserEnrolmentRow)> {
@@ -224,6 +337,7 @@ pub fn enrolled_rows(event: &EnrolmentEvent, now: i64, modifier: i64) -> Option<
     };
     let enrol = EnrolRow {
         id: instance_id.0,
+        enrol: "semco",
         courseid: course_id.0,
         sortorder: *sortorder,
         roleid: role_id.0,

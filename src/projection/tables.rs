@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row};
 
-use super::state::{CompletionRow, EnrolRow, ProjectionState, RecompletionRow, RowKey, UserEnrolmentRow};
+use super::state::{CompletionRow, CriteriaRow, EnrolRow, ProjectionState, RecompletionRow, RowKey, UserEnrolmentRow};
 use super::writes::{self, Patch, Pending, PendingWrites};
 use crate::domain::event::{CourseCompletion, Grade};
 use crate::domain::recompletion::RecompletionType;
@@ -106,8 +106,22 @@ pub const COURSE_RECOMPLETION: Table =
 pub const LEDGER_CONFIG: Table =
     Table { name: "ledger_config", columns: &[("name", Text), ("value", Text)], key_len: 1 };
 
-pub const ALL: [&Table; 6] =
-    [&ENROL, &USER_ENROLMENTS, &COURSE_COMPLETIONS, &RECOMPLETION_HISTORY, &COURSE_RECOMPLETION, &LEDGER_CONFIG];
+/// `course_completion_criteria`, one row per course and criterion type (type 6 only so far).
+pub const COURSE_COMPLETION_CRITERIA: Table = Table {
+    name: "course_completion_criteria",
+    columns: &[("course", Int), ("criteriatype", Int), ("gradepass", Real)],
+    key_len: 2,
+};
+
+pub const ALL: [&Table; 7] = [
+    &ENROL,
+    &USER_ENROLMENTS,
+    &COURSE_COMPLETIONS,
+    &RECOMPLETION_HISTORY,
+    &COURSE_RECOMPLETION,
+    &LEDGER_CONFIG,
+    &COURSE_COMPLETION_CRITERIA,
+];
 
 fn int(v: i64) -> SqlValue {
     SqlValue::Int(Some(v))
@@ -137,7 +151,7 @@ fn row_values(row: RowRef<'_>) -> (&'static Table, Vec<SqlValue>) {
         RowRef::Enrol(r) => {
             let values = vec![
                 int(r.id),
-                text("semco"),
+                text(r.enrol),
                 int(0),
                 int(r.courseid),
                 int(r.sortorder),
@@ -176,6 +190,10 @@ fn row_values(row: RowRef<'_>) -> (&'static Table, Vec<SqlValue>) {
         }
         RowRef::CourseRecompletion(course, kind) => (&COURSE_RECOMPLETION, vec![int(course), text(kind.as_str())]),
         RowRef::Config(name, value) => (&LEDGER_CONFIG, vec![text(name), text(value)]),
+        RowRef::Criteria(r) => (
+            &COURSE_COMPLETION_CRITERIA,
+            vec![int(r.course), int(r.criteriatype), SqlValue::Real(Some(r.gradepass.get()))],
+        ),
     }
 }
 
@@ -187,6 +205,7 @@ enum RowRef<'a> {
     Recompletion(&'a RecompletionRow),
     CourseRecompletion(i64, RecompletionType),
     Config(&'a str, &'a str),
+    Criteria(&'a CriteriaRow),
 }
 
 impl<'a> From<&'a writes::Row> for RowRef<'a> {
@@ -198,6 +217,7 @@ impl<'a> From<&'a writes::Row> for RowRef<'a> {
             writes::Row::Recompletion(r) => Self::Recompletion(r),
             writes::Row::CourseRecompletion { course, kind } => Self::CourseRecompletion(*course, *kind),
             writes::Row::Config { name, value } => Self::Config(name, value),
+            writes::Row::Criteria(r) => Self::Criteria(r),
         }
     }
 }
@@ -214,6 +234,7 @@ impl ProjectionState {
                 RowRef::CourseRecompletion(*course, *self.course_recompletion.get(course)?)
             }
             RowKey::Config(name) => RowRef::Config(name, self.config.get(name)?),
+            RowKey::Criteria(course, kind) => RowRef::Criteria(self.criteria.get(&(*course, *kind))?),
         }))
     }
 
@@ -226,6 +247,7 @@ impl ProjectionState {
             .chain(self.recompletion_history.keys().map(|k| RowKey::Recompletion(*k)))
             .chain(self.course_recompletion.keys().map(|k| RowKey::CourseRecompletion(*k)))
             .chain(self.config.keys().map(|k| RowKey::Config(k.clone())))
+            .chain(self.criteria.keys().map(|(c, k)| RowKey::Criteria(*c, *k)))
     }
 
     /// All rows as SQL values, per table in key order: what the tables must contain.
@@ -348,6 +370,7 @@ fn key_values(key: &RowKey) -> (&'static Table, Vec<SqlValue>) {
         RowKey::Recompletion(id) => (&RECOMPLETION_HISTORY, vec![int(*id)]),
         RowKey::CourseRecompletion(c) => (&COURSE_RECOMPLETION, vec![int(*c)]),
         RowKey::Config(name) => (&LEDGER_CONFIG, vec![text(name)]),
+        RowKey::Criteria(c, k) => (&COURSE_COMPLETION_CRITERIA, vec![int(*c), int(*k)]),
     }
 }
 
@@ -426,6 +449,7 @@ impl ProjectionState {
             "course_completions" => Box::new(self.course_completions.keys().map(|(u, c)| RowKey::Completion(*u, *c))),
             "recompletion_history" => Box::new(self.recompletion_history.keys().map(|k| RowKey::Recompletion(*k))),
             "course_recompletion" => Box::new(self.course_recompletion.keys().map(|k| RowKey::CourseRecompletion(*k))),
+            "course_completion_criteria" => Box::new(self.criteria.keys().map(|(c, k)| RowKey::Criteria(*c, *k))),
             _ => Box::new(self.config.keys().map(|k| RowKey::Config(k.clone()))),
         }
     }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::state::{CompletionRow, EnrolRow, RecompletionRow, RowKey, UserEnrolmentRow};
+use super::state::{CompletionRow, CriteriaRow, EnrolRow, RecompletionRow, RowKey, UserEnrolmentRow};
 use crate::domain::recompletion::RecompletionType;
 
 /// A whole projection row, written with an upsert.
@@ -19,6 +19,7 @@ pub enum Row {
     Recompletion(RecompletionRow),
     CourseRecompletion { course: i64, kind: RecompletionType },
     Config { name: String, value: String },
+    Criteria(CriteriaRow),
 }
 
 impl Row {
@@ -30,6 +31,7 @@ impl Row {
             Self::Recompletion(r) => RowKey::Recompletion(r.id),
             Self::CourseRecompletion { course, .. } => RowKey::CourseRecompletion(*course),
             Self::Config { name, .. } => RowKey::Config(name.clone()),
+            Self::Criteria(r) => RowKey::Criteria(r.course, r.criteriatype),
         }
     }
 }
@@ -232,6 +234,7 @@ mod tests {
     #[test]
     fn a_booking_patch_after_a_put_moves_the_booking_of_the_put_row() {
         let enrol = EnrolRow {
+            enrol: "semco",
             id: 4,
             courseid: 2,
             sortorder: 0,

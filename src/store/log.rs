@@ -175,7 +175,11 @@ struct CourseOf {
 async fn record_enrolment_courses(conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<(), StoreError> {
     let opened: Vec<(&str, i64)> = events
         .iter()
-        .filter(|e| e.event_type == "Enrolled" && e.stream_type == "enrolment")
+        .filter(|e| {
+            (e.event_type == "Enrolled" && e.stream_type == "enrolment")
+                || (e.event_type == "ManualInstanceCreated" && e.stream_type == "manual_instance")
+                || (e.event_type == "ManualEnrolled" && e.stream_type == "manual")
+        })
         .filter_map(|e| Some((e.stream_id.as_str(), serde_json::from_str::<CourseOf>(&e.payload).ok()?.course_id)))
         .collect();
     let backend = Backend::of(conn);

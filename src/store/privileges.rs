@@ -14,8 +14,15 @@ use super::{Backend, Db, StoreError};
 /// Tables the runtime role reads and changes, by what it may do with them.
 const READ_ONLY: [&str; 5] = ["schema_migrations", "projection_meta", "install_steps", "role", "token_generation"];
 const REGISTRIES: [&str; 3] = ["users", "user_profile_data", "courses"];
-const PROJECTIONS: [&str; 6] =
-    ["enrol", "user_enrolments", "course_completions", "recompletion_history", "course_recompletion", "ledger_config"];
+const PROJECTIONS: [&str; 7] = [
+    "enrol",
+    "user_enrolments",
+    "course_completions",
+    "recompletion_history",
+    "course_recompletion",
+    "ledger_config",
+    "course_completion_criteria",
+];
 
 /// A role name usable unquoted in SQL: lowercase letters, digits and `_`, not starting with a
 /// digit, at most 63 bytes (PostgreSQL's identifier length).

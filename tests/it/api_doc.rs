@@ -12,7 +12,7 @@ use crate::support::*;
 
 const DOC: &str = include_str!("../../docs/API.md");
 
-struct Server(Child);
+pub struct Server(pub Child);
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -20,13 +20,13 @@ impl Drop for Server {
     }
 }
 
-fn binary(url: &str) -> Command {
+pub fn binary(url: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_enrol-ledger"));
     command.env("DATABASE_URL", url).env("RUST_LOG", "warn").env("SIGNING_KEY", crate::support::signing_key_for(url));
     command
 }
 
-fn create_token(url: &str, service: &str) -> String {
+pub fn create_token(url: &str, service: &str) -> String {
     create_token_with(url, &["--service", service])
 }
 
@@ -54,7 +54,7 @@ fn steps() -> Vec<(Vec<String>, String)> {
 }
 
 /// The `-d` values of a curl line, quotes removed: what curl joins with `&` as the body.
-fn data_args(command: &str) -> Vec<String> {
+pub fn data_args(command: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut word = String::new();
     let mut quoted = false;
@@ -69,7 +69,7 @@ fn data_args(command: &str) -> Vec<String> {
     words.windows(2).filter(|w| w[0] == "-d").map(|w| w[1].clone()).collect()
 }
 
-async fn post(port: u16, body: &str) -> String {
+pub async fn post(port: u16, body: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let request = format!(
         "POST /webservice/rest/server.php HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

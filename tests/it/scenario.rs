@@ -41,7 +41,10 @@ async fn booking_lifecycle_is_projected_and_auditable(backend: Backend) {
         Err(LedgerError::Domain(DomainError::BookingIdDuplicateMustChange("B-1".into())))
     );
     submit(&ledger, rebook("B-2")).await.unwrap();
-    let booking: String = sqlx::query_scalar("SELECT customchar1 FROM enrol").fetch_one(&test.db.pool).await.unwrap();
+    let booking: String = sqlx::query_scalar("SELECT customchar1 FROM enrol WHERE enrol = 'semco'")
+        .fetch_one(&test.db.pool)
+        .await
+        .unwrap();
     assert_eq!(booking, "B-2");
 
     // Completion, then a reset on demand archives it.
@@ -84,9 +87,10 @@ async fn booking_lifecycle_is_projected_and_auditable(backend: Backend) {
         log::read_booking(&test.db, "B-2").await.unwrap().iter().map(|e| e.event_type.clone()).collect();
     assert!(b2.contains(&"CompletionReset".to_owned()) && b2.contains(&"CompletionRecorded".to_owned()), "{b2:?}");
 
-    // As of position 1 the first enrolment existed with its original period.
+    // As of position 2 (1 is the course's manual instance) the first enrolment existed with
+    // its original period.
     let mut conn = test.db.pool.acquire().await.unwrap();
-    let then = audit::as_of_position(&mut conn, 1, Some(course)).await.unwrap();
+    let then = audit::as_of_position(&mut conn, 2, Some(course)).await.unwrap();
     assert_eq!(then.len(), 1);
     assert_eq!((then[0].enrolid, then[0].timestart, then[0].semcobookingid.as_deref()), (enrolid, 100, Some("B-1")));
     assert!(audit::verify(&test.db).await.unwrap().is_ok());
@@ -167,7 +171,8 @@ async fn esrs_event_store_loads_streams_and_refuses_deletes(backend: Backend) {
     submit(&ledger, suspend).await.unwrap();
 
     let store = LedgerStore::<Enrolment>::new(test.db.clone());
-    let stream = enrol_ledger::app::decide::enrolment_stream(1).uuid();
+    // Instance 1 is the course's manual instance.
+    let stream = enrol_ledger::app::decide::enrolment_stream(2).uuid();
     let events = store.by_aggregate_id(stream).await.unwrap();
     assert_eq!(events.iter().map(|e| e.sequence_number).collect::<Vec<_>>(), [1, 2]);
     let state = AggregateState::<EnrolmentState>::with_id(stream).apply_store_events(events, Enrolment::apply_event);

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use sqlx::Row;
 
 use super::{boolean, function, int, raw, text, warnings, Call, FunctionDef, Reply};
-use crate::api::services::{ENROL_SEMCO, LEDGER_ADMIN, LEDGER_AUDIT, LEDGER_LMS};
+use crate::api::services::{ENROL_SEMCO, LEDGER_ADMIN, LEDGER_AUDIT, LEDGER_HR, LEDGER_LMS};
 use crate::api::wire::encode::WsError;
 use crate::api::wire::params::{Desc, ParamType, Value};
 use crate::api::{errors, services};
@@ -119,7 +119,7 @@ fn update_users_params() -> Vec<(&'static str, Desc)> {
     vec![("users", Desc::multiple(Desc::single(user)))]
 }
 
-fn user_details() -> Desc {
+pub(super) fn user_details() -> Desc {
     Desc::single(vec![
         ("id", int("ID of the user")),
         ("username", raw("The username").optional()),
@@ -238,7 +238,7 @@ fn warnings_value(item: &str, warnings: Vec<(i64, RegistryError)>) -> Value {
 pub(super) static FUNCTIONS: [FunctionDef; 8] = [
     function! {
         name: "core_user_create_users",
-        services: &[ENROL_SEMCO, LEDGER_ADMIN],
+        services: &[ENROL_SEMCO, LEDGER_ADMIN, LEDGER_HR],
         params: create_users_params,
         returns: || Some(Desc::multiple(Desc::single(vec![("id", int("user id")), ("username", raw("user name"))]))),
         handler: create_users,
@@ -252,7 +252,7 @@ pub(super) static FUNCTIONS: [FunctionDef; 8] = [
     },
     function! {
         name: "core_user_update_users",
-        services: &[ENROL_SEMCO, LEDGER_ADMIN],
+        services: &[ENROL_SEMCO, LEDGER_ADMIN, LEDGER_HR],
         params: update_users_params,
         returns: || Some(Desc::single(vec![("warnings", warnings())])),
         handler: update_users,
@@ -274,7 +274,7 @@ pub(super) static FUNCTIONS: [FunctionDef; 8] = [
     },
     function! {
         name: "core_user_get_users_by_field",
-        services: &[ENROL_SEMCO, LEDGER_ADMIN],
+        services: &[ENROL_SEMCO, LEDGER_ADMIN, LEDGER_HR],
         params: || vec![
             ("field", value(ParamType::Alpha, "the search field")),
             ("values", Desc::multiple(raw("the value to match"))),
@@ -322,7 +322,7 @@ pub(super) static FUNCTIONS: [FunctionDef; 8] = [
     },
     function! {
         name: "core_webservice_get_site_info",
-        services: &[LEDGER_ADMIN, LEDGER_LMS, LEDGER_AUDIT],
+        services: &[LEDGER_ADMIN, LEDGER_LMS, LEDGER_AUDIT, LEDGER_HR],
         params: || vec![(
             "serviceshortnames",
             Desc::multiple(value(ParamType::AlphaNumExt, "service shortname")).with_default(Value::List(Vec::new())),
@@ -580,7 +580,7 @@ async fn get_users_by_field(call: &Call<'_>, p: UsersByField) -> Result<Value, W
     Ok(Value::List(out))
 }
 
-async fn user_value(call: &Call<'_>, row: &sqlx::any::AnyRow) -> Result<Value, sqlx::Error> {
+pub(super) async fn user_value(call: &Call<'_>, row: &sqlx::any::AnyRow) -> Result<Value, sqlx::Error> {
     let id: i64 = row.try_get("id")?;
     let firstname: String = row.try_get("firstname")?;
     let lastname: String = row.try_get("lastname")?;

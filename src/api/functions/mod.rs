@@ -4,6 +4,7 @@
 
 mod core;
 pub mod decode;
+mod hr;
 mod ledger;
 mod semco;
 
@@ -197,7 +198,7 @@ pub fn undecodable(name: &str, error: &decode::DecodeError) -> WsError {
 }
 
 /// Every function's module table. To add a module, add its `FUNCTIONS` here.
-static MODULES: [&[FunctionDef]; 3] = [&semco::FUNCTIONS, &core::FUNCTIONS, &ledger::FUNCTIONS];
+static MODULES: [&[FunctionDef]; 4] = [&semco::FUNCTIONS, &core::FUNCTIONS, &ledger::FUNCTIONS, &hr::FUNCTIONS];
 
 /// Every web-service function, in table order.
 pub fn all() -> impl Iterator<Item = &'static FunctionDef> {
