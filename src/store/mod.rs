@@ -261,6 +261,11 @@ fn migrations(backend: Backend) -> &'static [Migration] {
             (4, "writer_snapshots", include_str!("../../migrations/postgres/0004_writer_snapshots.sql")),
             (5, "enrolment_course", include_str!("../../migrations/postgres/0005_enrolment_course.sql")),
             (6, "token_generation", include_str!("../../migrations/postgres/0006_token_generation.sql")),
+            (
+                7,
+                "token_generation_rows_only",
+                include_str!("../../migrations/postgres/0007_token_generation_rows_only.sql"),
+            ),
         ],
     }
 }
