@@ -179,10 +179,9 @@ pub fn decide(
             let events = Completion::handle_command(&current, command)?;
             // The booking it concerns: the user's newest live SEMCO enrolment in the course.
             let booking = state
-                .live_by_user_course
-                .get(&(user_id, course_id))
-                .and_then(|set| set.last())
-                .and_then(|i| state.enrolments.get(i)?.state.live().map(|l| l.booking_id.to_string()));
+                .live_in(user_id, course_id)
+                .next_back()
+                .and_then(|i| state.enrolments.get(&i)?.state.live().map(|l| l.booking_id.to_string()));
             Ok(Decision::one(completion_stream(user_id, course_id), booking, wrap(events), Outcome::Done))
         }
         Request::SetRecompletion { course_id, recompletion_type } => {

@@ -44,9 +44,11 @@ pub struct LedgerState {
     pub instance_of: HashMap<i64, i64>,
     /// Booking ID → the instance holding it (live or orphaned).
     pub bookings: HashMap<String, i64>,
-    /// (user, course) → instances of the user's live SEMCO enrolments there. Ordered, so
-    /// that one user's live enrolments are a range (`live_of_user`).
-    pub live_by_user_course: BTreeMap<(i64, i64), BTreeSet<i64>>,
+    /// (user, course, instance) → period of every live SEMCO enrolment: one ordered map, so
+    /// that a user's live enrolments are a range (`live_of_user`) and so are one course's of a
+    /// user (`live_in`, `periods`), read in key order without a lookup per instance; one entry
+    /// each, no set per (user, course) (issue 7: memory at rest and the enrol path's cost).
+    pub live_by_user_course: BTreeMap<(i64, i64, i64), EnrolmentPeriod>,
     /// course → (sortorder, instance) of the course's open instances.
     pub course_instances: HashMap<i64, BTreeSet<(i64, i64)>>,
     /// Instances emptied by a user deletion, awaiting the orphan clean-up.
@@ -114,6 +116,17 @@ impl Default for LedgerState {
     }
 }
 
+/// Hands the heap freed by a load (the snapshot's text and its decode buffers, the log pages
+/// of the tail) back to the operating system: glibc keeps freed memory in its arenas, which
+/// counted as resident at rest after a restart (issue 7).
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of glibc's own heap to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// How a `load` went: where it started and how many events of the log it read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadReport {
@@ -138,7 +151,21 @@ impl LedgerState {
         let mut state = start.unwrap_or_default();
         state.registry = registry;
         let replayed_events = state.replay_tail(&mut conn).await?;
+        drop(conn);
+        state.shrink_to_fit();
+        release_freed_memory();
         Ok((state, LoadReport { snapshot_position, replayed_events }))
+    }
+
+    /// Gives the maps' spare capacity back after a load (they grow by doubling while filled).
+    fn shrink_to_fit(&mut self) {
+        self.enrolments.shrink_to_fit();
+        self.sortorders.shrink_to_fit();
+        self.instance_of.shrink_to_fit();
+        self.bookings.shrink_to_fit();
+        self.course_instances.shrink_to_fit();
+        self.completions.shrink_to_fit();
+        self.courses.shrink_to_fit();
     }
 
     /// Replays the whole log, ignoring snapshots: what a snapshot must equal.
@@ -382,13 +409,7 @@ impl LedgerState {
         if let Some(live) = before.live() {
             self.instance_of.remove(&live.user_enrolment_id.0);
             self.bookings.remove(live.booking_id.as_str());
-            let key = (live.user_id.0, live.course_id.0);
-            if let Some(set) = self.live_by_user_course.get_mut(&key) {
-                set.remove(&instance);
-                if set.is_empty() {
-                    self.live_by_user_course.remove(&key);
-                }
-            }
+            self.live_by_user_course.remove(&(live.user_id.0, live.course_id.0, instance));
         }
         if let EnrolmentState::Orphaned { booking_id, .. } = before {
             self.bookings.remove(booking_id.as_str());
@@ -421,7 +442,7 @@ impl LedgerState {
             EnrolmentState::Live(live) => {
                 self.instance_of.insert(live.user_enrolment_id.0, instance);
                 self.bookings.insert(live.booking_id.as_str().to_owned(), instance);
-                self.live_by_user_course.entry((live.user_id.0, live.course_id.0)).or_default().insert(instance);
+                self.live_by_user_course.insert((live.user_id.0, live.course_id.0, instance), live.period);
             }
             EnrolmentState::Orphaned { booking_id, .. } => {
                 self.bookings.insert(booking_id.as_str().to_owned(), instance);
@@ -447,18 +468,21 @@ impl LedgerState {
     /// Periods of the user's live SEMCO enrolments in the course, except `ignore`.
     pub fn periods(&self, user: i64, course: i64, ignore: Option<i64>) -> Vec<EnrolmentPeriod> {
         self.live_by_user_course
-            .get(&(user, course))
-            .into_iter()
-            .flatten()
-            .filter(|i| Some(**i) != ignore)
-            .filter_map(|i| self.enrolments.get(i)?.state.live().map(|l| l.period))
+            .range((user, course, i64::MIN)..=(user, course, i64::MAX))
+            .filter(|(&(_, _, i), _)| Some(i) != ignore)
+            .map(|(_, period)| *period)
             .collect()
+    }
+
+    /// Instances of the user's live SEMCO enrolments in the course, oldest first.
+    pub fn live_in(&self, user: i64, course: i64) -> impl DoubleEndedIterator<Item = i64> + '_ {
+        self.live_by_user_course.range((user, course, i64::MIN)..=(user, course, i64::MAX)).map(|(&(_, _, i), _)| i)
     }
 
     /// Instances of one user's live SEMCO enrolments, in every course: a range of the
     /// ordered index, O(log n + the user's enrolments).
     pub fn live_of_user(&self, user: i64) -> impl Iterator<Item = i64> + '_ {
-        self.live_by_user_course.range((user, i64::MIN)..=(user, i64::MAX)).flat_map(|(_, set)| set.iter().copied())
+        self.live_by_user_course.range((user, i64::MIN, i64::MIN)..=(user, i64::MAX, i64::MAX)).map(|(&(_, _, i), _)| i)
     }
 
     /// Moodle's sortorder for a new instance: one above the course's highest.

@@ -474,8 +474,19 @@ impl Writer {
             Vec::new()
         };
         let (decided, batch) = self.decide_all(jobs);
+        let started = std::time::Instant::now();
         match self.commit(&batch).await {
-            Committed::Yes => self.answer(decided),
+            Committed::Yes => {
+                // Batch sizes under load (RUST_LOG=enrol_ledger::app::writer=debug): the bench's
+                // profiling reads them (docs/PERFORMANCE.md).
+                tracing::debug!(
+                    requests = decided.len(),
+                    events = batch.events.len(),
+                    commit_us = started.elapsed().as_micros() as u64,
+                    "batch committed"
+                );
+                self.answer(decided)
+            }
             Committed::No(error) => {
                 tracing::error!(%error, requests = decided.len(), "batch refused; nothing of it was kept");
                 self.failed(&error);

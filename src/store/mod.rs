@@ -264,6 +264,11 @@ fn migrations(backend: Backend) -> &'static [Migration] {
             (5, "enrolment_course", include_str!("../../migrations/postgres/0005_enrolment_course.sql")),
             (6, "token_generation", include_str!("../../migrations/postgres/0006_token_generation.sql")),
             (7, "token_outbox", include_str!("../../migrations/postgres/0007_token_outbox.sql")),
+            (
+                8,
+                "token_generation_rows_only",
+                include_str!("../../migrations/postgres/0008_token_generation_rows_only.sql"),
+            ),
             (9, "checkpoints", include_str!("../../migrations/postgres/0009_checkpoints.sql")),
         ],
     }

@@ -283,9 +283,64 @@ async fn why_4_unknown_tokens_reread_the_table(backend: Backend) {
     assert!(miss < hit * 10 + Duration::from_millis(3), "a miss costs {miss:?}, a hit {hit:?}");
 }
 
+/// Issue 7: on PostgreSQL, erasing a user who holds no token still bumped the token generation
+/// (the statement-level trigger on `external_tokens` fired for the zero-row DELETE), so every
+/// `core_user_delete_users` call emptied the servers' token caches and the next call re-read
+/// its token. A user without tokens now leaves the generation alone; one with a token bumps it.
+async fn deleting_a_user_without_tokens_bumped_the_token_generation(backend: Backend) {
+    let test = TestDb::new(backend).await;
+    let ledger = test.ledger().await;
+    let db = &test.db;
+    let plain = crate::support::create_user(&ledger, "no_token_user").await;
+    let holder = crate::support::create_user(&ledger, "token_holder").await;
+    tokens::create(db, services::ENROL_SEMCO, holder, 0, "").await.unwrap();
+    let before = tokens::generation(db).await.unwrap();
+    let delete = |id| enrol_ledger::app::Request::DeleteUsers(vec![id]);
+    crate::support::submit(&ledger, delete(plain)).await.unwrap();
+    assert_eq!(tokens::generation(db).await.unwrap(), before, "no token changed: the caches stay valid");
+    crate::support::submit(&ledger, delete(holder)).await.unwrap();
+    assert!(tokens::generation(db).await.unwrap() > before, "the holder's token went: the caches must drop it");
+}
+
+/// Issue 7: every call read the `token_generation` row itself, one database round trip per
+/// call beside the write. 64 concurrent checks now share reads, and a revocation committed
+/// before a call starts still refuses that call.
+async fn every_call_read_the_token_generation_itself(backend: Backend) {
+    let test = TestDb::new(backend).await;
+    let db = &test.db;
+    let user = services::service_user(services::ENROL_SEMCO);
+    let valid = tokens::create(db, services::ENROL_SEMCO, user, 0, "").await.unwrap();
+    let cache = std::sync::Arc::new(tokens::TokenCache::default());
+    let now = chrono::Utc::now().timestamp();
+    let ip = Some(IpAddr::V4(ME));
+    assert!(cache.authenticate(db, &valid, ip, now).await.unwrap().is_ok(), "warm");
+    let before = cache.generation_reads();
+    let calls: Vec<_> = (0..64)
+        .map(|_| {
+            let (cache, db, valid) = (cache.clone(), db.clone(), valid.clone());
+            tokio::spawn(async move { cache.authenticate(&db, &valid, ip, now).await.unwrap().is_ok() })
+        })
+        .collect();
+    for call in calls {
+        assert!(call.await.unwrap());
+    }
+    let reads = cache.generation_reads() - before;
+    assert!(reads < 64, "64 concurrent checks sent {reads} generation reads");
+    let id: i64 = sqlx::query_scalar("SELECT id FROM external_tokens WHERE token_sha256 = $1")
+        .bind(tokens::hash(&valid))
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(tokens::revoke(db, id).await.unwrap());
+    let refused = cache.authenticate(db, &valid, ip, now).await.unwrap();
+    assert_eq!(refused, Err(tokens::TokenRefusal::Unknown), "revoked before the call started");
+}
+
 on_both_backends!(
     token_commands_append_their_events_without_a_server,
     why_3_revocation_does_not_take_effect,
     why_4_token_guessing_is_free,
-    why_4_unknown_tokens_reread_the_table
+    why_4_unknown_tokens_reread_the_table,
+    deleting_a_user_without_tokens_bumped_the_token_generation,
+    every_call_read_the_token_generation_itself
 );

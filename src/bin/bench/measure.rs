@@ -301,7 +301,9 @@ async fn start_server(bin: &Path, url: &str, dir: &Path) -> BenchResult<(Server,
         .arg("--database-url")
         .arg(url)
         .args(["serve", "--listen", &addr])
-        .env("RUST_LOG", "warn")
+        // BENCH_SERVER_LOG: the server's RUST_LOG, e.g. `warn,enrol_ledger::app::writer=debug`
+        // for the writer's batch sizes in the scratch directory's server.log while profiling.
+        .env("RUST_LOG", std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
         .env("SIGNING_KEY", crate::signing_key_for(url))
         .stdin(std::process::Stdio::null())
         .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
@@ -427,14 +429,18 @@ pub async fn all(url: &str, bin: &Path, plan: &Plan, scratch: &Scratch, figures:
 
     let period = Arc::new(AtomicUsize::new(0));
     let enrol_forms = |users: Vec<i64>, courses: Vec<i64>, semco: String, period: Arc<AtomicUsize>| -> Forms {
-        Arc::new(move |c| {
-            let n = period.fetch_add(1, Ordering::Relaxed) as i64;
-            let start = HTTP_TIMESTART_BASE + n * 10;
+        // Each call books another user (then another course once every user had one), as a
+        // SEMCO system does. Until 2026-12-01 a client booked the same user into the same
+        // course on every call, so one (user, course) pair piled up thousands of live
+        // enrolments and each enrol's overlap check grew with them (docs/PERFORMANCE.md).
+        Arc::new(move |_| {
+            let n = period.fetch_add(1, Ordering::Relaxed);
+            let start = HTTP_TIMESTART_BASE + n as i64 * 10;
             Some(format!(
                 "wstoken={semco}&wsfunction=enrol_semco_enrol_user&moodlewsrestformat=json&userid={}&courseid={}\
                  &semcobookingid=http-{n}&timestart={start}&timeend={}&suspend=0",
-                users[c % users.len()],
-                courses[1 + c % (courses.len() - 1)],
+                users[n % users.len()],
+                courses[1 + (n / users.len()) % (courses.len() - 1)],
                 start + 5
             ))
         })

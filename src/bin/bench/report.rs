@@ -300,6 +300,7 @@ impl Figures {
         let scale = match self.scale {
             Scale::Tiny => "tiny (smoke: the figures mean little; the targets are stated at 1M events)",
             Scale::K100 => "100k (the targets are stated at 1M events: verdicts are indicative)",
+            Scale::K300 => "300k (the targets are stated at 1M events: verdicts are indicative)",
             Scale::M1 => "1m",
         };
         if cfg!(debug_assertions) {
