@@ -67,10 +67,22 @@ pub enum Command {
     Verify,
     /// Write the whole log as JSON Lines to stdout, in order.
     Export,
-    /// Every event of one booking, in order, with actor and reason.
+    /// Every event of one booking, user or course, in order, with time, actor, reason and
+    /// old → new values.
+    #[command(group(clap::ArgGroup::new("subject").required(true).args(["booking", "user", "course"])))]
     History {
+        /// A SEMCO booking ID: the events tagged with it and of the streams that held it.
         #[arg(long)]
-        booking: String,
+        booking: Option<String>,
+        /// A user id: the user's registry events, enrolments, completions and resets.
+        #[arg(long)]
+        user: Option<i64>,
+        /// A course id: the course's registry events, its enrolments and completions.
+        #[arg(long)]
+        course: Option<i64>,
+        /// `json`: one JSON object per event (the default, as before); `text`: a line per event.
+        #[arg(long, default_value = "json", value_parser = ["json", "text"])]
+        format: String,
     },
     /// The SEMCO enrolments as they were at a moment.
     AsOf {
@@ -368,14 +380,29 @@ async fn run(cli: Cli) -> CliResult {
                 return Err(error.into());
             }
         }
-        Command::History { booking } => {
-            let events = log::read_booking(&db, &booking).await?;
-            if events.is_empty() {
-                println!("no events for booking {booking}");
+        Command::History { booking, user, course, format } => {
+            use crate::app::history::{self, Subject};
+            let subject = match (booking, user, course) {
+                (Some(booking), _, _) => Subject::Booking(booking),
+                (None, Some(user), _) => Subject::User(user),
+                (None, None, Some(course)) => Subject::Course(course),
+                (None, None, None) => return Err("give --booking, --user or --course".into()),
+            };
+            let found = history::history(&db, subject.clone()).await?;
+            if found.entries.is_empty() {
+                match subject {
+                    Subject::Booking(booking) => println!("no events for booking {booking}"),
+                    Subject::User(user) => println!("no events for user {user}"),
+                    Subject::Course(course) => println!("no events for course {course}"),
+                }
                 return Ok(ExitCode::from(1));
             }
-            for stored in &events {
-                println!("{}", audit::describe(stored));
+            if format == "text" {
+                print!("{}", history::to_text(&found));
+            } else {
+                for entry in &found.entries {
+                    println!("{}", serde_json::to_string(entry)?);
+                }
             }
         }
         Command::AsOf { time, course } => {

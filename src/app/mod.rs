@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod command;
 pub mod decide;
+pub mod history;
 pub mod rows;
 pub mod snapshot;
 pub mod state;

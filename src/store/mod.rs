@@ -253,6 +253,7 @@ fn migrations(backend: Backend) -> &'static [Migration] {
             (4, "writer_snapshots", include_str!("../../migrations/sqlite/0004_writer_snapshots.sql")),
             (5, "enrolment_course", include_str!("../../migrations/sqlite/0005_enrolment_course.sql")),
             (6, "token_generation", include_str!("../../migrations/sqlite/0006_token_generation.sql")),
+            (10, "stream_subject", include_str!("../../migrations/sqlite/0010_stream_subject.sql")),
         ],
         Backend::Postgres => &[
             (1, "event_log", include_str!("../../migrations/postgres/0001_event_log.sql")),
@@ -261,6 +262,7 @@ fn migrations(backend: Backend) -> &'static [Migration] {
             (4, "writer_snapshots", include_str!("../../migrations/postgres/0004_writer_snapshots.sql")),
             (5, "enrolment_course", include_str!("../../migrations/postgres/0005_enrolment_course.sql")),
             (6, "token_generation", include_str!("../../migrations/postgres/0006_token_generation.sql")),
+            (10, "stream_subject", include_str!("../../migrations/postgres/0010_stream_subject.sql")),
         ],
     }
 }
