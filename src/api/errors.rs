@@ -96,6 +96,12 @@ pub fn registry_error(error: &RegistryError) -> WsError {
             "invalidrecord",
             "Can't find data record in database table course_categories.",
         ),
+        // core_course_create_courses: validate_context() of a missing category context throws
+        // invalid_parameter_exception, caught and rethrown with its message.
+        CategoryContextInvalid(id) => semco(
+            "errorcatcontextnotvalid",
+            format!("You cannot execute functions in the category context (category id:{id}). The context error message was: Invalid parameter value detected"),
+        ),
         CourseMissing(_) => WsError::new(
             DML_MISSING_RECORD_EXCEPTION,
             "invalidrecord",
@@ -165,4 +171,21 @@ pub fn completions_max() -> WsError {
         "getcoursecompletionsmaxrequest",
         format!("You passed more than the maximum amount of enrolment IDs (which is {COMPLETIONS_IDS_MAX})."),
     )
+}
+
+/// `enrol_semco_check_user_existence_by_field`'s refusals (MOODLE-REFERENCE.md §3.8).
+pub fn lookup_error(error: &crate::registry::lookup::LookupError) -> WsError {
+    use crate::registry::lookup::LookupError::*;
+    match error {
+        InvalidField(field) => semco(
+            "checkuserexistenceinvalidfield",
+            format!("The given field ({field}) is not valid. Allowed values are: idnumber, username, email."),
+        ),
+        ValueNotClean { field, value, cleaned } => WsError::invalid_parameter(format!(
+            "The field '{field}' value is invalid: {value} (cleaned value: {cleaned})"
+        )),
+        UsersByFieldValueNotClean { field, value, cleaned } => WsError::invalid_parameter(format!(
+            "The field '{field}' value is invalid: {value}(cleaned value: {cleaned})"
+        )),
+    }
 }

@@ -5,6 +5,7 @@
 //! `rules` decides what a request may change, purely, against that view; `RegistryOp` is a
 //! change the writer applies inside its batch transaction.
 
+pub mod lookup;
 pub mod rules;
 
 use std::collections::{BTreeSet, HashMap};

@@ -129,6 +129,9 @@ pub enum RegistryError {
     IdnumberTaken(String),
     #[error("category {0} does not exist")]
     CategoryMissing(i64),
+    /// `core_course_create_courses` in a missing category: its context cannot be validated.
+    #[error("the context of category {0} cannot be validated")]
+    CategoryContextInvalid(i64),
     /// Last, as in Moodle where the write comes after every check: a value its column cannot
     /// hold (Moodle's database would refuse the row).
     #[error(transparent)]
@@ -272,7 +275,7 @@ pub fn check_delete_user(
 /// An unknown category; a short name or (non-empty) ID number another course has.
 pub fn check_new_course(index: &RegistryIndex, course: &NewCourse) -> Result<(), RegistryError> {
     if course.categoryid != DEFAULT_CATEGORY_ID {
-        return Err(RegistryError::CategoryMissing(course.categoryid));
+        return Err(RegistryError::CategoryContextInvalid(course.categoryid));
     }
     if index.courses.values().any(|c| c.shortname == course.shortname) {
         return Err(RegistryError::ShortnameTaken(course.shortname.clone()));

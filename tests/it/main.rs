@@ -10,6 +10,7 @@ mod db_roles;
 mod edge;
 mod faults;
 mod faults_support;
+mod fntable;
 mod history;
 mod http;
 mod log_integrity;

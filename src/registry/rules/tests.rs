@@ -347,7 +347,7 @@ fn new_course(shortname: &str, idnumber: &str) -> NewCourse {
 #[test]
 fn create_course_refuses_an_unknown_category() {
     let course = NewCourse { categoryid: 7, ..new_course("C1", "") };
-    assert_eq!(check_new_course(&given(vec![]), &course), Err(RegistryError::CategoryMissing(7)));
+    assert_eq!(check_new_course(&given(vec![]), &course), Err(RegistryError::CategoryContextInvalid(7)));
 }
 
 #[test]
