@@ -94,6 +94,17 @@ pub enum Command {
     },
     /// Remove orphaned SEMCO enrolment instances now.
     Cleanup,
+    /// Undo the event at a position by a new compensating event that points to it: an
+    /// unenrolment by SEMCO is reinstated, a completion reset restored (the undone event stays).
+    /// Refuses beside a running server: call `ledger_reinstate_enrolment` or
+    /// `ledger_restore_completion` (service ledger_admin) instead.
+    Undo {
+        #[arg(long)]
+        position: i64,
+        /// Why, recorded in the compensating event.
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Print the SQL (PostgreSQL) that lets a runtime role serve this schema with least
     /// privilege: INSERT and SELECT on the log, what it needs elsewhere. Run it as the owner.
     Grants {
@@ -264,6 +275,8 @@ pub async fn open_locked_as(
 const WHILE_SERVING_SERVE: &str = "only one server can write to a ledger: stop the other one first";
 const WHILE_SERVING_CLEANUP: &str = "while a server runs, call the web-service function ledger_cleanup_orphans \
      (service ledger_admin) instead; the server also removes orphans every hour";
+const WHILE_SERVING_UNDO: &str = "while a server runs, call the web-service function ledger_reinstate_enrolment \
+     (an unenrolment) or ledger_restore_completion (a completion reset), service ledger_admin, instead";
 const WHILE_SERVING_REBUILD: &str = "stop the server first: a running server keeps its projections current \
      itself, and `enrol-ledger verify` checks them without stopping it";
 const WHILE_SERVING_MIGRATE: &str = "the running server has already migrated the database";
@@ -324,6 +337,27 @@ async fn run(cli: Cli) -> CliResult {
             println!("removed {} orphaned SEMCO enrolment instance(s)", outcome?.removed);
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Undo { position, reason } => {
+            use crate::app::undo::{request_for, UndoKind};
+            let (db, lock) = open_locked_as(url, migrate_url, WHILE_SERVING_UNDO).await?;
+            let ledger = Ledger::start_locked(db.clone(), WriterOptions::default(), lock).await?;
+            let outcome = match request_for(&db, position, UndoKind::Any, reason).await {
+                Ok(request) => ledger.submit(request, cli_actor("undo")).await.map_err(|e| e.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            ledger.shutdown().await;
+            let outcome = outcome?;
+            let (head, _) = log::head(&db).await?;
+            if outcome.enrolid != 0 {
+                println!(
+                    "undid position {position}: enrolment reinstated as user enrolment {} (position {head})",
+                    outcome.enrolid
+                );
+            } else {
+                println!("undid position {position}: completion restored (position {head})");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Grants { runtime_role } => {
             let db = Db::connect(migrate_url.unwrap_or(url)).await?;
             if db.backend != crate::store::Backend::Postgres {
@@ -345,7 +379,12 @@ async fn run(cli: Cli) -> CliResult {
     }
     let db = open_as(url, migrate_url).await?;
     match cli.command {
-        Command::Serve { .. } | Command::Migrate | Command::Rebuild | Command::Cleanup | Command::Grants { .. } => {
+        Command::Serve { .. }
+        | Command::Migrate
+        | Command::Rebuild
+        | Command::Cleanup
+        | Command::Undo { .. }
+        | Command::Grants { .. } => {
             unreachable!("write subcommands return above")
         }
         Command::Verify => {

@@ -73,6 +73,9 @@ pub fn domain_error(error: &DomainError, base_url: &str) -> WsError {
         InvalidSettingValue { name, value } => {
             WsError::invalid_parameter(format!("Invalid value \"{value}\" for {name}"))
         }
+        NotUndoable { position, why } => WsError::invalid_parameter(format!(
+            "The event at position {position} cannot be undone: {why}"
+        )),
         DoesNotFit(_) => dml_write(),
     }
 }

@@ -54,6 +54,21 @@ pub enum Request {
     /// Per course, like `core_course_update_courses`: a refused course becomes a warning.
     UpdateCourses(Vec<crate::registry::CourseUpdate>),
     CleanupOrphans,
+    /// Undo an unenrolment by mistake (`ledger_reinstate_enrolment`, `enrol-ledger undo`): the
+    /// enrolment as it was before the `Unenrolled` event at `undoes` (read from its stream by
+    /// the shell, `domain::undo::unenrolled_enrolment`), enrolled again under today's rules.
+    ReinstateEnrolment {
+        undoes: i64,
+        enrolment: crate::domain::enrolment::LiveEnrolment,
+        reason: Option<String>,
+    },
+    /// Undo a completion reset (`ledger_restore_completion`, `enrol-ledger undo`): `reset` is
+    /// the `CompletionReset` event at `undoes`, read from the log by the shell.
+    RestoreCompletion {
+        undoes: i64,
+        reset: crate::domain::event::CompletionEvent,
+        reason: Option<String>,
+    },
 }
 
 /// A user to create, with the password facts Moodle checks (the ledger stores no password).

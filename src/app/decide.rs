@@ -11,9 +11,10 @@ use crate::domain::completion::{Completion, CompletionCommand, ResetTarget};
 use crate::domain::config::{Config, SetConfig};
 use crate::domain::course::{Course, SetRecompletionType};
 use crate::domain::enrolment::{EditEnrolment, EnrolUser, Enrolment, EnrolmentCommand, EnrolmentState};
+use crate::domain::event::{CompletionEvent, UndoEvent};
 use crate::domain::ids::{CourseId, InstanceId, RoleId, UserEnrolmentId, UserId};
 use crate::domain::recompletion::RecompletionFacts;
-use crate::domain::LedgerEvent;
+use crate::domain::{undo, DomainError, LedgerEvent};
 use crate::registry::rules::{self, Deletion, NewUserFacts};
 use crate::registry::{RegistryOp, UserLookup, UserOverlay, SEMCO_PROFILE_FIELDS};
 use crate::store::log::StreamRef;
@@ -207,6 +208,57 @@ pub fn decide(
         Request::DeleteUsers(ids) => delete_users(state, ids, now, actor_user_id),
         Request::CreateCourses(courses) => create_courses(state, courses, now),
         Request::UpdateCourses(updates) => update_courses(state, updates, now),
+        Request::ReinstateEnrolment { undoes, enrolment, reason } => {
+            let instance = state.next_instance_id;
+            let user_enrolment = state.next_user_enrolment_id;
+            let (user_id, course_id) = (enrolment.user_id.0, enrolment.course_id.0);
+            let booking_id = enrolment.booking_id.to_string();
+            let command = EnrolmentCommand::Enrol(EnrolUser {
+                plugin_enabled: settings.enabled,
+                course_id: enrolment.course_id,
+                course_exists: state.registry.course_exists(course_id),
+                user_id: enrolment.user_id,
+                user_exists: state.registry.user_exists(user_id),
+                booking_id_taken: state.bookings.contains_key(&booking_id),
+                booking_id: booking_id.clone(),
+                timestart: enrolment.period.timestart,
+                timeend: enrolment.period.timeend,
+                suspend: enrolment.suspended,
+                require_recompletion: false,
+                recompletion: recompletion(course_id),
+                other_periods: state.periods(user_id, course_id, None),
+                overlap_rule: settings.overlap_rule,
+                role_id: enrolment.role_id,
+                new_instance_id: InstanceId(instance),
+                new_user_enrolment_id: UserEnrolmentId(user_enrolment),
+                sortorder: state.next_sortorder(course_id),
+            });
+            let events = Enrolment::handle_command(&Default::default(), command)?;
+            let events = events.into_iter().map(|event| undo::reinstated(event, undoes, reason.clone())).collect();
+            Ok(Decision::one(enrolment_stream(instance), Some(booking_id), events, Outcome::enrolled(user_enrolment)))
+        }
+        Request::RestoreCompletion { undoes, reset, reason } => {
+            let CompletionEvent::CompletionReset { user_id, course_id, .. } = &reset else {
+                return Err(DomainError::NotUndoable { position: undoes, why: "it is not a completion reset" }.into());
+            };
+            let (user, course) = (user_id.0, course_id.0);
+            if !state.registry.user_exists(user) {
+                return Err(DomainError::UserNotExist(*user_id).into());
+            }
+            if !state.registry.course_exists(course) {
+                return Err(DomainError::CourseNotExist(*course_id).into());
+            }
+            let current = state.completions.get(&(user, course)).and_then(|c| c.state.current.as_ref());
+            let restored = undo::restorable_completion(undoes, &reset, current)?;
+            let event =
+                UndoEvent::CompletionRestored { undoes, reason, user_id: *user_id, course_id: *course_id, restored };
+            let booking = state
+                .live_by_user_course
+                .get(&(user, course))
+                .and_then(|set| set.last())
+                .and_then(|i| state.enrolments.get(i)?.state.live().map(|l| l.booking_id.to_string()));
+            Ok(Decision::one(completion_stream(user, course), booking, vec![event.into()], Outcome::Done))
+        }
         Request::CleanupOrphans => {
             let mut streams = Vec::new();
             for instance in &state.orphans {

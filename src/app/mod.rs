@@ -8,6 +8,7 @@ pub mod history;
 pub mod rows;
 pub mod snapshot;
 pub mod state;
+pub mod undo;
 pub mod writer;
 
 pub use command::{LedgerError, Outcome, Request};

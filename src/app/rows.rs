@@ -53,6 +53,8 @@ pub fn rows_for(stored: &StoredEvent, event: &LedgerEvent, after: &LedgerState) 
         }
         // Registry and installer events: their rows are the registry's, written with them.
         LedgerEvent::User(_) | LedgerEvent::CourseRecord(_) | LedgerEvent::Install(_) => Vec::new(),
+        // A compensating event writes the rows of the event it mirrors.
+        LedgerEvent::Undo(e) => rows_for(stored, &e.as_effect(), after),
     }
 }
 

@@ -202,6 +202,14 @@ impl LedgerState {
                 self.courses.entry(course_id.0).or_default().version = version;
             }
             LedgerEvent::Install(_) => self.install_version = version,
+            // A compensating event changes its stream as the event it mirrors.
+            LedgerEvent::Undo(e) => {
+                let effect = e.as_effect();
+                let mirrored = StoredEvent { event_type: effect.event_type().to_owned(), ..stored.clone() };
+                return self.try_apply(&mirrored, &effect).map(|()| {
+                    self.head_hash = stored.hash.clone();
+                });
+            }
         }
         self.head_position = stored.position;
         self.head_hash = stored.hash.clone();

@@ -222,6 +222,80 @@ pub enum InstallEvent {
     InstallStepDone { step: String, detail: String },
 }
 
+/// Compensating events: each undoes an earlier event (`undoes`, its position) by a new one;
+/// the undone event stays in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum UndoEvent {
+    /// An enrolment unenrolled by mistake is back: a new instance and user enrolment (ids are
+    /// never reused, as in Moodle) with the same booking ID, user, course, period, status and
+    /// role as just before the `Unenrolled` event at `undoes`. Opens its stream as `Enrolled` does.
+    EnrolmentReinstated {
+        undoes: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        instance_id: InstanceId,
+        user_enrolment_id: UserEnrolmentId,
+        user_id: UserId,
+        course_id: CourseId,
+        booking_id: BookingId,
+        timestart: i64,
+        timeend: i64,
+        suspended: bool,
+        role_id: RoleId,
+        sortorder: i64,
+    },
+    /// The completion that the `CompletionReset` at `undoes` archived is current again.
+    CompletionRestored {
+        undoes: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        user_id: UserId,
+        course_id: CourseId,
+        restored: CourseCompletion,
+    },
+}
+
+impl UndoEvent {
+    /// What the event does to its stream and the projections, as the event it mirrors: a
+    /// reinstatement opens its stream as `Enrolled`, a restore records as `CompletionRecorded`.
+    pub fn as_effect(&self) -> LedgerEvent {
+        match self.clone() {
+            Self::EnrolmentReinstated {
+                instance_id,
+                user_enrolment_id,
+                user_id,
+                course_id,
+                booking_id,
+                timestart,
+                timeend,
+                suspended,
+                role_id,
+                sortorder,
+                ..
+            } => LedgerEvent::Enrolment(EnrolmentEvent::Enrolled {
+                instance_id,
+                user_enrolment_id,
+                user_id,
+                course_id,
+                booking_id,
+                timestart,
+                timeend,
+                suspended,
+                role_id,
+                sortorder,
+            }),
+            Self::CompletionRestored { user_id, course_id, restored, .. } => {
+                LedgerEvent::Completion(CompletionEvent::CompletionRecorded {
+                    user_id,
+                    course_id,
+                    completion: restored,
+                })
+            }
+        }
+    }
+}
+
 /// Any event of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -233,6 +307,7 @@ pub enum LedgerEvent {
     User(UserEvent),
     CourseRecord(CourseRecordEvent),
     Install(InstallEvent),
+    Undo(UndoEvent),
 }
 
 impl EnrolmentEvent {
@@ -269,6 +344,8 @@ impl LedgerEvent {
                 CourseRecordEvent::CourseUpdated { .. } => "CourseUpdated",
             },
             Self::Install(InstallEvent::InstallStepDone { .. }) => "InstallStepDone",
+            Self::Undo(UndoEvent::EnrolmentReinstated { .. }) => "EnrolmentReinstated",
+            Self::Undo(UndoEvent::CompletionRestored { .. }) => "CompletionRestored",
         }
     }
 
@@ -321,6 +398,11 @@ impl From<UserEvent> for LedgerEvent {
 impl From<CourseRecordEvent> for LedgerEvent {
     fn from(e: CourseRecordEvent) -> Self {
         Self::CourseRecord(e)
+    }
+}
+impl From<UndoEvent> for LedgerEvent {
+    fn from(e: UndoEvent) -> Self {
+        Self::Undo(e)
     }
 }
 impl From<InstallEvent> for LedgerEvent {

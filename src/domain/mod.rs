@@ -14,6 +14,7 @@ pub mod event;
 pub mod ids;
 pub mod period;
 pub mod recompletion;
+pub mod undo;
 
 pub use error::{DomainError, ImpossibleEvent};
 pub use event::LedgerEvent;

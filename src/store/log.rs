@@ -164,6 +164,11 @@ pub async fn append(conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<
     record_stream_subjects(conn, events).await
 }
 
+/// An event that opens an enrolment stream: `Enrolled`, or `EnrolmentReinstated` (same fields).
+fn opens_enrolment(event: &StoredEvent) -> bool {
+    event.stream_type == "enrolment" && matches!(event.event_type.as_str(), "Enrolled" | "EnrolmentReinstated")
+}
+
 /// The user and course fields of an `Enrolled` payload that `stream_subject` needs.
 #[derive(serde::Deserialize)]
 struct SubjectOf {
@@ -175,7 +180,7 @@ struct SubjectOf {
 /// `Enrolled` event, a completion stream's `user/course` key, a user's or a course's key.
 pub fn stream_subject(event: &StoredEvent) -> Option<(Option<i64>, Option<i64>)> {
     match event.stream_type.as_str() {
-        "enrolment" if event.event_type == "Enrolled" => {
+        "enrolment" if opens_enrolment(event) => {
             let of = serde_json::from_str::<SubjectOf>(&event.payload).ok()?;
             Some((Some(of.user_id), Some(of.course_id)))
         }
@@ -251,7 +256,7 @@ struct CourseOf {
 async fn record_enrolment_courses(conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<(), StoreError> {
     let opened: Vec<(&str, i64)> = events
         .iter()
-        .filter(|e| e.event_type == "Enrolled" && e.stream_type == "enrolment")
+        .filter(|e| opens_enrolment(e))
         .filter_map(|e| Some((e.stream_id.as_str(), serde_json::from_str::<CourseOf>(&e.payload).ok()?.course_id)))
         .collect();
     let backend = Backend::of(conn);

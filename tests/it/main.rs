@@ -25,4 +25,5 @@ mod snapshots;
 mod startup;
 mod tokens;
 mod unbreakable;
+mod undo;
 mod valid_input;
