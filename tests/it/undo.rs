@@ -108,3 +108,37 @@ async fn undo_reinstates_and_restores_with_compensating_events(backend: Backend)
 }
 
 on_both_backends!(undo_reinstates_and_restores_with_compensating_events);
+
+/// The two admin functions through the real router, JSON and XML: success and Moodle errors.
+async fn undo_functions_answer_in_moodles_envelope(backend: Backend) {
+    let api = crate::http::Api::new(backend).await;
+    let (admin, semco) = (api.token("ledger_admin").await, api.token("enrol_semco").await);
+    let course =
+        "courses[0][fullname]=C&courses[0][shortname]=C1&courses[0][categoryid]=1&courses[0][enablecompletion]=1";
+    api.call(&admin, "core_course_create_courses", "json", course).await;
+    let user = "users[0][username]=anna&users[0][firstname]=A&users[0][lastname]=B\
+                &users[0][email]=anna%40example.org&users[0][createpassword]=1";
+    api.call(&semco, "core_user_create_users", "json", user).await;
+    let enrolled = api.call(&semco, "enrol_semco_enrol_user", "json", "userid=4&courseid=2&semcobookingid=B-1").await;
+    assert!(enrolled.contains(r#""enrolid":1"#), "{enrolled}");
+    api.call(&semco, "enrol_semco_unenrol_user", "json", "enrolid=1").await;
+    let unenrolled = position_of(&api.test, "Unenrolled").await;
+
+    // Without --debug Moodle's envelope carries no debuginfo (the reason is in the server log).
+    let invalid = r#"{"exception":"core\\exception\\invalid_parameter_exception","errorcode":"invalidparameter","message":"Invalid parameter value detected"}"#;
+    let wrong = api.call(&admin, "ledger_restore_completion", "json", &format!("position={unenrolled}")).await;
+    assert_eq!(wrong, invalid);
+    let missing = api.call(&admin, "ledger_reinstate_enrolment", "xml", "position=9999").await;
+    assert!(missing.contains("<ERRORCODE>invalidparameter</ERRORCODE>"), "{missing}");
+
+    let body = api
+        .call(&admin, "ledger_reinstate_enrolment", "json", &format!("position={unenrolled}&reason=by+mistake"))
+        .await;
+    assert_eq!(body, r#"{"enrolid":2,"warnings":[]}"#);
+    let again = api.call(&admin, "ledger_reinstate_enrolment", "xml", &format!("position={unenrolled}")).await;
+    assert!(again.contains("<ERRORCODE>bookingidduplicate</ERRORCODE>"), "{again}");
+    let denied = api.call(&semco, "ledger_reinstate_enrolment", "json", &format!("position={unenrolled}")).await;
+    assert!(denied.contains("accessexception"), "only ledger_admin: {denied}");
+}
+
+on_both_backends!(undo_functions_answer_in_moodles_envelope);
