@@ -116,10 +116,22 @@ pub enum Command {
     },
     /// Write the whole log as JSON Lines to stdout, in order.
     Export,
-    /// Every event of one booking, in order, with actor and reason.
+    /// Every event of one booking, user or course, in order, with time, actor, reason and
+    /// old → new values.
+    #[command(group(clap::ArgGroup::new("subject").required(true).args(["booking", "user", "course"])))]
     History {
+        /// A SEMCO booking ID: the events tagged with it and of the streams that held it.
         #[arg(long)]
-        booking: String,
+        booking: Option<String>,
+        /// A user id: the user's registry events, enrolments, completions and resets.
+        #[arg(long)]
+        user: Option<i64>,
+        /// A course id: the course's registry events, its enrolments and completions.
+        #[arg(long)]
+        course: Option<i64>,
+        /// `json`: one JSON object per event (the default, as before); `text`: a line per event.
+        #[arg(long, default_value = "json", value_parser = ["json", "text"])]
+        format: String,
     },
     /// The SEMCO enrolments as they were at a moment.
     AsOf {
@@ -138,6 +150,17 @@ pub enum Command {
         course: i64,
         #[arg(long)]
         gradepass: Option<f64>,
+    },
+    /// Undo the event at a position by a new compensating event that points to it: an
+    /// unenrolment by SEMCO is reinstated, a completion reset restored (the undone event stays).
+    /// Refuses beside a running server: call `ledger_reinstate_enrolment` or
+    /// `ledger_restore_completion` (service ledger_admin) instead.
+    Undo {
+        #[arg(long)]
+        position: i64,
+        /// Why, recorded in the compensating event.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Print the SQL (PostgreSQL) that lets a runtime role serve this schema with least
     /// privilege: INSERT and SELECT on the log, what it needs elsewhere. Run it as the owner.
@@ -323,6 +346,8 @@ const WHILE_SERVING_CRITERIA: &str = "while a server runs, call the web-service 
      ledger_set_course_completion_criteria (service ledger_admin) instead";
 const WHILE_SERVING_CLEANUP: &str = "while a server runs, call the web-service function ledger_cleanup_orphans \
      (service ledger_admin) instead; the server also removes orphans every hour";
+const WHILE_SERVING_UNDO: &str = "while a server runs, call the web-service function ledger_reinstate_enrolment \
+     (an unenrolment) or ledger_restore_completion (a completion reset), service ledger_admin, instead";
 const WHILE_SERVING_REBUILD: &str = "stop the server first: a running server keeps its projections current \
      itself, and `enrol-ledger verify` checks them without stopping it";
 const WHILE_SERVING_MIGRATE: &str = "the running server has already migrated the database";
@@ -411,6 +436,27 @@ async fn run(cli: Cli) -> CliResult {
             }
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Undo { position, reason } => {
+            use crate::app::undo::{request_for, UndoKind};
+            let (db, lock) = open_locked_as(url, migrate_url, WHILE_SERVING_UNDO).await?;
+            let ledger = Ledger::start_locked(db.clone(), WriterOptions::default(), lock).await?;
+            let outcome = match request_for(&db, position, UndoKind::Any, reason).await {
+                Ok(request) => ledger.submit(request, cli_actor("undo")).await.map_err(|e| e.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            ledger.shutdown().await;
+            let outcome = outcome?;
+            let (head, _) = log::head(&db).await?;
+            if outcome.enrolid != 0 {
+                println!(
+                    "undid position {position}: enrolment reinstated as user enrolment {} (position {head})",
+                    outcome.enrolid
+                );
+            } else {
+                println!("undid position {position}: completion restored (position {head})");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Grants { runtime_role } => {
             let db = Db::connect(migrate_url.unwrap_or(url)).await?;
             if db.backend != crate::store::Backend::Postgres {
@@ -456,6 +502,7 @@ async fn run(cli: Cli) -> CliResult {
         | Command::Migrate
         | Command::Rebuild
         | Command::Cleanup
+        | Command::Undo { .. }
         | Command::Criteria { .. }
         | Command::Grants { .. }
         | Command::CheckProof { .. } => {
@@ -546,14 +593,29 @@ async fn run(cli: Cli) -> CliResult {
                 return Err(error.into());
             }
         }
-        Command::History { booking } => {
-            let events = log::read_booking(&db, &booking).await?;
-            if events.is_empty() {
-                println!("no events for booking {booking}");
+        Command::History { booking, user, course, format } => {
+            use crate::app::history::{self, Subject};
+            let subject = match (booking, user, course) {
+                (Some(booking), _, _) => Subject::Booking(booking),
+                (None, Some(user), _) => Subject::User(user),
+                (None, None, Some(course)) => Subject::Course(course),
+                (None, None, None) => return Err("give --booking, --user or --course".into()),
+            };
+            let found = history::history(&db, subject.clone()).await?;
+            if found.entries.is_empty() {
+                match subject {
+                    Subject::Booking(booking) => println!("no events for booking {booking}"),
+                    Subject::User(user) => println!("no events for user {user}"),
+                    Subject::Course(course) => println!("no events for course {course}"),
+                }
                 return Ok(ExitCode::from(1));
             }
-            for stored in &events {
-                println!("{}", audit::describe(stored));
+            if format == "text" {
+                print!("{}", history::to_text(&found));
+            } else {
+                for entry in &found.entries {
+                    println!("{}", serde_json::to_string(entry)?);
+                }
             }
         }
         Command::AsOf { time, course } => {

@@ -74,6 +74,9 @@ pub fn domain_error(error: &DomainError, base_url: &str) -> WsError {
             WsError::invalid_parameter(format!("Invalid value \"{value}\" for {name}"))
         }
         Manual(error) => manual_error(error),
+        NotUndoable { position, why } => WsError::invalid_parameter(format!(
+            "The event at position {position} cannot be undone: {why}"
+        )),
         DoesNotFit(_) => dml_write(),
     }
 }

@@ -27,12 +27,28 @@ pub async fn fold(conn: &mut AnyConnection, until: Option<i64>) -> Result<(Proje
     Ok((state, count))
 }
 
-/// Drops every projection row and writes them again from the log. Returns the events replayed.
+/// Drops every projection row and writes them again from the log, and fills in any missing
+/// `stream_subject` row (the history index) from each stream's first event. Returns the events
+/// replayed.
 pub async fn rebuild(db: &Db) -> Result<i64, StoreError> {
     let mut tx = db.pool.begin().await?;
     block_appends(&mut tx, db.backend).await?;
-    let (state, count) = fold(&mut tx, None).await?;
+    let mut state = ProjectionState::default();
+    let mut count = 0;
+    let mut firsts = Vec::new();
+    log::replay_decoded(&mut tx, None, |stored, event| {
+        state.apply(&stored, &event?, &mut BTreeSet::new());
+        count += 1;
+        if let Some((user, course)) = log::stream_subject(&stored).filter(|_| stored.stream_version == 1) {
+            // Only what the index needs: the subject, not the payload.
+            let payload = json!({ "user_id": user, "course_id": course }).to_string();
+            firsts.push(StoredEvent { payload, ..stored });
+        }
+        Ok(())
+    })
+    .await?;
     tables::write_all(&mut tx, &state).await?;
+    log::record_stream_subjects(&mut tx, &firsts).await?;
     tx.commit().await?;
     refresh_statistics(db).await?;
     Ok(count)

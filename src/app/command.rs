@@ -69,6 +69,21 @@ pub enum Request {
     /// Gives every course of the registry that lacks one its manual instance (at start-up, for
     /// logs written before manual instances existed).
     EnsureManualInstances,
+    /// Undo an unenrolment by mistake (`ledger_reinstate_enrolment`, `enrol-ledger undo`): the
+    /// enrolment as it was before the `Unenrolled` event at `undoes` (read from its stream by
+    /// the shell, `domain::undo::unenrolled_enrolment`), enrolled again under today's rules.
+    ReinstateEnrolment {
+        undoes: i64,
+        enrolment: crate::domain::enrolment::LiveEnrolment,
+        reason: Option<String>,
+    },
+    /// Undo a completion reset (`ledger_restore_completion`, `enrol-ledger undo`): `reset` is
+    /// the `CompletionReset` event at `undoes`, read from the log by the shell.
+    RestoreCompletion {
+        undoes: i64,
+        reset: crate::domain::event::CompletionEvent,
+        reason: Option<String>,
+    },
 }
 
 /// One `enrolments[]` item of `enrol_manual_enrol_users`.

@@ -14,12 +14,13 @@ use crate::domain::course::{Course, SetRecompletionType};
 use crate::domain::criteria::{CompletionCriteria, SetCriteria};
 use crate::domain::enrolment::{EditEnrolment, EnrolUser, Enrolment, EnrolmentCommand, EnrolmentState};
 use crate::domain::event::ManualEvent;
+use crate::domain::event::{CompletionEvent, UndoEvent};
 use crate::domain::ids::{CourseId, InstanceId, RoleId, UserEnrolmentId, UserId};
 use crate::domain::manual::{ManualCommand, ManualEnrol, ManualEnrolment, ManualState, ManualUnenrol, DEFAULT_ROLE};
 use crate::domain::recompletion::RecompletionFacts;
-use crate::domain::{DomainError, LedgerEvent};
+use crate::domain::{undo, DomainError, LedgerEvent};
 use crate::registry::rules::{self, Deletion, NewUserFacts};
-use crate::registry::{RegistryOp, UserOverlay, SEMCO_PROFILE_FIELDS};
+use crate::registry::{RegistryOp, UserLookup, UserOverlay, SEMCO_PROFILE_FIELDS};
 use crate::store::log::StreamRef;
 
 /// Moodle's role ids on a fresh site (manager … frontpage).
@@ -66,6 +67,21 @@ pub fn criteria_stream(course: i64) -> StreamRef {
 }
 pub fn config_stream() -> StreamRef {
     StreamRef::new(Config::NAME, "site")
+}
+/// The stream type of a user's registry events (`user/{id}`).
+pub const USER_STREAM: &str = "user";
+/// The stream type of the first-start installer's steps (`install/site`).
+pub const INSTALL_STREAM: &str = "install";
+pub fn user_stream(user: i64) -> StreamRef {
+    StreamRef::new(USER_STREAM, user.to_string())
+}
+pub fn install_stream() -> StreamRef {
+    StreamRef::new(INSTALL_STREAM, "site")
+}
+
+/// A stream with one registry event (no booking).
+fn registry_stream(stream: StreamRef, event: impl Into<LedgerEvent>) -> StreamEvents {
+    StreamEvents { stream, booking_id: None, events: vec![event.into()] }
 }
 
 fn wrap<E: Into<LedgerEvent>>(events: Vec<E>) -> Vec<LedgerEvent> {
@@ -228,6 +244,56 @@ pub fn decide(
                 .collect();
             Ok(Decision { streams, registry: Vec::new(), outcome: Outcome::Done })
         }
+        Request::ReinstateEnrolment { undoes, enrolment, reason } => {
+            let instance = state.next_instance_id;
+            let user_enrolment = state.next_user_enrolment_id;
+            let (user_id, course_id) = (enrolment.user_id.0, enrolment.course_id.0);
+            let booking_id = enrolment.booking_id.to_string();
+            let command = EnrolmentCommand::Enrol(EnrolUser {
+                plugin_enabled: settings.enabled,
+                course_id: enrolment.course_id,
+                course_exists: state.registry.course_exists(course_id),
+                user_id: enrolment.user_id,
+                user_exists: state.registry.user_exists(user_id),
+                booking_id_taken: state.bookings.contains_key(&booking_id),
+                booking_id: booking_id.clone(),
+                timestart: enrolment.period.timestart,
+                timeend: enrolment.period.timeend,
+                suspend: enrolment.suspended,
+                require_recompletion: false,
+                recompletion: recompletion(course_id),
+                other_periods: state.periods(user_id, course_id, None),
+                overlap_rule: settings.overlap_rule,
+                role_id: enrolment.role_id,
+                new_instance_id: InstanceId(instance),
+                new_user_enrolment_id: UserEnrolmentId(user_enrolment),
+                sortorder: state.next_sortorder(course_id),
+            });
+            let events = Enrolment::handle_command(&Default::default(), command)?;
+            let events = events.into_iter().map(|event| undo::reinstated(event, undoes, reason.clone())).collect();
+            Ok(Decision::one(enrolment_stream(instance), Some(booking_id), events, Outcome::enrolled(user_enrolment)))
+        }
+        Request::RestoreCompletion { undoes, reset, reason } => {
+            let CompletionEvent::CompletionReset { user_id, course_id, .. } = &reset else {
+                return Err(DomainError::NotUndoable { position: undoes, why: "it is not a completion reset" }.into());
+            };
+            let (user, course) = (user_id.0, course_id.0);
+            if !state.registry.user_exists(user) {
+                return Err(DomainError::UserNotExist(*user_id).into());
+            }
+            if !state.registry.course_exists(course) {
+                return Err(DomainError::CourseNotExist(*course_id).into());
+            }
+            let current = state.completions.get(&(user, course)).and_then(|c| c.state.current.as_ref());
+            let restored = undo::restorable_completion(undoes, &reset, current)?;
+            let event =
+                UndoEvent::CompletionRestored { undoes, reason, user_id: *user_id, course_id: *course_id, restored };
+            let booking = state
+                .live_in(user, course)
+                .next_back()
+                .and_then(|i| state.enrolments.get(&i)?.state.live().map(|l| l.booking_id.to_string()));
+            Ok(Decision::one(completion_stream(user, course), booking, vec![event.into()], Outcome::Done))
+        }
         Request::CleanupOrphans => {
             let mut streams = Vec::new();
             for instance in &state.orphans {
@@ -264,6 +330,7 @@ fn create_users(state: &LedgerState, users: Vec<UserInput>, now: i64) -> Result<
     let mut usernames = std::collections::HashSet::new();
     let mut emails = std::collections::HashSet::new();
     let mut ops = Vec::new();
+    let mut streams = Vec::new();
     let mut created = Vec::new();
     for (offset, input) in users.into_iter().enumerate() {
         let user = &input.user;
@@ -283,9 +350,10 @@ fn create_users(state: &LedgerState, users: Vec<UserInput>, now: i64) -> Result<
         // Only the known profile fields are kept, as Moodle ignores unknown shortnames.
         user.profile.retain(|(name, _)| SEMCO_PROFILE_FIELDS.iter().any(|(f, _)| f == name));
         created.push((id, user.username.clone()));
+        streams.push(registry_stream(user_stream(id), rules::user_registered(id, &user)));
         ops.push(RegistryOp::CreateUser { id, user, now });
     }
-    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::created(created) })
+    Ok(Decision { streams, registry: ops, outcome: Outcome::created(created) })
 }
 
 fn update_users(
@@ -297,6 +365,7 @@ fn update_users(
     // An overlay of this request's changes, not a copy of the index: O(changes) per call.
     let mut index = UserOverlay::new(&state.registry);
     let mut ops = Vec::new();
+    let mut streams = Vec::new();
     let mut warnings = Vec::new();
     for mut update in updates {
         if let Err(refusal) = rules::check_user_update(&index, &update, state.config.state.allow_accounts_same_email) {
@@ -304,14 +373,17 @@ fn update_users(
             continue;
         }
         update.profile.retain(|(name, _)| SEMCO_PROFILE_FIELDS.iter().any(|(f, _)| f == name));
+        let event = index.user(update.id).and_then(|before| rules::user_updated(before, &update));
+        streams.extend(event.map(|event| registry_stream(user_stream(update.id), event)));
         index.update(&update);
         ops.push(RegistryOp::UpdateUser { update, now });
     }
-    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::warnings(warnings) })
+    Ok(Decision { streams, registry: ops, outcome: Outcome::warnings(warnings) })
 }
 
 fn delete_users(state: &LedgerState, ids: Vec<i64>, now: i64, actor: Option<i64>) -> Result<Decision, LedgerError> {
     let mut streams = Vec::new();
+    let mut users = Vec::new();
     let mut ops = Vec::new();
     let mut deleted = std::collections::HashSet::new();
     for id in ids {
@@ -341,8 +413,12 @@ fn delete_users(state: &LedgerState, ids: Vec<i64>, now: i64, actor: Option<i64>
         }
         deleted.insert(id);
         ops.push(RegistryOp::EraseUser { id, now });
+        users.push(registry_stream(user_stream(id), rules::user_deleted(id)));
     }
+    // The enrolments end first (by stream type, in instance order), then each user's deletion
+    // is recorded.
     streams.sort_by_key(|s| (s.stream.stream_type, s.stream.key.parse::<i64>().unwrap_or_default()));
+    streams.extend(users);
     Ok(Decision { streams, registry: ops, outcome: Outcome::Done })
 }
 
@@ -354,21 +430,24 @@ fn create_courses(
     // The course rules look at courses only; the user index is not copied.
     let mut index = state.registry.courses_only();
     let mut ops = Vec::new();
+    let mut streams = Vec::new();
     let mut created = Vec::new();
     for course in courses {
         rules::check_new_course(&index, &course)?;
         let id = index.next_course_id;
         created.push((id, course.shortname.clone()));
+        streams.push(registry_stream(course_stream(id), rules::course_created(id, &course)));
         let op = RegistryOp::CreateCourse { id, course, now };
         op.apply_to_index(&mut index);
         ops.push(op);
     }
     // Each new course gets its manual instance in the same request, as a new Moodle course does.
-    let streams = created
-        .iter()
-        .enumerate()
-        .map(|(n, (course, _))| manual_instance_created(state, *course, state.next_instance_id + n as i64))
-        .collect();
+    streams.extend(
+        created
+            .iter()
+            .enumerate()
+            .map(|(n, (course, _))| manual_instance_created(state, *course, state.next_instance_id + n as i64)),
+    );
     Ok(Decision { streams, registry: ops, outcome: Outcome::created(created) })
 }
 
@@ -380,18 +459,21 @@ fn update_courses(
     // The course rules look at courses only; the user index is not copied.
     let mut index = state.registry.courses_only();
     let mut ops = Vec::new();
+    let mut streams = Vec::new();
     let mut warnings = Vec::new();
     for update in updates {
         match rules::check_course_update(&index, &update) {
             Err(refusal) => warnings.push((update.id, refusal)),
             Ok(()) => {
+                let event = index.courses.get(&update.id).and_then(|before| rules::course_updated(before, &update));
+                streams.extend(event.map(|event| registry_stream(course_stream(update.id), event)));
                 let op = RegistryOp::UpdateCourse { update, now };
                 op.apply_to_index(&mut index);
                 ops.push(op);
             }
         }
     }
-    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::warnings(warnings) })
+    Ok(Decision { streams, registry: ops, outcome: Outcome::warnings(warnings) })
 }
 
 /// A course's manual instance, created with the id `instance` (the shared instance counter).

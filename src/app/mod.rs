@@ -4,10 +4,12 @@
 pub mod audit;
 pub mod command;
 pub mod decide;
+pub mod history;
 pub mod rows;
 pub mod snapshot;
 pub mod state;
 pub mod token_events;
+pub mod undo;
 pub mod writer;
 
 pub use command::{LedgerError, Outcome, Request};

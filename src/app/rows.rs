@@ -78,6 +78,10 @@ pub fn rows_for(stored: &StoredEvent, event: &LedgerEvent, after: &LedgerState) 
                 None => RowWrite::Delete(RowKey::Criteria(course_id.0, TYPE_GRADE)),
             }]
         }
+        // Registry and installer events: their rows are the registry's, written with them.
+        LedgerEvent::User(_) | LedgerEvent::CourseRecord(_) | LedgerEvent::Install(_) => Vec::new(),
+        // A compensating event writes the rows of the event it mirrors.
+        LedgerEvent::Undo(e) => rows_for(stored, &e.as_effect(), after),
     }
 }
 

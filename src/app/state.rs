@@ -19,7 +19,7 @@ use crate::domain::config::{Config, Settings};
 use crate::domain::course::{Course, CourseState};
 use crate::domain::criteria::{CompletionCriteria, Criteria};
 use crate::domain::enrolment::{transition, Enrolment, EnrolmentState, LiveEnrolment};
-use crate::domain::event::{CompletionEvent, CriteriaEvent, EnrolmentEvent, ManualEvent};
+use crate::domain::event::{CompletionEvent, CourseRecordEvent, CriteriaEvent, EnrolmentEvent, ManualEvent, UserEvent};
 use crate::domain::manual::{self, ManualEnrolment, ManualState};
 use crate::domain::period::EnrolmentPeriod;
 use crate::domain::{ImpossibleEvent, LedgerEvent};
@@ -56,6 +56,11 @@ pub struct LedgerState {
     pub completions: HashMap<(i64, i64), Versioned<CompletionState>>,
     pub courses: HashMap<i64, Versioned<CourseState>>,
     pub config: Versioned<Settings>,
+    /// user id → the version of the user's registry stream (`user/{id}`): only what the next
+    /// event needs, no registry values.
+    pub user_versions: HashMap<i64, i64>,
+    /// The version of the installer's stream (`install/site`).
+    pub install_version: i64,
     pub next_instance_id: i64,
     pub next_user_enrolment_id: i64,
     pub head_position: i64,
@@ -102,6 +107,8 @@ impl Default for LedgerState {
             completions: HashMap::new(),
             courses: HashMap::new(),
             config: Versioned::default(),
+            user_versions: HashMap::new(),
+            install_version: 0,
             next_instance_id: 1,
             next_user_enrolment_id: 1,
             head_position: 0,
@@ -205,6 +212,10 @@ impl LedgerState {
             CompletionCriteria::NAME => {
                 key.parse().ok().and_then(|id: i64| self.criteria.get(&id)).map_or(0, |v| v.version)
             }
+            super::decide::USER_STREAM => {
+                key.parse().ok().and_then(|id: i64| self.user_versions.get(&id)).copied().unwrap_or(0)
+            }
+            super::decide::INSTALL_STREAM => self.install_version,
             _ => self.config.version,
         }
     }
@@ -276,6 +287,26 @@ impl LedgerState {
                 let entry = self.criteria.entry(course_id.0).or_default();
                 entry.state = CompletionCriteria::apply_event(std::mem::take(&mut entry.state), e.clone());
                 entry.version = version;
+            }
+            LedgerEvent::User(e) => {
+                let (UserEvent::UserRegistered { user_id, .. }
+                | UserEvent::UserUpdated { user_id, .. }
+                | UserEvent::UserDeleted { user_id }) = e;
+                self.user_versions.insert(user_id.0, version);
+            }
+            LedgerEvent::CourseRecord(e) => {
+                let (CourseRecordEvent::CourseCreated { course_id, .. }
+                | CourseRecordEvent::CourseUpdated { course_id, .. }) = e;
+                self.courses.entry(course_id.0).or_default().version = version;
+            }
+            LedgerEvent::Install(_) => self.install_version = version,
+            // A compensating event changes its stream as the event it mirrors.
+            LedgerEvent::Undo(e) => {
+                let effect = e.as_effect();
+                let mirrored = StoredEvent { event_type: effect.event_type().to_owned(), ..stored.clone() };
+                return self.try_apply(&mirrored, &effect).map(|()| {
+                    self.head_hash = stored.hash.clone();
+                });
             }
         }
         self.head_position = stored.position;

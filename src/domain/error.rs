@@ -47,6 +47,11 @@ pub enum DomainError {
     /// A manual enrolment refused (`enrol_manual_*`), in that plugin's own order.
     #[error(transparent)]
     Manual(#[from] super::manual::ManualError),
+    /// The event at this position cannot be undone (`ledger_reinstate_enrolment`,
+    /// `ledger_restore_completion`, `enrol-ledger undo`): it is not of the undoable kind, or
+    /// what it changed has changed again since.
+    #[error("the event at position {position} cannot be undone: {why}")]
+    NotUndoable { position: i64, why: &'static str },
     /// Last, as in Moodle where the write comes after every check: a value its column cannot hold.
     #[error(transparent)]
     DoesNotFit(#[from] ColumnOverflow),

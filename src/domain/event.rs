@@ -26,6 +26,14 @@ impl<T: PartialEq + Copy> Change<T> {
     }
 }
 
+impl<T: PartialEq + Clone> Change<T> {
+    /// `between` for values that are not `Copy` (texts): `Some` only when `new` is given and
+    /// differs from `old`.
+    pub fn of(old: &T, new: Option<&T>) -> Option<Self> {
+        new.filter(|new| *new != old).map(|new| Self { old: old.clone(), new: new.clone() })
+    }
+}
+
 /// Why a user enrolment or an enrolment instance went away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -252,6 +260,158 @@ impl ManualEvent {
     }
 }
 
+/// The user registry's changes (stream `user/{id}`). Personal values (username, names, e-mail,
+/// ID number, profile fields) stay in the registry: an event names the personal fields a call
+/// wrote (`fields`) and carries old and new values only of the non-personal ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum UserEvent {
+    /// `core_user_create_users` created the user; `fields` are the personal fields it filled.
+    UserRegistered { user_id: UserId, auth: String, suspended: bool, fields: Vec<String> },
+    /// `core_user_update_users` changed the user; only changed non-personal fields are present.
+    UserUpdated {
+        user_id: UserId,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        fields: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth: Option<Change<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        suspended: Option<Change<bool>>,
+    },
+    /// `core_user_delete_users` deleted the user (`deleted` 0 → 1) and erased every personal
+    /// field of the registry row; the user's enrolments ended just before, in their streams.
+    UserDeleted { user_id: UserId },
+}
+
+/// A course's registry record as created (course data is not personal: every value is kept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CourseRecord {
+    pub fullname: String,
+    pub shortname: String,
+    pub categoryid: i64,
+    pub idnumber: String,
+    pub summary: String,
+    pub visible: bool,
+    pub enablecompletion: bool,
+    pub startdate: i64,
+    pub enddate: i64,
+}
+
+/// The course registry's changes (stream `course/{id}`, beside `RecompletionTypeSet`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum CourseRecordEvent {
+    /// `core_course_create_courses` created the course.
+    CourseCreated { course_id: CourseId, record: CourseRecord },
+    /// `core_course_update_courses` changed the course; only changed fields are present, each
+    /// with its old and new value. No event when nothing changed.
+    CourseUpdated {
+        course_id: CourseId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fullname: Option<Change<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shortname: Option<Change<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        categoryid: Option<Change<i64>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idnumber: Option<Change<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        summary: Option<Change<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        visible: Option<Change<bool>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        enablecompletion: Option<Change<bool>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        startdate: Option<Change<i64>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        enddate: Option<Change<i64>>,
+    },
+}
+
+/// The first-start installer's steps (stream `install/site`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum InstallEvent {
+    /// One step of enrol_semco's installer done: `step` names it (`webservices`, `role`,
+    /// `service_user`, `service`, `profile_fields`, `semco_token`), `detail` says what it set
+    /// up in ids and names of the plugin (never a token).
+    InstallStepDone { step: String, detail: String },
+}
+
+/// Compensating events: each undoes an earlier event (`undoes`, its position) by a new one;
+/// the undone event stays in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum UndoEvent {
+    /// An enrolment unenrolled by mistake is back: a new instance and user enrolment (ids are
+    /// never reused, as in Moodle) with the same booking ID, user, course, period, status and
+    /// role as just before the `Unenrolled` event at `undoes`. Opens its stream as `Enrolled` does.
+    EnrolmentReinstated {
+        undoes: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        instance_id: InstanceId,
+        user_enrolment_id: UserEnrolmentId,
+        user_id: UserId,
+        course_id: CourseId,
+        booking_id: BookingId,
+        timestart: i64,
+        timeend: i64,
+        suspended: bool,
+        role_id: RoleId,
+        sortorder: i64,
+    },
+    /// The completion that the `CompletionReset` at `undoes` archived is current again.
+    CompletionRestored {
+        undoes: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        user_id: UserId,
+        course_id: CourseId,
+        restored: CourseCompletion,
+    },
+}
+
+impl UndoEvent {
+    /// What the event does to its stream and the projections, as the event it mirrors: a
+    /// reinstatement opens its stream as `Enrolled`, a restore records as `CompletionRecorded`.
+    pub fn as_effect(&self) -> LedgerEvent {
+        match self.clone() {
+            Self::EnrolmentReinstated {
+                instance_id,
+                user_enrolment_id,
+                user_id,
+                course_id,
+                booking_id,
+                timestart,
+                timeend,
+                suspended,
+                role_id,
+                sortorder,
+                ..
+            } => LedgerEvent::Enrolment(EnrolmentEvent::Enrolled {
+                instance_id,
+                user_enrolment_id,
+                user_id,
+                course_id,
+                booking_id,
+                timestart,
+                timeend,
+                suspended,
+                role_id,
+                sortorder,
+            }),
+            Self::CompletionRestored { user_id, course_id, restored, .. } => {
+                LedgerEvent::Completion(CompletionEvent::CompletionRecorded {
+                    user_id,
+                    course_id,
+                    completion: restored,
+                })
+            }
+        }
+    }
+}
+
 /// A course's completion criteria changed (stream `criteria-{course}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -270,6 +430,10 @@ pub enum LedgerEvent {
     Token(TokenEvent),
     Manual(ManualEvent),
     Criteria(CriteriaEvent),
+    User(UserEvent),
+    CourseRecord(CourseRecordEvent),
+    Install(InstallEvent),
+    Undo(UndoEvent),
 }
 
 impl EnrolmentEvent {
@@ -299,6 +463,18 @@ impl LedgerEvent {
             Self::Token(e) => e.event_type(),
             Self::Manual(e) => e.event_type(),
             Self::Criteria(CriteriaEvent::CompletionCriteriaSet { .. }) => "CompletionCriteriaSet",
+            Self::User(e) => match e {
+                UserEvent::UserRegistered { .. } => "UserRegistered",
+                UserEvent::UserUpdated { .. } => "UserUpdated",
+                UserEvent::UserDeleted { .. } => "UserDeleted",
+            },
+            Self::CourseRecord(e) => match e {
+                CourseRecordEvent::CourseCreated { .. } => "CourseCreated",
+                CourseRecordEvent::CourseUpdated { .. } => "CourseUpdated",
+            },
+            Self::Install(InstallEvent::InstallStepDone { .. }) => "InstallStepDone",
+            Self::Undo(UndoEvent::EnrolmentReinstated { .. }) => "EnrolmentReinstated",
+            Self::Undo(UndoEvent::CompletionRestored { .. }) => "CompletionRestored",
         }
     }
 
@@ -358,5 +534,25 @@ impl From<ManualEvent> for LedgerEvent {
 impl From<CriteriaEvent> for LedgerEvent {
     fn from(e: CriteriaEvent) -> Self {
         Self::Criteria(e)
+    }
+}
+impl From<UserEvent> for LedgerEvent {
+    fn from(e: UserEvent) -> Self {
+        Self::User(e)
+    }
+}
+impl From<CourseRecordEvent> for LedgerEvent {
+    fn from(e: CourseRecordEvent) -> Self {
+        Self::CourseRecord(e)
+    }
+}
+impl From<UndoEvent> for LedgerEvent {
+    fn from(e: UndoEvent) -> Self {
+        Self::Undo(e)
+    }
+}
+impl From<InstallEvent> for LedgerEvent {
+    fn from(e: InstallEvent) -> Self {
+        Self::Install(e)
     }
 }

@@ -16,6 +16,7 @@ pub mod ids;
 pub mod manual;
 pub mod period;
 pub mod recompletion;
+pub mod undo;
 
 pub use error::{DomainError, ImpossibleEvent};
 pub use event::LedgerEvent;

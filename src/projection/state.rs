@@ -204,6 +204,10 @@ impl ProjectionState {
                     None => self.criteria.remove(&key),
                 };
             }
+            // Registry and installer events: their rows are the registry's, written with them.
+            LedgerEvent::User(_) | LedgerEvent::CourseRecord(_) | LedgerEvent::Install(_) => {}
+            // A compensating event writes the rows of the event it mirrors.
+            LedgerEvent::Undo(e) => self.apply(stored, &e.as_effect(), touched),
         }
     }
 

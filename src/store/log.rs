@@ -160,7 +160,102 @@ pub async fn append(conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<
         }
         query.execute(&mut *conn).await?;
     }
-    record_enrolment_courses(conn, events).await
+    record_enrolment_courses(conn, events).await?;
+    record_stream_subjects(conn, events).await
+}
+
+/// An event that opens an enrolment stream: `Enrolled`, or `EnrolmentReinstated` (same fields).
+fn opens_enrolment(event: &StoredEvent) -> bool {
+    event.stream_type == "enrolment" && matches!(event.event_type.as_str(), "Enrolled" | "EnrolmentReinstated")
+}
+
+/// An event that opens a stream `enrolment_course` indexes by course: a SEMCO enrolment
+/// stream, a course's manual instance, or a manual enrolment stream.
+fn opens_course_stream(event: &StoredEvent) -> bool {
+    opens_enrolment(event)
+        || (event.event_type == "ManualInstanceCreated" && event.stream_type == "manual_instance")
+        || (event.event_type == "ManualEnrolled" && event.stream_type == "manual")
+}
+
+/// The user and course fields of an `Enrolled` payload that `stream_subject` needs.
+#[derive(serde::Deserialize)]
+struct SubjectOf {
+    user_id: i64,
+    course_id: i64,
+}
+
+/// The user and course a stream is about, from its first event: an enrolment stream's
+/// `Enrolled` event, a completion stream's `user/course` key, a user's or a course's key.
+pub fn stream_subject(event: &StoredEvent) -> Option<(Option<i64>, Option<i64>)> {
+    match event.stream_type.as_str() {
+        "enrolment" if opens_enrolment(event) => {
+            let of = serde_json::from_str::<SubjectOf>(&event.payload).ok()?;
+            Some((Some(of.user_id), Some(of.course_id)))
+        }
+        "manual" if event.event_type == "ManualEnrolled" => {
+            let of = serde_json::from_str::<SubjectOf>(&event.payload).ok()?;
+            Some((Some(of.user_id), Some(of.course_id)))
+        }
+        "manual_instance" => Some((None, Some(serde_json::from_str::<CourseOf>(&event.payload).ok()?.course_id))),
+        "criteria" => Some((None, Some(event.stream_key.parse().ok()?))),
+        "completion" => {
+            let (user, course) = event.stream_key.split_once('/')?;
+            Some((Some(user.parse().ok()?), Some(course.parse().ok()?)))
+        }
+        "user" => Some((Some(event.stream_key.parse().ok()?), None)),
+        "course" => Some((None, Some(event.stream_key.parse().ok()?))),
+        _ => None,
+    }
+}
+
+/// Records the subject of every stream that `events` open (their first event), in the
+/// append's transaction, so the history of a user or a course reads only its streams.
+pub async fn record_stream_subjects(conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<(), StoreError> {
+    let opened: Vec<(&str, Option<i64>, Option<i64>)> = events
+        .iter()
+        .filter(|e| e.stream_version == 1)
+        .filter_map(|e| stream_subject(e).map(|(user, course)| (e.stream_id.as_str(), user, course)))
+        .collect();
+    let backend = Backend::of(conn);
+    for chunk in opened.chunks(INSERT_ROWS_MAX) {
+        let mut sql = "INSERT INTO stream_subject (stream_id, user_id, course_id) VALUES ".to_owned();
+        push_placeholders_for(&mut sql, backend, chunk.len(), 3);
+        sql.push_str(" ON CONFLICT (stream_id) DO NOTHING");
+        let mut query = sqlx::query::<Any>(&sql);
+        for (stream_id, user, course) in chunk {
+            query = query.bind((*stream_id).to_owned()).bind(*user).bind(*course);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Every event of the streams about one user (`user`) or one course (`course`), in order:
+/// two indexed reads, the streams by `stream_subject` and their events by the
+/// `(stream_id, stream_version)` key.
+pub async fn read_subject(db: &Db, column: SubjectColumn, id: i64) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql = subject_history_sql(column);
+    fetch(&mut *db.pool.acquire().await?, sqlx::query(&sql).bind(id)).await
+}
+
+/// Which subject a history is read by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectColumn {
+    User,
+    Course,
+}
+
+/// The query of `read_subject` (`$1` is the user or course id).
+pub fn subject_history_sql(column: SubjectColumn) -> String {
+    let column = match column {
+        SubjectColumn::User => "user_id",
+        SubjectColumn::Course => "course_id",
+    };
+    format!(
+        "SELECT {COLUMNS} FROM events WHERE stream_id IN \
+           (SELECT stream_id FROM stream_subject WHERE {column} = $1) \
+         ORDER BY position"
+    )
 }
 
 /// The one field of an `Enrolled` payload that `enrolment_course` needs.
@@ -175,11 +270,7 @@ struct CourseOf {
 async fn record_enrolment_courses(conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<(), StoreError> {
     let opened: Vec<(&str, i64)> = events
         .iter()
-        .filter(|e| {
-            (e.event_type == "Enrolled" && e.stream_type == "enrolment")
-                || (e.event_type == "ManualInstanceCreated" && e.stream_type == "manual_instance")
-                || (e.event_type == "ManualEnrolled" && e.stream_type == "manual")
-        })
+        .filter(|e| opens_course_stream(e))
         .filter_map(|e| Some((e.stream_id.as_str(), serde_json::from_str::<CourseOf>(&e.payload).ok()?.course_id)))
         .collect();
     let backend = Backend::of(conn);

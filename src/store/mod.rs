@@ -255,6 +255,7 @@ fn migrations(backend: Backend) -> &'static [Migration] {
             (6, "token_generation", include_str!("../../migrations/sqlite/0006_token_generation.sql")),
             (7, "token_outbox", include_str!("../../migrations/sqlite/0007_token_outbox.sql")),
             (9, "checkpoints", include_str!("../../migrations/sqlite/0009_checkpoints.sql")),
+            (10, "stream_subject", include_str!("../../migrations/sqlite/0010_stream_subject.sql")),
         ],
         Backend::Postgres => &[
             (1, "event_log", include_str!("../../migrations/postgres/0001_event_log.sql")),
@@ -270,6 +271,7 @@ fn migrations(backend: Backend) -> &'static [Migration] {
                 include_str!("../../migrations/postgres/0008_token_generation_rows_only.sql"),
             ),
             (9, "checkpoints", include_str!("../../migrations/postgres/0009_checkpoints.sql")),
+            (10, "stream_subject", include_str!("../../migrations/postgres/0010_stream_subject.sql")),
         ],
     }
 }

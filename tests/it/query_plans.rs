@@ -45,9 +45,13 @@ async fn big_tables(backend: Backend) -> TestDb {
              {series} SELECT n, 0, n, 1001 + (n * 7) % {ROWS}, 0, 0, 3, 0, 0 FROM g"
         ),
         format!(
+            "INSERT INTO stream_subject (stream_id, user_id, course_id) \
+             {series} SELECT 'stream-' || n, 1001 + (n * 7) % {ROWS}, 1001 + n % {COURSES} FROM g"
+        ),
+        format!(
             "INSERT INTO events (position, stream_id, stream_type, stream_key, stream_version, event_type, \
              schema_version, recorded_at, request_id, booking_id, payload, hash) \
-             {series} SELECT n, 'stream-' || (n / 2), 'enrolment', '' || (n / 2), 1 + n % 2, 'Enrolled', 1, n, 'r', \
+             {series} SELECT 1000 + n, 'stream-' || (n / 2), 'enrolment', '' || (n / 2), 1 + n % 2, 'Enrolled', 1, n, 'r', \
              CASE WHEN n % 2 = 0 THEN 'B-' || (n / 2) END, '{{}}', 'h' FROM g"
         ),
     ];
@@ -119,6 +123,18 @@ async fn why_4_history_booking_uses_its_indexes(backend: Backend) {
     assert_indexed(backend, "history --booking", &plan, &["events"]);
 }
 
+// Issue 8 item 3: the history of a user or a course reads its streams by `stream_subject`
+// and their events by the stream key, never the whole log.
+async fn history_of_user_and_course_use_their_indexes(backend: Backend) {
+    let test = big_tables(backend).await;
+    for (column, id, what) in
+        [(log::SubjectColumn::User, 1007, "history --user"), (log::SubjectColumn::Course, COURSE, "history --course")]
+    {
+        let plan = plan(&test.db, &log::subject_history_sql(column), &id.to_string()).await;
+        assert_indexed(backend, what, &plan, &["events", "stream_subject"]);
+    }
+}
+
 async fn why_5_enrolment_report_uses_its_indexes(backend: Backend) {
     let test = big_tables(backend).await;
     let plan = plan(&test.db, queries::COURSE_REPORT, &COURSE.to_string()).await;
@@ -129,5 +145,6 @@ async fn why_5_enrolment_report_uses_its_indexes(backend: Backend) {
 on_both_backends!(
     why_5_get_enrolments_uses_its_indexes,
     why_4_history_booking_uses_its_indexes,
+    history_of_user_and_course_use_their_indexes,
     why_5_enrolment_report_uses_its_indexes,
 );

@@ -6,6 +6,7 @@ use super::{function, int, raw, result_returns, warnings, Call, Done, FunctionDe
 use crate::api::services::{LEDGER_ADMIN, LEDGER_LMS};
 use crate::api::wire::encode::WsError;
 use crate::api::wire::params::{Desc, ParamType, Value};
+use crate::app::undo::{UndoError, UndoKind};
 use crate::app::Request;
 use crate::domain::completion::GradeInput;
 use crate::domain::config::SETTING_NAMES;
@@ -14,7 +15,7 @@ fn float(desc: &'static str) -> Desc {
     Desc::value(ParamType::Float, desc)
 }
 
-pub(super) static FUNCTIONS: [FunctionDef; 5] = [
+pub(super) static FUNCTIONS: [FunctionDef; 7] = [
     function! {
         name: "ledger_set_course_recompletion",
         services: &[LEDGER_ADMIN],
@@ -66,7 +67,67 @@ pub(super) static FUNCTIONS: [FunctionDef; 5] = [
         handler: cleanup_orphans,
         sample: &[],
     },
+    function! {
+        name: "ledger_reinstate_enrolment",
+        services: &[LEDGER_ADMIN],
+        params: || vec![
+            ("position", int("Log position of the Unenrolled event to undo")),
+            ("reason", Desc::value(ParamType::Text, "Why it is undone").with_default(Value::Null)),
+        ],
+        returns: || Some(Desc::single(vec![("enrolid", int("The reinstated user enrolment")), ("warnings", warnings())])),
+        handler: reinstate_enrolment,
+        sample: &[("position", "12"), ("reason", "unenrolled by mistake")],
+    },
+    function! {
+        name: "ledger_restore_completion",
+        services: &[LEDGER_ADMIN],
+        params: || vec![
+            ("position", int("Log position of the CompletionReset event to undo")),
+            ("reason", Desc::value(ParamType::Text, "Why it is undone").with_default(Value::Null)),
+        ],
+        returns: || Some(result_returns()),
+        handler: restore_completion,
+        sample: &[("position", "10")],
+    },
 ];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Undo {
+    position: i64,
+    reason: Option<String>,
+}
+
+/// The request undoing the event at `position`, or the Moodle error why it cannot be.
+async fn undo_request(call: &Call<'_>, p: Undo, kind: UndoKind) -> Result<Request, WsError> {
+    match crate::app::undo::request_for(&call.ledger.db, p.position, kind, p.reason).await {
+        Ok(request) => Ok(request),
+        Err(UndoError::Ledger(error)) => {
+            Err(crate::api::errors::ledger_error(&error, call.base_url, &call.actor.request_id))
+        }
+        Err(UndoError::Store(error)) => Err(call.store_error(error)),
+    }
+}
+
+/// `ledger_reinstate_enrolment`'s answer.
+struct Reinstated(i64);
+
+impl Reply for Reinstated {
+    fn into_value(self) -> Value {
+        Value::Struct(vec![("enrolid".into(), Value::Int(self.0)), ("warnings".into(), Value::List(Vec::new()))])
+    }
+}
+
+async fn reinstate_enrolment(call: &Call<'_>, p: Undo) -> Result<Reinstated, WsError> {
+    let request = undo_request(call, p, UndoKind::Reinstate).await?;
+    Ok(Reinstated(call.submit(request).await?.enrolid))
+}
+
+async fn restore_completion(call: &Call<'_>, p: Undo) -> Result<Done, WsError> {
+    let request = undo_request(call, p, UndoKind::Restore).await?;
+    call.submit(request).await?;
+    Ok(Done)
+}
 
 /// The parameters of a function that takes none.
 #[derive(Deserialize)]

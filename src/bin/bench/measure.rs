@@ -537,6 +537,14 @@ pub async fn all(url: &str, bin: &Path, plan: &Plan, scratch: &Scratch, figures:
     }
     history.sort();
     figures.history = Some(history[history.len() / 2]);
+    if let Some(user) = built.users.first() {
+        let mut of_user = Vec::new();
+        for _ in 0..5 {
+            of_user.push(run_cli(bin, url, &["history", "--user", &user.to_string()])?.1);
+        }
+        of_user.sort();
+        figures.history_user = Some(of_user[of_user.len() / 2]);
+    }
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut as_of = Vec::new();
     for _ in 0..3 {
