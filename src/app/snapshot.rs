@@ -28,7 +28,7 @@ use crate::store::log;
 use crate::store::{Db, StoreError};
 
 /// Bump when the payload's shape or meaning changes: older snapshots are then ignored.
-pub const SNAPSHOT_FORMAT_VERSION: i64 = 2;
+pub const SNAPSHOT_FORMAT_VERSION: i64 = 3;
 /// Snapshots kept in `writer_snapshots`; older ones are deleted when a new one is written.
 pub const SNAPSHOTS_KEPT: i64 = 2;
 /// Events between two snapshots by default.
@@ -42,7 +42,7 @@ struct Payload {
     completions: Vec<((i64, i64), Versioned<CompletionState>)>,
     courses: Vec<(i64, Versioned<CourseState>)>,
     config: Versioned<Settings>,
-    /// (user, version) of the users' registry streams (format 2).
+    /// (user, version) of the users' registry streams (format 3).
     #[serde(default)]
     user_versions: Vec<(i64, i64)>,
     #[serde(default)]
@@ -55,13 +55,13 @@ struct Payload {
     /// Live token streams and their versions (absent in snapshots older than token events).
     #[serde(default)]
     tokens: Vec<(i64, i64)>,
-    /// (course, manual instance) of every course (format 2).
+    /// (course, manual instance) of every course (format 3).
     #[serde(default)]
     manual_instances: Vec<(i64, ManualInstance)>,
-    /// (user, manual instance) streams (format 2).
+    /// (user, manual instance) streams (format 3).
     #[serde(default)]
     manual: Vec<((i64, i64), Versioned<ManualState>)>,
-    /// Course completion criteria (format 2).
+    /// Course completion criteria (format 3).
     #[serde(default)]
     criteria: Vec<(i64, Versioned<Criteria>)>,
 }
