@@ -83,6 +83,7 @@ async fn defect_history_by_booking_only(backend: Backend) {
         types,
         [
             "CourseCreated",
+            "ManualInstanceCreated",
             "Enrolled",
             "EnrolmentEdited",
             "CourseUpdated",
@@ -93,7 +94,7 @@ async fn defect_history_by_booking_only(backend: Backend) {
         ],
         "no event of the other course or of the users' registry streams"
     );
-    let enablecompletion = &of_course.entries[3].changes[0];
+    let enablecompletion = &of_course.entries[4].changes[0];
     assert_eq!(
         (enablecompletion.field.as_str(), &enablecompletion.old, &enablecompletion.new),
         ("enablecompletion", &serde_json::json!(false), &serde_json::json!(true))
@@ -122,7 +123,7 @@ async fn defect_history_by_booking_only(backend: Backend) {
     assert_eq!(text.1.lines().count(), 7, "{}", text.1);
     assert!(
         text.1.contains(
-            "EnrolmentEdited enrolment/1 [B-1] by semcowebservice (user 3, token 1 of enrol_semco): timeend 200 → 300"
+            "EnrolmentEdited enrolment/3 [B-1] by semcowebservice (user 3, token 1 of enrol_semco): timeend 200 → 300"
         ),
         "{}",
         text.1
