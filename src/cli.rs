@@ -374,7 +374,9 @@ async fn run(cli: Cli) -> CliResult {
             ledger.shutdown().await;
             outcome.map_err(|e| format!("user {id}: {e}"))?;
             scrubbed.map_err(|e| format!("user {id} was deleted, but the scrub of the database files failed: {e}"))?;
-            println!("erased user {id}: registry row blanked, profile fields and tokens deleted, database files scrubbed");
+            println!(
+                "erased user {id}: registry row blanked, profile fields and tokens deleted, database files scrubbed"
+            );
             return Ok(ExitCode::SUCCESS);
         }
         Command::User { action: UserAction::Scrub } => {

@@ -14,3 +14,9 @@ SELECT stream_id, substring(payload FROM '"user_id":(-?[0-9]{1,18})[,}]')::bigin
 FROM events
 WHERE stream_version = 1 AND payload ~ '"user_id":-?[0-9]{1,18}[,}]'
 ON CONFLICT DO NOTHING;
+-- ANALYZE samples column values into pg_statistic (most common values, histograms), where an
+-- erased user's name or e-mail would outlive the erasure: no statistics for personal columns.
+ALTER TABLE users ALTER COLUMN username SET STATISTICS 0, ALTER COLUMN firstname SET STATISTICS 0,
+    ALTER COLUMN lastname SET STATISTICS 0, ALTER COLUMN email SET STATISTICS 0,
+    ALTER COLUMN idnumber SET STATISTICS 0;
+ALTER TABLE user_profile_data ALTER COLUMN data SET STATISTICS 0;

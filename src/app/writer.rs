@@ -222,7 +222,11 @@ impl Ledger {
 
     /// `submit`, and for a committed user deletion the scrub's ticket (`Scrubber::wait`): the
     /// deleted users' personal data is removed from disk in the background right after.
-    pub async fn submit_scrubbing(&self, request: Request, actor: Actor) -> (Result<Outcome, LedgerError>, Option<u64>) {
+    pub async fn submit_scrubbing(
+        &self,
+        request: Request,
+        actor: Actor,
+    ) -> (Result<Outcome, LedgerError>, Option<u64>) {
         let erases = matches!(request, Request::DeleteUsers(_));
         let outcome = self.submit_once(request, actor).await;
         // Also when the outcome is unknown (it may have committed); a scrub with nothing to do is harmless.

@@ -8,6 +8,7 @@ mod cli;
 mod concurrency;
 mod db_roles;
 mod edge;
+mod erasure;
 mod faults;
 mod faults_support;
 mod http;
