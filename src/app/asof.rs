@@ -2,7 +2,8 @@
 //! a log position) and who was enrolled and active on a date by Moodle's rule (`active_on`).
 //!
 //! The answer to "was this person enrolled and active on date T, as known at K?" is Moodle's
-//! answer at T computed from the log as it stood at min(K, T): the user enrolment rows that
+//! answer at T computed from the log as it stood at min(K, T) (T a whole second: every event
+//! recorded before the next second counts): the user enrolment rows that
 //! existed then (a later event cannot change what Moodle answered at T; an earlier K knows
 //! less), each tested at T with MOODLE-REFERENCE §7.2: the user enrolment active (status 0),
 //! the instance enabled, `timestart <= T`, `timeend = 0 or timeend > T`, the user neither
@@ -121,7 +122,10 @@ pub async fn as_of_on(conn: &mut AnyConnection, question: &Question) -> Result<A
         }
     };
     let (folded_position, evaluated_at) = match question.active_on {
-        Some(t) => (known_position.min(position_at(conn, t.saturating_mul(1_000_000)).await?), t),
+        // Moodle's times are whole seconds: the log as it stood at the end of second `t`.
+        Some(t) => {
+            (known_position.min(position_at(conn, t.saturating_mul(1_000_000).saturating_add(999_999)).await?), t)
+        }
         None => (known_position, known_seconds),
     };
     let state = fold_scope(conn, question.scope, folded_position).await?;

@@ -4,6 +4,7 @@
 mod support;
 
 mod api_doc;
+mod as_of;
 mod cli;
 mod concurrency;
 mod db_roles;
