@@ -9,7 +9,10 @@
 
 use super::services::{self, ENROL_SEMCO, SEMCO_SERVICE_USER_ID};
 use super::tokens;
+use crate::domain::event::InstallEvent;
+use crate::domain::LedgerEvent;
 use crate::registry::SEMCO_PROFILE_FIELDS;
+use crate::store::log::Actor;
 use crate::store::Db;
 
 const STEP: &str = "semco_token";
@@ -42,6 +45,20 @@ pub async fn run(db: &Db) -> Result<(), Box<dyn std::error::Error + Send + Sync>
     eprintln!("enrol_semco install: service {ENROL_SEMCO} with {} functions", services::functions(ENROL_SEMCO).len());
     eprintln!("enrol_semco install: profile fields {}", fields.join(", "));
     let token = tokens::create_in(&mut tx, ENROL_SEMCO, SEMCO_SERVICE_USER_ID, 0, "").await?;
+    // Each step is an event of the `install/site` stream, in the same transaction as the step
+    // and its record; the token itself is the token registry's (and its own events), never here.
+    let step =
+        |step: &str, detail: String| LedgerEvent::from(InstallEvent::InstallStepDone { step: step.to_owned(), detail });
+    let steps = vec![
+        step("webservices", "web services and the REST protocol enabled".into()),
+        step("role", "role 9 semcowebservice may assign role 5 (student)".into()),
+        step("service_user", format!("service user {SEMCO_SERVICE_USER_ID} semcowebservice")),
+        step("service", format!("service {ENROL_SEMCO} with {} functions", services::functions(ENROL_SEMCO).len())),
+        step("profile_fields", fields.join(",")),
+        step("semco_token", format!("token created for service {ENROL_SEMCO}, user {SEMCO_SERVICE_USER_ID}")),
+    ];
+    let actor = Actor { request_id: format!("install-{}", std::process::id()), ..Actor::default() };
+    crate::app::writer::append_install_steps(&mut tx, steps, &actor).await?;
     tx.commit().await?;
     // Shown only after the commit: a token printed but never stored would mislead. A start
     // killed between the commit and this line leaves a token nobody saw; `token create` makes

@@ -15,7 +15,7 @@ use crate::domain::ids::{CourseId, InstanceId, RoleId, UserEnrolmentId, UserId};
 use crate::domain::recompletion::RecompletionFacts;
 use crate::domain::LedgerEvent;
 use crate::registry::rules::{self, Deletion, NewUserFacts};
-use crate::registry::{RegistryOp, UserOverlay, SEMCO_PROFILE_FIELDS};
+use crate::registry::{RegistryOp, UserLookup, UserOverlay, SEMCO_PROFILE_FIELDS};
 use crate::store::log::StreamRef;
 
 /// Moodle's role ids on a fresh site (manager … frontpage).
@@ -53,6 +53,21 @@ pub fn course_stream(course: i64) -> StreamRef {
 }
 pub fn config_stream() -> StreamRef {
     StreamRef::new(Config::NAME, "site")
+}
+/// The stream type of a user's registry events (`user/{id}`).
+pub const USER_STREAM: &str = "user";
+/// The stream type of the first-start installer's steps (`install/site`).
+pub const INSTALL_STREAM: &str = "install";
+pub fn user_stream(user: i64) -> StreamRef {
+    StreamRef::new(USER_STREAM, user.to_string())
+}
+pub fn install_stream() -> StreamRef {
+    StreamRef::new(INSTALL_STREAM, "site")
+}
+
+/// A stream with one registry event (no booking).
+fn registry_stream(stream: StreamRef, event: impl Into<LedgerEvent>) -> StreamEvents {
+    StreamEvents { stream, booking_id: None, events: vec![event.into()] }
 }
 
 fn wrap<E: Into<LedgerEvent>>(events: Vec<E>) -> Vec<LedgerEvent> {
@@ -225,6 +240,7 @@ fn create_users(state: &LedgerState, users: Vec<UserInput>, now: i64) -> Result<
     let mut usernames = std::collections::HashSet::new();
     let mut emails = std::collections::HashSet::new();
     let mut ops = Vec::new();
+    let mut streams = Vec::new();
     let mut created = Vec::new();
     for (offset, input) in users.into_iter().enumerate() {
         let user = &input.user;
@@ -244,9 +260,10 @@ fn create_users(state: &LedgerState, users: Vec<UserInput>, now: i64) -> Result<
         // Only the known profile fields are kept, as Moodle ignores unknown shortnames.
         user.profile.retain(|(name, _)| SEMCO_PROFILE_FIELDS.iter().any(|(f, _)| f == name));
         created.push((id, user.username.clone()));
+        streams.push(registry_stream(user_stream(id), rules::user_registered(id, &user)));
         ops.push(RegistryOp::CreateUser { id, user, now });
     }
-    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::UsersCreated(created) })
+    Ok(Decision { streams, registry: ops, outcome: Outcome::UsersCreated(created) })
 }
 
 fn update_users(
@@ -258,6 +275,7 @@ fn update_users(
     // An overlay of this request's changes, not a copy of the index: O(changes) per call.
     let mut index = UserOverlay::new(&state.registry);
     let mut ops = Vec::new();
+    let mut streams = Vec::new();
     let mut warnings = Vec::new();
     for mut update in updates {
         if let Err(refusal) = rules::check_user_update(&index, &update, state.config.state.allow_accounts_same_email) {
@@ -265,14 +283,17 @@ fn update_users(
             continue;
         }
         update.profile.retain(|(name, _)| SEMCO_PROFILE_FIELDS.iter().any(|(f, _)| f == name));
+        let event = index.user(update.id).and_then(|before| rules::user_updated(before, &update));
+        streams.extend(event.map(|event| registry_stream(user_stream(update.id), event)));
         index.update(&update);
         ops.push(RegistryOp::UpdateUser { update, now });
     }
-    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::Warnings(warnings) })
+    Ok(Decision { streams, registry: ops, outcome: Outcome::Warnings(warnings) })
 }
 
 fn delete_users(state: &LedgerState, ids: Vec<i64>, now: i64, actor: Option<i64>) -> Result<Decision, LedgerError> {
     let mut streams = Vec::new();
+    let mut users = Vec::new();
     let mut ops = Vec::new();
     let mut deleted = std::collections::HashSet::new();
     for id in ids {
@@ -291,8 +312,11 @@ fn delete_users(state: &LedgerState, ids: Vec<i64>, now: i64, actor: Option<i64>
         }
         deleted.insert(id);
         ops.push(RegistryOp::EraseUser { id, now });
+        users.push(registry_stream(user_stream(id), rules::user_deleted(id)));
     }
+    // The enrolments end first (in instance order), then each user's deletion is recorded.
     streams.sort_by_key(|s| s.stream.key.parse::<i64>().unwrap_or_default());
+    streams.extend(users);
     Ok(Decision { streams, registry: ops, outcome: Outcome::Done })
 }
 
@@ -304,16 +328,18 @@ fn create_courses(
     // The course rules look at courses only; the user index is not copied.
     let mut index = state.registry.courses_only();
     let mut ops = Vec::new();
+    let mut streams = Vec::new();
     let mut created = Vec::new();
     for course in courses {
         rules::check_new_course(&index, &course)?;
         let id = index.next_course_id;
         created.push((id, course.shortname.clone()));
+        streams.push(registry_stream(course_stream(id), rules::course_created(id, &course)));
         let op = RegistryOp::CreateCourse { id, course, now };
         op.apply_to_index(&mut index);
         ops.push(op);
     }
-    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::CoursesCreated(created) })
+    Ok(Decision { streams, registry: ops, outcome: Outcome::CoursesCreated(created) })
 }
 
 fn update_courses(
@@ -324,16 +350,19 @@ fn update_courses(
     // The course rules look at courses only; the user index is not copied.
     let mut index = state.registry.courses_only();
     let mut ops = Vec::new();
+    let mut streams = Vec::new();
     let mut warnings = Vec::new();
     for update in updates {
         match rules::check_course_update(&index, &update) {
             Err(refusal) => warnings.push((update.id, refusal)),
             Ok(()) => {
+                let event = index.courses.get(&update.id).and_then(|before| rules::course_updated(before, &update));
+                streams.extend(event.map(|event| registry_stream(course_stream(update.id), event)));
                 let op = RegistryOp::UpdateCourse { update, now };
                 op.apply_to_index(&mut index);
                 ops.push(op);
             }
         }
     }
-    Ok(Decision { streams: Vec::new(), registry: ops, outcome: Outcome::Warnings(warnings) })
+    Ok(Decision { streams, registry: ops, outcome: Outcome::Warnings(warnings) })
 }

@@ -51,6 +51,8 @@ pub fn rows_for(stored: &StoredEvent, event: &LedgerEvent, after: &LedgerState) 
         LedgerEvent::Config(ConfigEvent::ConfigChanged { name, new, .. }) => {
             vec![RowWrite::Put(Row::Config { name: name.clone(), value: new.clone() })]
         }
+        // Registry and installer events: their rows are the registry's, written with them.
+        LedgerEvent::User(_) | LedgerEvent::CourseRecord(_) | LedgerEvent::Install(_) => Vec::new(),
     }
 }
 

@@ -26,7 +26,7 @@ use crate::store::log;
 use crate::store::{Db, StoreError};
 
 /// Bump when the payload's shape or meaning changes: older snapshots are then ignored.
-pub const SNAPSHOT_FORMAT_VERSION: i64 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: i64 = 2;
 /// Snapshots kept in `writer_snapshots`; older ones are deleted when a new one is written.
 pub const SNAPSHOTS_KEPT: i64 = 2;
 /// Events between two snapshots by default.
@@ -40,6 +40,11 @@ struct Payload {
     completions: Vec<((i64, i64), Versioned<CompletionState>)>,
     courses: Vec<(i64, Versioned<CourseState>)>,
     config: Versioned<Settings>,
+    /// (user, version) of the users' registry streams (format 2).
+    #[serde(default)]
+    user_versions: Vec<(i64, i64)>,
+    #[serde(default)]
+    install_version: i64,
     next_instance_id: i64,
     next_user_enrolment_id: i64,
     head_position: i64,
@@ -64,6 +69,8 @@ impl Payload {
             completions: sorted(&state.completions),
             courses: sorted(&state.courses),
             config: state.config.clone(),
+            user_versions: sorted(&state.user_versions),
+            install_version: state.install_version,
             next_instance_id: state.next_instance_id,
             next_user_enrolment_id: state.next_user_enrolment_id,
             head_position: state.head_position,
@@ -78,6 +85,8 @@ impl Payload {
             completions: self.completions.into_iter().collect(),
             courses: self.courses.into_iter().collect(),
             config: self.config,
+            user_versions: self.user_versions.into_iter().collect(),
+            install_version: self.install_version,
             next_instance_id: self.next_instance_id,
             next_user_enrolment_id: self.next_user_enrolment_id,
             head_position: self.head_position,

@@ -18,7 +18,7 @@ use crate::domain::completion::{Completion, CompletionState};
 use crate::domain::config::{Config, Settings};
 use crate::domain::course::{Course, CourseState};
 use crate::domain::enrolment::{transition, Enrolment, EnrolmentState, LiveEnrolment};
-use crate::domain::event::{CompletionEvent, EnrolmentEvent};
+use crate::domain::event::{CompletionEvent, CourseRecordEvent, EnrolmentEvent, UserEvent};
 use crate::domain::period::EnrolmentPeriod;
 use crate::domain::{ImpossibleEvent, LedgerEvent};
 use crate::registry::RegistryIndex;
@@ -52,6 +52,11 @@ pub struct LedgerState {
     pub completions: HashMap<(i64, i64), Versioned<CompletionState>>,
     pub courses: HashMap<i64, Versioned<CourseState>>,
     pub config: Versioned<Settings>,
+    /// user id → the version of the user's registry stream (`user/{id}`): only what the next
+    /// event needs, no registry values.
+    pub user_versions: HashMap<i64, i64>,
+    /// The version of the installer's stream (`install/site`).
+    pub install_version: i64,
     pub next_instance_id: i64,
     pub next_user_enrolment_id: i64,
     pub head_position: i64,
@@ -74,6 +79,8 @@ impl Default for LedgerState {
             completions: HashMap::new(),
             courses: HashMap::new(),
             config: Versioned::default(),
+            user_versions: HashMap::new(),
+            install_version: 0,
             next_instance_id: 1,
             next_user_enrolment_id: 1,
             head_position: 0,
@@ -139,6 +146,10 @@ impl LedgerState {
             Enrolment::NAME => key.parse().ok().and_then(|id: i64| self.enrolments.get(&id)).map_or(0, |v| v.version),
             Completion::NAME => parse_pair(key).and_then(|k| self.completions.get(&k)).map_or(0, |v| v.version),
             Course::NAME => key.parse().ok().and_then(|id: i64| self.courses.get(&id)).map_or(0, |v| v.version),
+            super::decide::USER_STREAM => {
+                key.parse().ok().and_then(|id: i64| self.user_versions.get(&id)).copied().unwrap_or(0)
+            }
+            super::decide::INSTALL_STREAM => self.install_version,
             _ => self.config.version,
         }
     }
@@ -179,6 +190,18 @@ impl LedgerState {
                 self.config.state = Config::apply_event(std::mem::take(&mut self.config.state), e.clone());
                 self.config.version = version;
             }
+            LedgerEvent::User(e) => {
+                let (UserEvent::UserRegistered { user_id, .. }
+                | UserEvent::UserUpdated { user_id, .. }
+                | UserEvent::UserDeleted { user_id }) = e;
+                self.user_versions.insert(user_id.0, version);
+            }
+            LedgerEvent::CourseRecord(e) => {
+                let (CourseRecordEvent::CourseCreated { course_id, .. }
+                | CourseRecordEvent::CourseUpdated { course_id, .. }) = e;
+                self.courses.entry(course_id.0).or_default().version = version;
+            }
+            LedgerEvent::Install(_) => self.install_version = version,
         }
         self.head_position = stored.position;
         self.head_hash = stored.hash.clone();

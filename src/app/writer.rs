@@ -802,6 +802,36 @@ fn record(
     Ok(decision.outcome)
 }
 
+/// Appends the first-start installer's step events (stream `install/site`) inside the
+/// installer's own transaction, before any writer runs (`api::install`, under its step claim,
+/// so no other process appends meanwhile): positions follow the log's head, each payload is
+/// decoded back before it is written, as the writer does.
+pub async fn append_install_steps(
+    conn: &mut sqlx::AnyConnection,
+    events: Vec<LedgerEvent>,
+    actor: &Actor,
+) -> Result<(), StoreError> {
+    let stream = super::decide::install_stream();
+    let (mut position, mut hash) = log::head_on(conn).await?;
+    let version: Option<i64> = sqlx::query_scalar("SELECT MAX(stream_version) FROM events WHERE stream_id = $1")
+        .bind(stream.uuid().to_string())
+        .fetch_one(&mut *conn)
+        .await?;
+    let last_time: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(recorded_at) FROM events").fetch_one(&mut *conn).await?;
+    let now = Db::now_micros().max(last_time.unwrap_or(0));
+    let mut stored = Vec::new();
+    for (offset, event) in events.iter().enumerate() {
+        let head =
+            Head { position: position + 1, stream_version: version.unwrap_or(0) + 1 + offset as i64, prev_hash: &hash };
+        let event = envelope(head, &stream, None, event, actor, now)
+            .map_err(|e| StoreError::Database(sqlx::Error::Protocol(e.to_string())))?;
+        (position, hash) = (event.position, event.hash.clone());
+        stored.push(event);
+    }
+    log::append(conn, &stored).await
+}
+
 /// Where the next envelope goes: its position, its stream version and the hash it chains to.
 struct Head<'a> {
     position: i64,

@@ -26,6 +26,14 @@ impl<T: PartialEq + Copy> Change<T> {
     }
 }
 
+impl<T: PartialEq + Clone> Change<T> {
+    /// `between` for values that are not `Copy` (texts): `Some` only when `new` is given and
+    /// differs from `old`.
+    pub fn of(old: &T, new: Option<&T>) -> Option<Self> {
+        new.filter(|new| *new != old).map(|new| Self { old: old.clone(), new: new.clone() })
+    }
+}
+
 /// Why a user enrolment or an enrolment instance went away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -136,6 +144,84 @@ pub enum ConfigEvent {
     ConfigChanged { name: String, old: String, new: String },
 }
 
+/// The user registry's changes (stream `user/{id}`). Personal values (username, names, e-mail,
+/// ID number, profile fields) stay in the registry: an event names the personal fields a call
+/// wrote (`fields`) and carries old and new values only of the non-personal ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum UserEvent {
+    /// `core_user_create_users` created the user; `fields` are the personal fields it filled.
+    UserRegistered { user_id: UserId, auth: String, suspended: bool, fields: Vec<String> },
+    /// `core_user_update_users` changed the user; only changed non-personal fields are present.
+    UserUpdated {
+        user_id: UserId,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        fields: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth: Option<Change<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        suspended: Option<Change<bool>>,
+    },
+    /// `core_user_delete_users` deleted the user (`deleted` 0 → 1) and erased every personal
+    /// field of the registry row; the user's enrolments ended just before, in their streams.
+    UserDeleted { user_id: UserId },
+}
+
+/// A course's registry record as created (course data is not personal: every value is kept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CourseRecord {
+    pub fullname: String,
+    pub shortname: String,
+    pub categoryid: i64,
+    pub idnumber: String,
+    pub summary: String,
+    pub visible: bool,
+    pub enablecompletion: bool,
+    pub startdate: i64,
+    pub enddate: i64,
+}
+
+/// The course registry's changes (stream `course/{id}`, beside `RecompletionTypeSet`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum CourseRecordEvent {
+    /// `core_course_create_courses` created the course.
+    CourseCreated { course_id: CourseId, record: CourseRecord },
+    /// `core_course_update_courses` changed the course; only changed fields are present, each
+    /// with its old and new value. No event when nothing changed.
+    CourseUpdated {
+        course_id: CourseId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fullname: Option<Change<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shortname: Option<Change<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        categoryid: Option<Change<i64>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idnumber: Option<Change<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        summary: Option<Change<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        visible: Option<Change<bool>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        enablecompletion: Option<Change<bool>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        startdate: Option<Change<i64>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        enddate: Option<Change<i64>>,
+    },
+}
+
+/// The first-start installer's steps (stream `install/site`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum InstallEvent {
+    /// One step of enrol_semco's installer done: `step` names it (`webservices`, `role`,
+    /// `service_user`, `service`, `profile_fields`, `semco_token`), `detail` says what it set
+    /// up in ids and names of the plugin (never a token).
+    InstallStepDone { step: String, detail: String },
+}
+
 /// Any event of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -144,6 +230,9 @@ pub enum LedgerEvent {
     Completion(CompletionEvent),
     Course(CourseEvent),
     Config(ConfigEvent),
+    User(UserEvent),
+    CourseRecord(CourseRecordEvent),
+    Install(InstallEvent),
 }
 
 impl EnrolmentEvent {
@@ -170,6 +259,16 @@ impl LedgerEvent {
             },
             Self::Course(CourseEvent::RecompletionTypeSet { .. }) => "RecompletionTypeSet",
             Self::Config(ConfigEvent::ConfigChanged { .. }) => "ConfigChanged",
+            Self::User(e) => match e {
+                UserEvent::UserRegistered { .. } => "UserRegistered",
+                UserEvent::UserUpdated { .. } => "UserUpdated",
+                UserEvent::UserDeleted { .. } => "UserDeleted",
+            },
+            Self::CourseRecord(e) => match e {
+                CourseRecordEvent::CourseCreated { .. } => "CourseCreated",
+                CourseRecordEvent::CourseUpdated { .. } => "CourseUpdated",
+            },
+            Self::Install(InstallEvent::InstallStepDone { .. }) => "InstallStepDone",
         }
     }
 
@@ -212,5 +311,20 @@ impl From<CourseEvent> for LedgerEvent {
 impl From<ConfigEvent> for LedgerEvent {
     fn from(e: ConfigEvent) -> Self {
         Self::Config(e)
+    }
+}
+impl From<UserEvent> for LedgerEvent {
+    fn from(e: UserEvent) -> Self {
+        Self::User(e)
+    }
+}
+impl From<CourseRecordEvent> for LedgerEvent {
+    fn from(e: CourseRecordEvent) -> Self {
+        Self::CourseRecord(e)
+    }
+}
+impl From<InstallEvent> for LedgerEvent {
+    fn from(e: InstallEvent) -> Self {
+        Self::Install(e)
     }
 }

@@ -149,6 +149,8 @@ impl ProjectionState {
                 self.config.insert(name.clone(), new.clone());
                 touched.insert(RowKey::Config(name.clone()));
             }
+            // Registry and installer events: their rows are the registry's, written with them.
+            LedgerEvent::User(_) | LedgerEvent::CourseRecord(_) | LedgerEvent::Install(_) => {}
         }
     }
 

@@ -88,13 +88,56 @@ pub struct UserEntry {
     pub username: String,
     pub email: String,
     pub deleted: bool,
+    /// The non-personal fields whose old values a `UserUpdated` event carries.
+    pub auth: String,
+    pub suspended: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A course as the registry holds it: every field, so that a `CourseUpdated` event can carry
+/// old and new values (courses are few; course data is not personal).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CourseEntry {
+    pub fullname: String,
     pub shortname: String,
+    pub categoryid: i64,
     pub idnumber: String,
+    pub summary: String,
+    pub visible: bool,
     pub enablecompletion: bool,
+    pub startdate: i64,
+    pub enddate: i64,
+}
+
+impl CourseEntry {
+    pub fn of(course: &NewCourse) -> Self {
+        Self {
+            fullname: course.fullname.clone(),
+            shortname: course.shortname.clone(),
+            categoryid: course.categoryid,
+            idnumber: course.idnumber.clone(),
+            summary: course.summary.clone(),
+            visible: course.visible,
+            enablecompletion: course.enablecompletion,
+            startdate: course.startdate,
+            enddate: course.enddate,
+        }
+    }
+
+    /// The entry after an accepted update.
+    pub fn updated(&self, update: &CourseUpdate) -> Self {
+        let text = |new: &Option<String>, old: &String| new.clone().unwrap_or_else(|| old.clone());
+        Self {
+            fullname: text(&update.fullname, &self.fullname),
+            shortname: text(&update.shortname, &self.shortname),
+            categoryid: update.categoryid.unwrap_or(self.categoryid),
+            idnumber: text(&update.idnumber, &self.idnumber),
+            summary: text(&update.summary, &self.summary),
+            visible: update.visible.unwrap_or(self.visible),
+            enablecompletion: update.enablecompletion.unwrap_or(self.enablecompletion),
+            startdate: update.startdate.unwrap_or(self.startdate),
+            enddate: update.enddate.unwrap_or(self.enddate),
+        }
+    }
 }
 
 /// What the writer must know about users and courses to decide commands. Usernames and
@@ -188,24 +231,36 @@ impl RegistryIndex {
 
     pub async fn load(db: &Db) -> Result<Self, StoreError> {
         let mut index = Self::default();
-        for row in sqlx::query("SELECT id, username, email, deleted FROM users").fetch_all(&db.pool).await? {
+        let users = "SELECT id, username, email, deleted, auth, suspended FROM users";
+        for row in sqlx::query(users).fetch_all(&db.pool).await? {
             let id: i64 = row.try_get("id")?;
             let deleted: i32 = row.try_get("deleted")?;
-            index.put_user(
-                id,
-                UserEntry { username: row.try_get("username")?, email: row.try_get("email")?, deleted: deleted != 0 },
-            );
+            let suspended: i32 = row.try_get("suspended")?;
+            let entry = UserEntry {
+                username: row.try_get("username")?,
+                email: row.try_get("email")?,
+                deleted: deleted != 0,
+                auth: row.try_get("auth")?,
+                suspended: suspended != 0,
+            };
+            index.put_user(id, entry);
         }
-        for row in
-            sqlx::query("SELECT id, shortname, idnumber, enablecompletion FROM courses").fetch_all(&db.pool).await?
-        {
-            let enablecompletion: i32 = row.try_get("enablecompletion")?;
+        let courses = "SELECT id, fullname, shortname, categoryid, idnumber, summary, visible, enablecompletion, \
+                       startdate, enddate FROM courses";
+        for row in sqlx::query(courses).fetch_all(&db.pool).await? {
+            let flag = |name: &str| row.try_get::<i32, _>(name).map(|v| v != 0);
             index.courses.insert(
                 row.try_get("id")?,
                 CourseEntry {
+                    fullname: row.try_get("fullname")?,
                     shortname: row.try_get("shortname")?,
+                    categoryid: row.try_get("categoryid")?,
                     idnumber: row.try_get("idnumber")?,
-                    enablecompletion: enablecompletion != 0,
+                    summary: row.try_get("summary")?,
+                    visible: flag("visible")?,
+                    enablecompletion: flag("enablecompletion")?,
+                    startdate: row.try_get("startdate")?,
+                    enddate: row.try_get("enddate")?,
                 },
             );
         }
@@ -284,13 +339,20 @@ impl UserLookup for UserOverlay<'_> {
     }
 }
 
-/// The username and e-mail an update leaves (the index's part of `RegistryOp::UpdateUser`).
+/// The username, e-mail, auth and suspension an update leaves (the index's part of
+/// `RegistryOp::UpdateUser`).
 fn updated_entry(user: &mut UserEntry, update: &UserUpdate) {
     if let Some(username) = &update.username {
         user.username = username.clone();
     }
     if let Some(email) = &update.email {
         user.email = email.clone();
+    }
+    if let Some(auth) = &update.auth {
+        user.auth = auth.clone();
+    }
+    if let Some(suspended) = update.suspended {
+        user.suspended = suspended;
     }
 }
 
@@ -477,31 +539,22 @@ impl RegistryOp {
     pub fn apply_to_index(&self, index: &mut RegistryIndex) {
         match self {
             Self::CreateUser { id, user, .. } => {
-                let entry = UserEntry { username: user.username.clone(), email: user.email.clone(), deleted: false };
+                let entry = UserEntry {
+                    username: user.username.clone(),
+                    email: user.email.clone(),
+                    deleted: false,
+                    auth: user.auth.clone(),
+                    suspended: false,
+                };
                 index.put_user(*id, entry);
             }
             Self::CreateCourse { id, course, .. } => {
-                index.courses.insert(
-                    *id,
-                    CourseEntry {
-                        shortname: course.shortname.clone(),
-                        idnumber: course.idnumber.clone(),
-                        enablecompletion: course.enablecompletion,
-                    },
-                );
+                index.courses.insert(*id, CourseEntry::of(course));
                 index.next_course_id = index.next_course_id.max(id + 1);
             }
             Self::UpdateCourse { update, .. } => {
                 if let Some(course) = index.courses.get_mut(&update.id) {
-                    if let Some(shortname) = &update.shortname {
-                        course.shortname = shortname.clone();
-                    }
-                    if let Some(idnumber) = &update.idnumber {
-                        course.idnumber = idnumber.clone();
-                    }
-                    if let Some(enablecompletion) = update.enablecompletion {
-                        course.enablecompletion = enablecompletion;
-                    }
+                    *course = course.updated(update);
                 }
             }
             Self::UpdateUser { update, .. } => index.change_user(update.id, |user| updated_entry(user, update)),

@@ -8,7 +8,11 @@
 
 use crate::domain::column::{self, Column, ColumnOverflow};
 
-use super::{CourseUpdate, NewCourse, NewUser, RegistryIndex, UserLookup, UserUpdate, INSTALLED_LANGS};
+use super::{
+    CourseEntry, CourseUpdate, NewCourse, NewUser, RegistryIndex, UserEntry, UserLookup, UserUpdate, INSTALLED_LANGS,
+};
+use crate::domain::event::{Change, CourseRecord, CourseRecordEvent, UserEvent};
+use crate::domain::ids::{CourseId, UserId};
 
 /// The guest user's id on a fresh Moodle (`$CFG->siteguest`).
 pub const GUEST_USER_ID: i64 = 1;
@@ -313,6 +317,117 @@ pub fn check_course_update(index: &RegistryIndex, update: &CourseUpdate) -> Resu
         (update.fullname.as_deref(), update.shortname.as_deref(), update.idnumber.as_deref());
     fits_course_columns(fullname, shortname, idnumber, update.startdate, update.enddate)?;
     Ok(())
+}
+
+/// The event of a user `check_new_user` accepted: its non-personal fields with their values,
+/// and the names of the personal fields it filled (their values stay in the registry).
+pub fn user_registered(id: i64, user: &NewUser) -> UserEvent {
+    let texts = [
+        ("username", &user.username),
+        ("firstname", &user.firstname),
+        ("lastname", &user.lastname),
+        ("email", &user.email),
+        ("idnumber", &user.idnumber),
+        ("lang", &user.lang),
+    ];
+    let mut fields: Vec<String> =
+        texts.iter().filter(|(_, value)| !value.is_empty()).map(|(name, _)| (*name).to_owned()).collect();
+    fields.extend(user.profile.iter().map(|(shortname, _)| format!("profile_field_{shortname}")));
+    UserEvent::UserRegistered { user_id: UserId(id), auth: user.auth.clone(), suspended: false, fields }
+}
+
+/// The event of an update `check_user_update` accepted, against the user as it was before:
+/// `auth` and `suspended` with their old and new values when they change; the personal fields
+/// it wrote by name only (username and e-mail when they change: their old values are known;
+/// names, ID number, language and profile fields whenever given, as Moodle's `user_updated`).
+/// `None` when the update changes nothing.
+pub fn user_updated(before: &UserEntry, update: &UserUpdate) -> Option<UserEvent> {
+    let mut fields = Vec::new();
+    if update.username.as_ref().is_some_and(|u| *u != before.username) {
+        fields.push("username".to_owned());
+    }
+    for (name, value) in [("firstname", &update.firstname), ("lastname", &update.lastname)] {
+        if value.is_some() {
+            fields.push(name.to_owned());
+        }
+    }
+    if update.email.as_ref().is_some_and(|e| *e != before.email) {
+        fields.push("email".to_owned());
+    }
+    for (name, value) in [("idnumber", &update.idnumber), ("lang", &update.lang)] {
+        if value.is_some() {
+            fields.push(name.to_owned());
+        }
+    }
+    fields.extend(update.profile.iter().map(|(shortname, _)| format!("profile_field_{shortname}")));
+    let auth = Change::of(&before.auth, update.auth.as_ref());
+    let suspended = update.suspended.and_then(|new| Change::between(before.suspended, new));
+    let changed = !fields.is_empty() || auth.is_some() || suspended.is_some();
+    changed.then_some(UserEvent::UserUpdated { user_id: UserId(update.id), fields, auth, suspended })
+}
+
+/// The event of a deletion `check_delete_user` decided to erase.
+pub fn user_deleted(id: i64) -> UserEvent {
+    UserEvent::UserDeleted { user_id: UserId(id) }
+}
+
+/// The event of a course `check_new_course` accepted: every value (course data is not personal).
+pub fn course_created(id: i64, course: &NewCourse) -> CourseRecordEvent {
+    let CourseEntry {
+        fullname,
+        shortname,
+        categoryid,
+        idnumber,
+        summary,
+        visible,
+        enablecompletion,
+        startdate,
+        enddate,
+    } = CourseEntry::of(course);
+    let record = CourseRecord {
+        fullname,
+        shortname,
+        categoryid,
+        idnumber,
+        summary,
+        visible,
+        enablecompletion,
+        startdate,
+        enddate,
+    };
+    CourseRecordEvent::CourseCreated { course_id: CourseId(id), record }
+}
+
+/// The event of an update `check_course_update` accepted, against the course as it was:
+/// every changed field with its old and new value; `None` when nothing changes.
+pub fn course_updated(before: &CourseEntry, update: &CourseUpdate) -> Option<CourseRecordEvent> {
+    let copy = |old: i64, new: Option<i64>| new.and_then(|new| Change::between(old, new));
+    let flag = |old: bool, new: Option<bool>| new.and_then(|new| Change::between(old, new));
+    let event = CourseRecordEvent::CourseUpdated {
+        course_id: CourseId(update.id),
+        fullname: Change::of(&before.fullname, update.fullname.as_ref()),
+        shortname: Change::of(&before.shortname, update.shortname.as_ref()),
+        categoryid: copy(before.categoryid, update.categoryid),
+        idnumber: Change::of(&before.idnumber, update.idnumber.as_ref()),
+        summary: Change::of(&before.summary, update.summary.as_ref()),
+        visible: flag(before.visible, update.visible),
+        enablecompletion: flag(before.enablecompletion, update.enablecompletion),
+        startdate: copy(before.startdate, update.startdate),
+        enddate: copy(before.enddate, update.enddate),
+    };
+    let unchanged = CourseRecordEvent::CourseUpdated {
+        course_id: CourseId(update.id),
+        fullname: None,
+        shortname: None,
+        categoryid: None,
+        idnumber: None,
+        summary: None,
+        visible: None,
+        enablecompletion: None,
+        startdate: None,
+        enddate: None,
+    };
+    (event != unchanged).then_some(event)
 }
 
 /// The `user` columns a create or update fills (`None`: not changed), as Moodle's write would

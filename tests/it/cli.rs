@@ -37,9 +37,13 @@ async fn cli_verify_history_export_and_as_of(backend: Backend) {
             "{}",
             history.1
         );
-        assert_eq!(export.1.lines().count(), 1);
-        let line: serde_json::Value = serde_json::from_str(export.1.trim()).unwrap();
-        assert_eq!(line["position"], 1);
+        // The installer's steps, the course's and the user's registry events, the enrolment.
+        let lines: Vec<serde_json::Value> = export.1.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let types: Vec<&str> = lines.iter().filter_map(|l| l["event_type"].as_str()).collect();
+        assert_eq!(types[6..], ["CourseCreated", "UserRegistered", "Enrolled"], "{types:?}");
+        assert!(types[..6].iter().all(|t| *t == "InstallStepDone"), "{types:?}");
+        let line = lines.last().unwrap();
+        assert_eq!(line["position"], 9);
         assert_eq!(line["payload"]["type"], "Enrolled");
         assert!(as_of.1.contains("\"semcobookingid\":\"B-7\""), "{}", as_of.1);
         assert_eq!(before.1, "");
@@ -49,7 +53,7 @@ async fn cli_verify_history_export_and_as_of(backend: Backend) {
     .await
     .unwrap();
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("verify OK: 1 events"), "{out}");
+    assert!(out.contains("verify OK: 9 events"), "{out}");
 
     sqlx::query("UPDATE enrol SET customchar1 = 'X'").execute(&test.db.pool).await.unwrap();
     let url = test.url.clone();

@@ -6,7 +6,7 @@ use enrol_ledger::store::{Backend, Db};
 use crate::on_both_backends;
 use crate::support::*;
 
-/// Three enrolments: positions 1..=3 are their `Enrolled` events.
+/// Three enrolments (after the installer's, the course's and each user's registry events).
 async fn seeded(backend: Backend) -> TestDb {
     let test = TestDb::new(backend).await;
     let ledger = test.ledger().await;
@@ -16,6 +16,15 @@ async fn seeded(backend: Backend) -> TestDb {
         enrol(&ledger, user, course, &format!("B-{i}"), 0, 0).await;
     }
     test
+}
+
+/// The position of the `n`th `Enrolled` event (1-based).
+async fn enrolled_at(db: &Db, n: i64) -> i64 {
+    sqlx::query_scalar("SELECT position FROM events WHERE event_type = 'Enrolled' ORDER BY position LIMIT 1 OFFSET $1")
+        .bind(n - 1)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
 }
 
 /// Switches the append-only triggers off, as only someone with owner rights could.
@@ -38,51 +47,57 @@ async fn log_refuses_update_and_delete(backend: Backend) {
         let truncate = sqlx::query("TRUNCATE events").execute(&test.db.pool).await;
         assert!(truncate.expect_err("TRUNCATE must be refused").to_string().contains("append-only"));
     }
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&test.db.pool).await.unwrap();
+    let sql = "SELECT COUNT(*) FROM events WHERE event_type = 'Enrolled'";
+    let count: i64 = sqlx::query_scalar(sql).fetch_one(&test.db.pool).await.unwrap();
     assert_eq!(count, 3);
     assert!(audit::verify(&test.db).await.unwrap().is_ok());
 }
 
 async fn verify_detects_changed_payload(backend: Backend) {
     let test = seeded(backend).await;
+    let second = enrolled_at(&test.db, 2).await;
     bypass_triggers(&test.db).await;
-    sqlx::query("UPDATE events SET payload = REPLACE(payload, '\"timeend\":0', '\"timeend\":1') WHERE position = 2")
+    sqlx::query("UPDATE events SET payload = REPLACE(payload, '\"timeend\":0', '\"timeend\":1') WHERE position = $1")
+        .bind(second)
         .execute(&test.db.pool)
         .await
         .unwrap();
     let report = audit::verify(&test.db).await.unwrap();
     assert!(!report.is_ok());
-    assert!(report.problems.iter().any(|p| p.starts_with("position 2: hash does not match")), "{:?}", report.problems);
+    let hash = format!("position {second}: hash does not match");
+    assert!(report.problems.iter().any(|p| p.starts_with(&hash)), "{:?}", report.problems);
     // The altered payload also disagrees with the live projection row.
     assert!(report.problems.iter().any(|p| p.contains("projection user_enrolments")), "{:?}", report.problems);
 }
 
 async fn verify_detects_removed_event(backend: Backend) {
     let test = seeded(backend).await;
+    let p = enrolled_at(&test.db, 2).await;
     bypass_triggers(&test.db).await;
-    sqlx::query("DELETE FROM events WHERE position = 2").execute(&test.db.pool).await.unwrap();
+    sqlx::query("DELETE FROM events WHERE position = $1").bind(p).execute(&test.db.pool).await.unwrap();
     let report = audit::verify(&test.db).await.unwrap();
-    assert!(
-        report.problems.iter().any(|p| p.contains("position 3 follows position 1: 1 event(s) missing")),
-        "{:?}",
-        report.problems
-    );
-    assert!(report.problems.iter().any(|p| p.starts_with("position 3: hash does not match")), "{:?}", report.problems);
+    let gap = format!("position {} follows position {}: 1 event(s) missing", p + 1, p - 1);
+    assert!(report.problems.iter().any(|problem| problem.contains(&gap)), "{:?}", report.problems);
+    let hash = format!("position {}: hash does not match", p + 1);
+    assert!(report.problems.iter().any(|problem| problem.starts_with(&hash)), "{:?}", report.problems);
 }
 
 async fn verify_detects_reordered_events(backend: Backend) {
     let test = seeded(backend).await;
+    let p = enrolled_at(&test.db, 2).await;
     bypass_triggers(&test.db).await;
-    for sql in [
-        "UPDATE events SET position = -2 WHERE position = 2",
-        "UPDATE events SET position = 2 WHERE position = 3",
-        "UPDATE events SET position = 3 WHERE position = -2",
+    for (sql, from) in [
+        ("UPDATE events SET position = -2 WHERE position = $1", p),
+        ("UPDATE events SET position = $1 WHERE position = $1 + 1", p),
+        ("UPDATE events SET position = $1 + 1 WHERE position = -2", p),
     ] {
-        sqlx::query(sql).execute(&test.db.pool).await.unwrap();
+        sqlx::query(sql).bind(from).execute(&test.db.pool).await.unwrap();
     }
     let report = audit::verify(&test.db).await.unwrap();
-    assert!(report.problems.iter().any(|p| p.starts_with("position 2: hash does not match")), "{:?}", report.problems);
-    assert!(report.problems.iter().any(|p| p.starts_with("position 3: hash does not match")), "{:?}", report.problems);
+    for at in [p, p + 1] {
+        let hash = format!("position {at}: hash does not match");
+        assert!(report.problems.iter().any(|problem| problem.starts_with(&hash)), "{:?}", report.problems);
+    }
 }
 
 async fn verify_detects_tampered_projection(backend: Backend) {

@@ -18,6 +18,7 @@ mod private_cluster;
 mod query_plans;
 mod reads;
 mod rebuild_property;
+mod registry_events;
 mod registry_rules;
 mod scenario;
 mod snapshots;

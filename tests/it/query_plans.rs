@@ -47,7 +47,7 @@ async fn big_tables(backend: Backend) -> TestDb {
         format!(
             "INSERT INTO events (position, stream_id, stream_type, stream_key, stream_version, event_type, \
              schema_version, recorded_at, request_id, booking_id, payload, hash) \
-             {series} SELECT n, 'stream-' || (n / 2), 'enrolment', '' || (n / 2), 1 + n % 2, 'Enrolled', 1, n, 'r', \
+             {series} SELECT 1000 + n, 'stream-' || (n / 2), 'enrolment', '' || (n / 2), 1 + n % 2, 'Enrolled', 1, n, 'r', \
              CASE WHEN n % 2 = 0 THEN 'B-' || (n / 2) END, '{{}}', 'h' FROM g"
         ),
     ];

@@ -84,9 +84,10 @@ async fn booking_lifecycle_is_projected_and_auditable(backend: Backend) {
         log::read_booking(&test.db, "B-2").await.unwrap().iter().map(|e| e.event_type.clone()).collect();
     assert!(b2.contains(&"CompletionReset".to_owned()) && b2.contains(&"CompletionRecorded".to_owned()), "{b2:?}");
 
-    // As of position 1 the first enrolment existed with its original period.
+    // As of its Enrolled event the first enrolment existed with its original period.
     let mut conn = test.db.pool.acquire().await.unwrap();
-    let then = audit::as_of_position(&mut conn, 1, Some(course)).await.unwrap();
+    let first = history[0].position;
+    let then = audit::as_of_position(&mut conn, first, Some(course)).await.unwrap();
     assert_eq!(then.len(), 1);
     assert_eq!((then[0].enrolid, then[0].timestart, then[0].semcobookingid.as_deref()), (enrolid, 100, Some("B-1")));
     assert!(audit::verify(&test.db).await.unwrap().is_ok());

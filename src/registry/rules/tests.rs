@@ -28,7 +28,7 @@ fn user_erased(id: i64) -> RegistryOp {
     RegistryOp::EraseUser { id, now: 0 }
 }
 
-fn course_created(id: i64, shortname: &str, idnumber: &str) -> RegistryOp {
+fn course_created_op(id: i64, shortname: &str, idnumber: &str) -> RegistryOp {
     let course =
         NewCourse { shortname: shortname.into(), idnumber: idnumber.into(), categoryid: 1, ..NewCourse::default() };
     RegistryOp::CreateCourse { id, course, now: 0 }
@@ -352,7 +352,7 @@ fn create_course_refuses_an_unknown_category() {
 
 #[test]
 fn create_course_refuses_a_taken_shortname_or_idnumber_but_not_an_empty_one() {
-    let index = given(vec![course_created(2, "C1", "ID-1"), course_created(3, "C2", "")]);
+    let index = given(vec![course_created_op(2, "C1", "ID-1"), course_created_op(3, "C2", "")]);
     assert_eq!(check_new_course(&index, &new_course("C1", "")), Err(RegistryError::ShortnameTaken("C1".into())));
     assert_eq!(check_new_course(&index, &new_course("C3", "ID-1")), Err(RegistryError::IdnumberTaken("ID-1".into())));
     assert_eq!(check_new_course(&index, &new_course("C3", "")), Ok(()));
@@ -360,7 +360,7 @@ fn create_course_refuses_a_taken_shortname_or_idnumber_but_not_an_empty_one() {
 
 #[test]
 fn update_course_refuses_unknown_course_category_and_another_courses_names() {
-    let index = given(vec![course_created(2, "C1", "ID-1"), course_created(3, "C2", "ID-2")]);
+    let index = given(vec![course_created_op(2, "C1", "ID-1"), course_created_op(3, "C2", "ID-2")]);
     let update = |id, f: fn(&mut CourseUpdate)| {
         let mut update = CourseUpdate { id, ..CourseUpdate::default() };
         f(&mut update);
@@ -379,7 +379,14 @@ fn update_course_refuses_unknown_course_category_and_another_courses_names() {
 fn fresh_site_has_guest_admin_and_service_user() {
     let index = given(vec![]);
     let entry = |id| index.user(id).cloned();
-    assert_eq!(entry(1), Some(UserEntry { username: "guest".into(), email: "root@localhost".into(), deleted: false }));
+    let guest = UserEntry {
+        username: "guest".into(),
+        email: "root@localhost".into(),
+        deleted: false,
+        auth: String::new(),
+        suspended: false,
+    };
+    assert_eq!(entry(1), Some(guest));
     assert!(index.username_taken("admin") && index.username_taken("semcowebservice"));
 }
 
@@ -434,4 +441,95 @@ fn update_users_overlay_answers_as_a_changed_copy_of_the_index() {
     }
     let [overlay, _] = answers(&index, &calls[0], false);
     assert_eq!(overlay, vec![Ok(()), Ok(()), Err(RegistryError::UsernameExists("anna".into())), Ok(())]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Which event each accepted registry change emits
+// ---------------------------------------------------------------------------------------------
+
+// given a new user with names, an e-mail and a profile field, when it is registered, then the
+// event names the personal fields it filled and carries only auth and suspension as values.
+#[test]
+fn a_registered_user_emits_its_field_names_and_no_personal_value() {
+    let mut user = new_user();
+    user.profile.push(("semco_userbirthday".into(), "1970-01-01".into()));
+    let event = user_registered(4, &user);
+    let UserEvent::UserRegistered { user_id, auth, suspended, fields } = &event else { panic!("{event:?}") };
+    assert_eq!((user_id.0, auth.as_str(), *suspended), (4, "manual", false));
+    assert_eq!(fields, &["username", "firstname", "lastname", "email", "lang", "profile_field_semco_userbirthday"]);
+    let payload = serde_json::to_string(&event).unwrap();
+    for personal in ["anna", "Anna", "Berg", "example.org", "1970"] {
+        assert!(!payload.contains(personal), "{personal} in {payload}");
+    }
+}
+
+// given anna (manual, not suspended), when an update suspends her, changes her auth, renames
+// her and sets her first name, then the event has auth and suspended old → new and the names
+// of the personal fields only; an update that changes nothing emits no event.
+#[test]
+fn an_updated_user_emits_old_and_new_non_personal_values_and_field_names() {
+    let before = UserEntry {
+        username: "anna".into(),
+        email: "anna@x.org".into(),
+        deleted: false,
+        auth: "manual".into(),
+        suspended: false,
+    };
+    let update = UserUpdate {
+        id: 4,
+        username: Some("anne".into()),
+        auth: Some("nologin".into()),
+        firstname: Some("Anne".into()),
+        email: Some("anna@x.org".into()),
+        suspended: Some(true),
+        ..UserUpdate::default()
+    };
+    let event = user_updated(&before, &update).unwrap();
+    assert_eq!(
+        event,
+        UserEvent::UserUpdated {
+            user_id: UserId(4),
+            fields: vec!["username".into(), "firstname".into()],
+            auth: Some(Change { old: "manual".into(), new: "nologin".into() }),
+            suspended: Some(Change { old: false, new: true }),
+        },
+        "the unchanged e-mail is not named"
+    );
+    let same = UserUpdate { id: 4, suspended: Some(false), auth: Some("manual".into()), ..UserUpdate::default() };
+    assert_eq!(user_updated(&before, &same), None);
+    assert_eq!(user_deleted(4), UserEvent::UserDeleted { user_id: UserId(4) });
+}
+
+// given course 2, when an update flips enablecompletion and renames it, then the event carries
+// exactly those fields with old and new values; an update to the same values emits none.
+#[test]
+fn an_updated_course_emits_every_changed_field_old_and_new() {
+    let course = NewCourse {
+        fullname: "Course".into(),
+        shortname: "C1".into(),
+        categoryid: 1,
+        enablecompletion: false,
+        ..NewCourse::default()
+    };
+    let CourseRecordEvent::CourseCreated { course_id, record } = course_created(2, &course) else { panic!() };
+    assert_eq!((course_id.0, record.shortname.as_str(), record.enablecompletion), (2, "C1", false));
+    let before = CourseEntry::of(&course);
+    let update = CourseUpdate {
+        id: 2,
+        fullname: Some("Course 2".into()),
+        shortname: Some("C1".into()),
+        enablecompletion: Some(true),
+        ..CourseUpdate::default()
+    };
+    let Some(CourseRecordEvent::CourseUpdated { fullname, shortname, enablecompletion, visible, .. }) =
+        course_updated(&before, &update)
+    else {
+        panic!("an event")
+    };
+    assert_eq!(fullname, Some(Change { old: "Course".into(), new: "Course 2".into() }));
+    assert_eq!(enablecompletion, Some(Change { old: false, new: true }));
+    assert_eq!((shortname, visible), (None, None));
+    let same =
+        CourseUpdate { id: 2, shortname: Some("C1".into()), enablecompletion: Some(false), ..CourseUpdate::default() };
+    assert_eq!(course_updated(&before, &same), None);
 }
