@@ -13,3 +13,6 @@ INSERT OR IGNORE INTO stream_user (stream_id, user_id)
 SELECT stream_id, json_extract(payload, '$.user_id')
 FROM events
 WHERE stream_version = 1 AND json_valid(payload) AND json_type(payload, '$.user_id') = 'integer';
+-- The changes of users' status (suspended, deleted) in log order, for "was the user suspended or
+-- deleted then?" of an as-of (`app::asof::users_inactive`): a few rows, read by this index.
+CREATE INDEX events_user_status ON events (position) WHERE event_type IN ('UserUpdated', 'UserDeleted');

@@ -11,7 +11,8 @@
 //! each with `active` evaluated at K.
 //!
 //! One course (`enrolment_course`, migration 5) or one user (`stream_user`, migration 11)
-//! folds only that course's or user's enrolment streams, read by index.
+//! folds only that course's or user's enrolment streams, read by index; the users' status
+//! changes come from their own streams (`users_inactive`).
 
 use std::collections::BTreeSet;
 
@@ -202,16 +203,50 @@ fn states(state: &ProjectionState, scope: Scope) -> Vec<EnrolmentState> {
         .collect()
 }
 
-/// The users among `users` that were deleted or suspended after the event at `position`.
-///
-/// The one place that knows a user's status history. A deletion is in the log already: it
-/// unenrols the user everywhere (`Unenrolled` with reason `user_deleted`), so a deleted user has
-/// no enrolment left to test. Suspension is recorded only in the registry until user events
-/// (issue 8 item 1) are in the log; until then it is not part of the answer.
+/// The users among `users` that were deleted or suspended after the event at `position`: the
+/// one place that knows a user's status history, from the user streams' `UserUpdated`
+/// (`suspended` old → new) and `UserDeleted` events (docs/EVENTS.md), read through the partial
+/// index `events_user_status` (migration 11). A user whose first recorded status change has
+/// `old = true` was suspended before it (a user created before user events were recorded).
 async fn users_inactive(
-    _conn: &mut AnyConnection,
-    _users: &BTreeSet<i64>,
-    _position: i64,
+    conn: &mut AnyConnection,
+    users: &BTreeSet<i64>,
+    position: i64,
 ) -> Result<BTreeSet<i64>, StoreError> {
-    Ok(BTreeSet::new())
+    #[derive(serde::Deserialize)]
+    struct Status {
+        #[serde(rename = "type")]
+        kind: String,
+        user_id: i64,
+        #[serde(default)]
+        suspended: Option<crate::domain::event::Change<bool>>,
+    }
+    if users.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT position, payload FROM events WHERE event_type IN ('UserUpdated', 'UserDeleted') ORDER BY position",
+    )
+    .fetch_all(conn)
+    .await?;
+    // user → (suspended, deleted) after `position`
+    let mut status: std::collections::BTreeMap<i64, (Option<bool>, bool)> = Default::default();
+    for (at, payload) in rows {
+        let Ok(change) = serde_json::from_str::<Status>(&payload) else { continue };
+        if !users.contains(&change.user_id) {
+            continue;
+        }
+        let entry = status.entry(change.user_id).or_insert((None, false));
+        if let Some(suspended) = change.suspended {
+            // The first change also says what the status was before it.
+            let now = entry.0.get_or_insert(suspended.old);
+            if at <= position {
+                *now = suspended.new;
+            }
+        }
+        if change.kind == "UserDeleted" && at <= position {
+            entry.1 = true;
+        }
+    }
+    Ok(status.into_iter().filter(|(_, (suspended, deleted))| *deleted || *suspended == Some(true)).map(|(u, _)| u).collect())
 }

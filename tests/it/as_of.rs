@@ -70,7 +70,11 @@ async fn defect_as_of_answers_the_wrong_question(backend: Backend) {
     assert!(in_1970.enrolments.is_empty(), "nothing was recorded in 1970: {in_1970:?}");
     let per_user = asof::as_of(db, &ask(KnownAt::Now, Some(JUNE_2031), Scope::User(future_user))).await.unwrap();
     assert_eq!(bookings(&per_user), vec![("AO-2031".to_owned(), true)]);
-    let before_second = asof::as_of(db, &ask(KnownAt::Position(1), None, Scope::All)).await.unwrap();
+    let first: i64 = sqlx::query_scalar("SELECT MIN(position) FROM events WHERE event_type = 'Enrolled'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let before_second = asof::as_of(db, &ask(KnownAt::Position(first), None, Scope::All)).await.unwrap();
     assert_eq!(bookings(&before_second), vec![("AO-NOW".to_owned(), true)]);
     ledger.shutdown().await;
 
@@ -119,6 +123,7 @@ enum Op {
     Edit { enrolid: i64, start: Option<i64>, end: Option<i64>, suspend: Option<bool> },
     Unenrol { enrolid: i64 },
     DeleteUser { user: usize },
+    Suspend { user: usize, suspended: bool },
     Cleanup,
 }
 
@@ -132,6 +137,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(enrolid, start, end, suspend)| Op::Edit { enrolid, start, end, suspend }),
         1 => (1i64..10).prop_map(|enrolid| Op::Unenrol { enrolid }),
         1 => (0..USERS).prop_map(|user| Op::DeleteUser { user }),
+        2 => (0..USERS, any::<bool>()).prop_map(|(user, suspended)| Op::Suspend { user, suspended }),
         1 => Just(Op::Cleanup),
     ]
 }
@@ -156,6 +162,11 @@ fn request(op: &Op, base: i64, users: &[i64], courses: &[i64]) -> Request {
         },
         Op::Unenrol { enrolid } => Request::Unenrol { enrolid },
         Op::DeleteUser { user } => Request::DeleteUsers(vec![users[user]]),
+        Op::Suspend { user, suspended } => Request::UpdateUsers(vec![enrol_ledger::registry::UserUpdate {
+            id: users[user],
+            suspended: Some(suspended),
+            ..Default::default()
+        }]),
         Op::Cleanup => Request::CleanupOrphans,
     }
 }
@@ -241,6 +252,29 @@ fn replay(events: &[Raw], until: i64) -> BTreeMap<i64, (i64, i64, i64, Option<St
         .collect()
 }
 
+/// The users suspended or deleted after the events up to `until`, from the payloads alone (a
+/// user is created unsuspended).
+fn inactive_users(events: &[Raw], until: i64) -> std::collections::BTreeSet<i64> {
+    let mut suspended: BTreeMap<i64, bool> = BTreeMap::new();
+    let mut out = std::collections::BTreeSet::new();
+    for e in events.iter().take_while(|e| e.position <= until) {
+        let user = e.payload["user_id"].as_i64();
+        match (e.payload["type"].as_str(), user) {
+            (Some("UserUpdated"), Some(user)) => {
+                if let Some(new) = e.payload["suspended"]["new"].as_bool() {
+                    suspended.insert(user, new);
+                }
+            }
+            (Some("UserDeleted"), Some(user)) => {
+                out.insert(user);
+            }
+            _ => {}
+        }
+    }
+    out.extend(suspended.into_iter().filter(|(_, s)| *s).map(|(u, _)| u));
+    out
+}
+
 /// What the answer must be, by the rule of docs/AUDIT.md, computed from the raw log.
 fn expected(events: &[Raw], question: &Question, now_seconds: i64) -> Vec<Expected> {
     let head = events.last().map_or(0, |e| e.position);
@@ -259,6 +293,7 @@ fn expected(events: &[Raw], question: &Question, now_seconds: i64) -> Vec<Expect
         Some(t) => (known.min(last_at(t * 1_000_000 + 999_999)), t),
         None => (known, known_seconds),
     };
+    let inactive = inactive_users(events, until);
     let mut out: Vec<Expected> = replay(events, until)
         .into_iter()
         .filter(|(_, ue)| match question.scope {
@@ -267,7 +302,7 @@ fn expected(events: &[Raw], question: &Question, now_seconds: i64) -> Vec<Expect
             Scope::User(u) => ue.1 == u,
         })
         .map(|(id, ue)| {
-            let active = !ue.6 && ue.4 <= t && (ue.5 == 0 || ue.5 > t);
+            let active = !ue.6 && !inactive.contains(&ue.1) && ue.4 <= t && (ue.5 == 0 || ue.5 > t);
             (id, ue.1, ue.2, ue.3, ue.4, ue.5, ue.6, active)
         })
         .filter(|e| question.active_on.is_none() || e.7)

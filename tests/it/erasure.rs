@@ -327,12 +327,13 @@ async fn user_export_has_every_row_and_event_and_nothing_of_others(backend: Back
     let positions: Vec<i64> =
         export["events"].as_array().unwrap().iter().map(|e| e["position"].as_i64().unwrap()).collect();
     assert_eq!(positions, expected);
-    assert_eq!(positions.len(), 5, "2 enrolments, the edit, the completion, the reset: {positions:?}");
+    assert_eq!(positions.len(), 6, "registered, 2 enrolments, the edit, the completion, the reset: {positions:?}");
     let text = out.as_str();
     for s in bert.strings() {
         assert!(!text.contains(&s), "the export holds another user's data: {s}");
     }
     assert!(!text.contains("EX-B1"), "the export holds another user's booking");
+    assert!(export["events"].as_array().unwrap().iter().any(|e| e["event_type"] == "UserRegistered"));
     for event in export["events"].as_array().unwrap() {
         let user = &event["payload"]["user_id"];
         assert!(user.is_null() || *user == a, "{event}");
