@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use enrol_ledger::app::command::UserInput;
-use enrol_ledger::app::{Ledger, Outcome, Request};
+use enrol_ledger::app::{Ledger, Request};
 use enrol_ledger::registry::{NewCourse, NewUser};
 use enrol_ledger::store::log::Actor;
 
@@ -28,7 +28,7 @@ async fn measure(url: &str, clients: usize, per_client: usize) {
         ..Default::default()
     };
     let course = match ledger.submit(Request::CreateCourses(vec![course]), actor(0)).await {
-        Ok(Outcome::CoursesCreated(c)) => c[0].0,
+        Ok(outcome) => outcome.created[0].0,
         other => panic!("{other:?}"),
     };
     let users: Vec<UserInput> = (0..clients)
@@ -47,7 +47,7 @@ async fn measure(url: &str, clients: usize, per_client: usize) {
         })
         .collect();
     let users = match ledger.submit(Request::CreateUsers(users), actor(0)).await {
-        Ok(Outcome::UsersCreated(u)) => u,
+        Ok(outcome) => outcome.created,
         other => panic!("{other:?}"),
     };
     let started = Instant::now();

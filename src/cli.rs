@@ -354,10 +354,7 @@ async fn run(cli: Cli) -> CliResult {
             let ledger = Ledger::start_locked(db, WriterOptions::default(), lock).await?;
             let outcome = ledger.submit(Request::CleanupOrphans, cli_actor("cleanup")).await;
             ledger.shutdown().await;
-            match outcome? {
-                crate::app::Outcome::Removed(n) => println!("removed {n} orphaned SEMCO enrolment instance(s)"),
-                other => println!("{other:?}"),
-            }
+            println!("removed {} orphaned SEMCO enrolment instance(s)", outcome?.removed);
             return Ok(ExitCode::SUCCESS);
         }
         Command::User { action: UserAction::Erase { id } } => {

@@ -170,7 +170,7 @@ async fn dispatch(
             function.name
         )));
     }
-    let params = validate(&(function.params)(), ws.params).map_err(WsError::invalid_parameter)?;
+    let params = validate(function.params(), ws.params).map_err(WsError::invalid_parameter)?;
     let call = Call {
         ledger,
         tokens: &state.tokens,
@@ -178,15 +178,13 @@ async fn dispatch(
         actor: Actor { user_id: Some(token.user_id), token_id: Some(token.id), request_id },
         service: &token.service,
     };
-    let value = functions::execute(&call, function.name, params).await?;
-    let returns = (function.returns)();
-    let cleaned = match &returns {
-        Some(desc) => Some(encode::clean_return(desc, &value).map_err(WsError::invalid_response)?),
-        None => None,
-    };
-    Ok(match (&returns, &cleaned) {
-        (Some(desc), Some(value)) => encode::success_body(ws.format, Some(desc), value),
-        _ => encode::success_body(ws.format, None, &super::wire::params::Value::Null),
+    let value = function.execute(&call, params).await?;
+    Ok(match function.returns() {
+        Some(desc) => {
+            let cleaned = encode::clean_return(desc, &value).map_err(WsError::invalid_response)?;
+            encode::success_body(ws.format, Some(desc), &cleaned)
+        }
+        None => encode::success_body(ws.format, None, &super::wire::params::Value::Null),
     })
 }
 

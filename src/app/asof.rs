@@ -248,5 +248,9 @@ async fn users_inactive(
             entry.1 = true;
         }
     }
-    Ok(status.into_iter().filter(|(_, (suspended, deleted))| *deleted || *suspended == Some(true)).map(|(u, _)| u).collect())
+    Ok(status
+        .into_iter()
+        .filter(|(_, (suspended, deleted))| *deleted || *suspended == Some(true))
+        .map(|(u, _)| u)
+        .collect())
 }

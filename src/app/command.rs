@@ -64,21 +64,40 @@ pub struct UserInput {
     pub createpassword: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Enrolled {
-        enrolid: i64,
-        user_id: i64,
-        course_id: i64,
-        booking_id: String,
-    },
-    Done,
-    UsersCreated(Vec<(i64, String)>),
-    CoursesCreated(Vec<(i64, String)>),
-    Removed(i64),
+/// What the writer answers to a request: one generic reply that every request fills as far as
+/// it applies (a request that creates nothing leaves `created` empty), so no caller matches on
+/// which request it sent. The API shapes it into each function's own typed reply.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Outcome {
+    /// The user enrolment `Enrol` created (0 for every other request).
+    pub enrolid: i64,
+    /// What the request created, in input order: `(id, username)` for `CreateUsers`,
+    /// `(id, shortname)` for `CreateCourses`.
+    pub created: Vec<(i64, String)>,
+    /// How many orphaned instances `CleanupOrphans` removed.
+    pub removed: i64,
     /// Per-item refusals of an update call (itemid, the rule); `api/errors.rs` words them as
     /// Moodle's warnings.
-    Warnings(Vec<(i64, RegistryError)>),
+    pub warnings: Vec<(i64, RegistryError)>,
+}
+
+impl Outcome {
+    /// The reply of a request that only changes state.
+    #[allow(non_upper_case_globals)]
+    pub const Done: Outcome = Outcome { enrolid: 0, created: Vec::new(), removed: 0, warnings: Vec::new() };
+
+    pub fn enrolled(enrolid: i64) -> Self {
+        Self { enrolid, ..Self::default() }
+    }
+    pub fn created(created: Vec<(i64, String)>) -> Self {
+        Self { created, ..Self::default() }
+    }
+    pub fn removed(removed: i64) -> Self {
+        Self { removed, ..Self::default() }
+    }
+    pub fn warnings(warnings: Vec<(i64, RegistryError)>) -> Self {
+        Self { warnings, ..Self::default() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

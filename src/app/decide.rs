@@ -111,9 +111,12 @@ pub fn decide(
                 sortorder: state.next_sortorder(course_id),
             });
             let events = Enrolment::handle_command(&Default::default(), command)?;
-            let outcome =
-                Outcome::Enrolled { enrolid: user_enrolment, user_id, course_id, booking_id: booking_id.clone() };
-            Ok(Decision::one(enrolment_stream(instance), Some(booking_id), wrap(events), outcome))
+            Ok(Decision::one(
+                enrolment_stream(instance),
+                Some(booking_id),
+                wrap(events),
+                Outcome::enrolled(user_enrolment),
+            ))
         }
         Request::Unenrol { enrolid } => {
             let (instance, current) = enrolment_of(state, enrolid);
@@ -220,7 +223,7 @@ pub fn decide(
                 });
             }
             let removed = streams.len() as i64;
-            Ok(Decision { streams, registry: Vec::new(), outcome: Outcome::Removed(removed) })
+            Ok(Decision { streams, registry: Vec::new(), outcome: Outcome::removed(removed) })
         }
     }
 }
@@ -263,7 +266,7 @@ fn create_users(state: &LedgerState, users: Vec<UserInput>, now: i64) -> Result<
         streams.push(registry_stream(user_stream(id), rules::user_registered(id, &user)));
         ops.push(RegistryOp::CreateUser { id, user, now });
     }
-    Ok(Decision { streams, registry: ops, outcome: Outcome::UsersCreated(created) })
+    Ok(Decision { streams, registry: ops, outcome: Outcome::created(created) })
 }
 
 fn update_users(
@@ -288,7 +291,7 @@ fn update_users(
         index.update(&update);
         ops.push(RegistryOp::UpdateUser { update, now });
     }
-    Ok(Decision { streams, registry: ops, outcome: Outcome::Warnings(warnings) })
+    Ok(Decision { streams, registry: ops, outcome: Outcome::warnings(warnings) })
 }
 
 fn delete_users(state: &LedgerState, ids: Vec<i64>, now: i64, actor: Option<i64>) -> Result<Decision, LedgerError> {
@@ -339,7 +342,7 @@ fn create_courses(
         op.apply_to_index(&mut index);
         ops.push(op);
     }
-    Ok(Decision { streams, registry: ops, outcome: Outcome::CoursesCreated(created) })
+    Ok(Decision { streams, registry: ops, outcome: Outcome::created(created) })
 }
 
 fn update_courses(
@@ -364,5 +367,5 @@ fn update_courses(
             }
         }
     }
-    Ok(Decision { streams, registry: ops, outcome: Outcome::Warnings(warnings) })
+    Ok(Decision { streams, registry: ops, outcome: Outcome::warnings(warnings) })
 }

@@ -109,8 +109,8 @@ async fn user_deletion_orphans_instances_until_cleanup(backend: Backend) {
         submit(&ledger, enrol_request(other, course, "B-1", 0, 0)).await,
         Err(LedgerError::Domain(DomainError::BookingIdDuplicate("B-1".into())))
     );
-    assert_eq!(submit(&ledger, Request::CleanupOrphans).await, Ok(Outcome::Removed(1)));
-    assert_eq!(submit(&ledger, Request::CleanupOrphans).await, Ok(Outcome::Removed(0)));
+    assert_eq!(submit(&ledger, Request::CleanupOrphans).await, Ok(Outcome::removed(1)));
+    assert_eq!(submit(&ledger, Request::CleanupOrphans).await, Ok(Outcome::removed(0)));
     enrol(&ledger, other, course, "B-1", 0, 0).await;
     let reasons: Vec<Option<&str>> =
         log::read_booking(&test.db, "B-1").await.unwrap().iter().map(|e| e.event().unwrap().reason()).collect();

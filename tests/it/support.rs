@@ -135,7 +135,7 @@ pub async fn create_user(ledger: &Ledger, username: &str) -> i64 {
         createpassword: true,
     };
     match submit(ledger, Request::CreateUsers(vec![input])).await {
-        Ok(Outcome::UsersCreated(created)) => created[0].0,
+        Ok(outcome) => outcome.created[0].0,
         other => panic!("create user {username}: {other:?}"),
     }
 }
@@ -150,7 +150,7 @@ pub async fn create_course(ledger: &Ledger, shortname: &str, enablecompletion: b
         ..NewCourse::default()
     };
     match submit(ledger, Request::CreateCourses(vec![course])).await {
-        Ok(Outcome::CoursesCreated(created)) => created[0].0,
+        Ok(outcome) => outcome.created[0].0,
         other => panic!("create course {shortname}: {other:?}"),
     }
 }
@@ -170,7 +170,7 @@ pub fn enrol_request(user_id: i64, course_id: i64, booking: &str, timestart: i64
 /// Enrols and returns the user enrolment id (`enrolid`).
 pub async fn enrol(ledger: &Ledger, user_id: i64, course_id: i64, booking: &str, timestart: i64, timeend: i64) -> i64 {
     match submit(ledger, enrol_request(user_id, course_id, booking, timestart, timeend)).await {
-        Ok(Outcome::Enrolled { enrolid, .. }) => enrolid,
+        Ok(outcome) => outcome.enrolid,
         other => panic!("enrol {booking}: {other:?}"),
     }
 }

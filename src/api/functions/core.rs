@@ -1,15 +1,17 @@
 //! The Moodle core functions SEMCO and other integrations call (MOODLE-REFERENCE.md §6), over
 //! the ledger's registries.
 
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 use sqlx::Row;
 
-use super::{boolean, get, get_i64, get_str, int, raw, text, warnings, Call, Function};
-use super::{ParamsFn, ReturnsFn};
+use super::{boolean, function, int, raw, text, warnings, Call, FunctionDef, Reply};
+use crate::api::services::{ENROL_SEMCO, LEDGER_ADMIN, LEDGER_AUDIT, LEDGER_LMS};
 use crate::api::wire::encode::WsError;
 use crate::api::wire::params::{Desc, ParamType, Value};
 use crate::api::{errors, services};
 use crate::app::command::UserInput;
-use crate::app::{Outcome, Request};
+use crate::app::Request;
 use crate::registry::rules::RegistryError;
 use crate::registry::{CourseUpdate, NewCourse, NewUser, UserUpdate, SEMCO_PROFILE_FIELDS};
 
@@ -233,92 +235,128 @@ fn warnings_value(item: &str, warnings: Vec<(i64, RegistryError)>) -> Value {
     Value::Struct(vec![("warnings".into(), Value::List(list))])
 }
 
-pub fn describe(name: &'static str) -> Option<Function> {
-    let (params, returns): (ParamsFn, ReturnsFn) = match name {
-        "core_user_create_users" => (create_users_params, || {
-            Some(Desc::multiple(Desc::single(vec![("id", int("user id")), ("username", raw("user name"))])))
-        }),
-        "core_user_delete_users" => (|| vec![("userids", Desc::multiple(int("user ID")))], || None),
-        "core_user_update_users" => (update_users_params, || Some(Desc::single(vec![("warnings", warnings())]))),
-        "core_user_get_users_by_field" => (
-            || {
-                vec![
-                    ("field", value(ParamType::Alpha, "the search field")),
-                    ("values", Desc::multiple(raw("the value to match"))),
-                ]
-            },
-            || Some(Desc::multiple(user_details())),
-        ),
-        "core_course_get_courses_by_field" => (
-            || {
-                vec![
-                    ("field", value(ParamType::Alpha, "The field to search").with_default(Value::Str(String::new()))),
-                    ("value", raw("The value to match").with_default(Value::Str(String::new()))),
-                ]
-            },
-            || Some(Desc::single(vec![("courses", Desc::multiple(course_details())), ("warnings", warnings())])),
-        ),
-        "core_course_update_courses" => (update_courses_params, || Some(Desc::single(vec![("warnings", warnings())]))),
-        "core_course_create_courses" => (create_courses_params, || {
-            Some(Desc::multiple(Desc::single(vec![("id", int("course id")), ("shortname", raw("short name"))])))
-        }),
-        "core_webservice_get_site_info" => (
-            || {
-                vec![(
-                    "serviceshortnames",
-                    Desc::multiple(value(ParamType::AlphaNumExt, "service shortname"))
-                        .with_default(Value::List(Vec::new())),
-                )]
-            },
-            || {
-                Some(Desc::single(vec![
-                    ("sitename", raw("site name")),
-                    ("username", raw("username")),
-                    ("firstname", text("first name")),
-                    ("lastname", text("last name")),
-                    ("fullname", text("user full name")),
-                    ("lang", value(ParamType::Lang, "Current language.")),
-                    ("userid", int("user id")),
-                    ("siteurl", raw("site url")),
-                    ("userpictureurl", raw("the user profile picture")),
-                    (
-                        "functions",
-                        Desc::multiple(Desc::single(vec![
-                            ("name", raw("function name")),
-                            ("version", text("The version number of the component to which the function belongs")),
-                        ])),
-                    ),
-                    ("downloadfiles", int("1 if users are allowed to download files, 0 if not").optional()),
-                    ("uploadfiles", int("1 if users are allowed to upload files, 0 if not").optional()),
-                    ("release", text("Moodle release number").optional()),
-                    ("version", text("Moodle version number").optional()),
-                    ("userissiteadmin", boolean("Whether the user is a site admin or not.").optional()),
-                ]))
-            },
-        ),
-        _ => return None,
-    };
-    Some(Function { name, params, returns })
-}
+pub(super) static FUNCTIONS: [FunctionDef; 8] = [
+    function! {
+        name: "core_user_create_users",
+        services: &[ENROL_SEMCO, LEDGER_ADMIN],
+        params: create_users_params,
+        returns: || Some(Desc::multiple(Desc::single(vec![("id", int("user id")), ("username", raw("user name"))]))),
+        handler: create_users,
+        sample: &[
+            ("users[0][username]", "jdoe"), ("users[0][firstname]", "J"), ("users[0][lastname]", "Doe"),
+            ("users[0][email]", "j@example.com"), ("users[0][password]", "x"), ("users[0][createpassword]", "0"),
+            ("users[0][city]", "Bonn"), ("users[0][customfields][0][type]", "semco_userid"),
+            ("users[0][customfields][0][value]", "S1"), ("users[0][preferences][0][type]", "p"),
+            ("users[0][preferences][0][value]", "v"),
+        ],
+    },
+    function! {
+        name: "core_user_update_users",
+        services: &[ENROL_SEMCO, LEDGER_ADMIN],
+        params: update_users_params,
+        returns: || Some(Desc::single(vec![("warnings", warnings())])),
+        handler: update_users,
+        sample: &[
+            ("users[0][id]", "3"), ("users[0][username]", "jdoe"), ("users[0][auth]", "manual"),
+            ("users[0][suspended]", "0"), ("users[0][password]", "x"), ("users[0][firstname]", "J"),
+            ("users[0][lastname]", "Doe"), ("users[0][email]", "j@example.com"), ("users[0][idnumber]", "7"),
+            ("users[0][lang]", "en"), ("users[0][calendartype]", "gregorian"), ("users[0][userpicture]", "0"),
+            ("users[0][customfields][0][type]", "semco_userid"), ("users[0][customfields][0][value]", "S1"),
+        ],
+    },
+    function! {
+        name: "core_user_delete_users",
+        services: &[ENROL_SEMCO, LEDGER_ADMIN],
+        params: || vec![("userids", Desc::multiple(int("user ID")))],
+        returns: || None,
+        handler: delete_users,
+        sample: &[("userids[0]", "3")],
+    },
+    function! {
+        name: "core_user_get_users_by_field",
+        services: &[ENROL_SEMCO, LEDGER_ADMIN],
+        params: || vec![
+            ("field", value(ParamType::Alpha, "the search field")),
+            ("values", Desc::multiple(raw("the value to match"))),
+        ],
+        returns: || Some(Desc::multiple(user_details())),
+        handler: get_users_by_field,
+        sample: &[("field", "username"), ("values[0]", "jdoe")],
+    },
+    function! {
+        name: "core_course_get_courses_by_field",
+        services: &[ENROL_SEMCO, LEDGER_ADMIN, LEDGER_LMS],
+        params: || vec![
+            ("field", value(ParamType::Alpha, "The field to search").with_default(Value::Str(String::new()))),
+            ("value", raw("The value to match").with_default(Value::Str(String::new()))),
+        ],
+        returns: || Some(Desc::single(vec![("courses", Desc::multiple(course_details())), ("warnings", warnings())])),
+        handler: get_courses_by_field,
+        sample: &[("field", "id"), ("value", "2")],
+    },
+    function! {
+        name: "core_course_create_courses",
+        services: &[LEDGER_ADMIN],
+        params: create_courses_params,
+        returns: || Some(Desc::multiple(Desc::single(vec![("id", int("course id")), ("shortname", raw("short name"))]))),
+        handler: create_courses,
+        sample: &[
+            ("courses[0][fullname]", "Course"), ("courses[0][shortname]", "C1"), ("courses[0][categoryid]", "1"),
+            ("courses[0][idnumber]", "N1"), ("courses[0][summary]", "s"), ("courses[0][startdate]", "1"),
+            ("courses[0][enddate]", "2"), ("courses[0][visible]", "1"), ("courses[0][enablecompletion]", "1"),
+            ("courses[0][completionnotify]", "0"), ("courses[0][lang]", "en"), ("courses[0][forcetheme]", "boost"),
+        ],
+    },
+    function! {
+        name: "core_course_update_courses",
+        services: &[LEDGER_ADMIN],
+        params: update_courses_params,
+        returns: || Some(Desc::single(vec![("warnings", warnings())])),
+        handler: update_courses,
+        sample: &[
+            ("courses[0][id]", "2"), ("courses[0][fullname]", "Course"), ("courses[0][shortname]", "C1"),
+            ("courses[0][categoryid]", "1"), ("courses[0][idnumber]", "N1"), ("courses[0][summary]", "s"),
+            ("courses[0][startdate]", "1"), ("courses[0][enddate]", "2"), ("courses[0][visible]", "1"),
+            ("courses[0][enablecompletion]", "1"), ("courses[0][format]", "topics"),
+        ],
+    },
+    function! {
+        name: "core_webservice_get_site_info",
+        services: &[LEDGER_ADMIN, LEDGER_LMS, LEDGER_AUDIT],
+        params: || vec![(
+            "serviceshortnames",
+            Desc::multiple(value(ParamType::AlphaNumExt, "service shortname")).with_default(Value::List(Vec::new())),
+        )],
+        returns: site_info_returns,
+        handler: site_info,
+        sample: &[("serviceshortnames[0]", "ledger_admin")],
+    },
+];
 
-pub async fn execute(call: &Call<'_>, name: &str, p: Value) -> Result<Value, WsError> {
-    match name {
-        "core_user_create_users" => create_users(call, &p).await,
-        "core_user_delete_users" => {
-            let ids: Vec<i64> =
-                get(&p, "userids").as_list().unwrap_or_default().iter().filter_map(Value::as_i64).collect();
-            call.submit(Request::DeleteUsers(ids.clone())).await?;
-            call.tokens.forget_users(&ids);
-            Ok(Value::Null)
-        }
-        "core_user_update_users" => update_users(call, &p).await,
-        "core_user_get_users_by_field" => get_users_by_field(call, &p).await,
-        "core_course_get_courses_by_field" => get_courses_by_field(call, &p).await,
-        "core_course_create_courses" => create_courses(call, &p).await,
-        "core_course_update_courses" => update_courses(call, &p).await,
-        "core_webservice_get_site_info" => site_info(call).await,
-        _ => Err(WsError::invalid_parameter("Unknown function")),
-    }
+fn site_info_returns() -> Option<Desc> {
+    Some(Desc::single(vec![
+        ("sitename", raw("site name")),
+        ("username", raw("username")),
+        ("firstname", text("first name")),
+        ("lastname", text("last name")),
+        ("fullname", text("user full name")),
+        ("lang", value(ParamType::Lang, "Current language.")),
+        ("userid", int("user id")),
+        ("siteurl", raw("site url")),
+        ("userpictureurl", raw("the user profile picture")),
+        (
+            "functions",
+            Desc::multiple(Desc::single(vec![
+                ("name", raw("function name")),
+                ("version", text("The version number of the component to which the function belongs")),
+            ])),
+        ),
+        ("downloadfiles", int("1 if users are allowed to download files, 0 if not").optional()),
+        ("uploadfiles", int("1 if users are allowed to upload files, 0 if not").optional()),
+        ("release", text("Moodle release number").optional()),
+        ("version", text("Moodle version number").optional()),
+        ("userissiteadmin", boolean("Whether the user is a site admin or not.").optional()),
+    ]))
 }
 
 /// `[{id, <name_key>}]`, what the create functions return.
@@ -329,69 +367,185 @@ fn created_list(created: Vec<(i64, String)>, name_key: &str) -> Value {
     Value::List(created.into_iter().map(item).collect())
 }
 
-/// A user's `customfields[]` as (shortname, value) pairs.
-fn custom_fields(user: &Value) -> Vec<(String, String)> {
-    let fields = get(user, "customfields").as_list().unwrap_or_default();
-    fields.iter().map(|f| (get_str(f, "type"), get_str(f, "value"))).collect()
+/// One entry of `customfields[]` (or `preferences[]`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypeValue {
+    #[serde(rename = "type")]
+    name: String,
+    value: String,
 }
 
-async fn create_users(call: &Call<'_>, p: &Value) -> Result<Value, WsError> {
-    let inputs = get(p, "users")
-        .as_list()
-        .unwrap_or_default()
-        .iter()
-        .map(|u| UserInput {
-            user: NewUser {
-                username: get_str(u, "username"),
-                auth: get_str(u, "auth"),
-                firstname: get_str(u, "firstname"),
-                lastname: get_str(u, "lastname"),
-                email: get_str(u, "email"),
-                idnumber: get_str(u, "idnumber"),
-                lang: get_str(u, "lang"),
-                profile: custom_fields(u),
-            },
-            password_given: u.get("password").is_some(),
-            createpassword: get(u, "createpassword").as_bool().unwrap_or(false),
-        })
-        .collect();
-    match call.submit(Request::CreateUsers(inputs)).await? {
-        Outcome::UsersCreated(created) => Ok(created_list(created, "username")),
-        other => Err(call.store_error(format!("unexpected outcome {other:?}"))),
+/// A user's `customfields[]` as (shortname, value) pairs.
+fn custom_fields(fields: Option<Vec<TypeValue>>) -> Vec<(String, String)> {
+    fields.unwrap_or_default().into_iter().map(|f| (f.name, f.value)).collect()
+}
+
+/// The optional user fields Moodle accepts and the ledger keeps none of (`OPTIONAL_USER_TEXT`,
+/// `preferences`): named so that every key of the description is a field of the struct.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersParams<U> {
+    users: Vec<U>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // the ignored fields are named to keep `deny_unknown_fields`
+struct CreateUser {
+    createpassword: Option<bool>,
+    username: String,
+    auth: String,
+    password: Option<String>,
+    firstname: String,
+    lastname: String,
+    email: String,
+    idnumber: String,
+    lang: String,
+    calendartype: String,
+    customfields: Option<Vec<TypeValue>>,
+    preferences: Option<Vec<TypeValue>>,
+    maildisplay: Option<IgnoredAny>,
+    city: Option<IgnoredAny>,
+    country: Option<IgnoredAny>,
+    timezone: Option<IgnoredAny>,
+    description: Option<IgnoredAny>,
+    firstnamephonetic: Option<IgnoredAny>,
+    lastnamephonetic: Option<IgnoredAny>,
+    middlename: Option<IgnoredAny>,
+    alternatename: Option<IgnoredAny>,
+    interests: Option<IgnoredAny>,
+    institution: Option<IgnoredAny>,
+    department: Option<IgnoredAny>,
+    phone1: Option<IgnoredAny>,
+    phone2: Option<IgnoredAny>,
+    address: Option<IgnoredAny>,
+    theme: Option<IgnoredAny>,
+    mailformat: Option<IgnoredAny>,
+}
+
+/// `[{id, <name_key>}]`, what the create functions return.
+struct Created(Vec<(i64, String)>, &'static str);
+
+impl Reply for Created {
+    fn into_value(self) -> Value {
+        created_list(self.0, self.1)
     }
 }
 
-async fn update_users(call: &Call<'_>, p: &Value) -> Result<Value, WsError> {
-    let optional = |u: &Value, key: &str| u.get(key).and_then(Value::as_str).map(str::to_owned);
-    let updates: Vec<UserUpdate> = get(p, "users")
-        .as_list()
-        .unwrap_or_default()
-        .iter()
+async fn create_users(call: &Call<'_>, p: UsersParams<CreateUser>) -> Result<Created, WsError> {
+    let inputs = p
+        .users
+        .into_iter()
+        .map(|u| UserInput {
+            password_given: u.password.is_some(),
+            createpassword: u.createpassword.unwrap_or(false),
+            user: NewUser {
+                username: u.username,
+                auth: u.auth,
+                firstname: u.firstname,
+                lastname: u.lastname,
+                email: u.email,
+                idnumber: u.idnumber,
+                lang: u.lang,
+                profile: custom_fields(u.customfields),
+            },
+        })
+        .collect();
+    Ok(Created(call.submit(Request::CreateUsers(inputs)).await?.created, "username"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // the ignored fields are named to keep `deny_unknown_fields`
+struct UpdateUser {
+    id: i64,
+    username: Option<String>,
+    auth: Option<String>,
+    suspended: Option<bool>,
+    password: Option<IgnoredAny>,
+    firstname: Option<String>,
+    lastname: Option<String>,
+    email: Option<String>,
+    idnumber: Option<String>,
+    lang: Option<String>,
+    calendartype: Option<IgnoredAny>,
+    userpicture: Option<IgnoredAny>,
+    customfields: Option<Vec<TypeValue>>,
+    preferences: Option<Vec<TypeValue>>,
+    maildisplay: Option<IgnoredAny>,
+    city: Option<IgnoredAny>,
+    country: Option<IgnoredAny>,
+    timezone: Option<IgnoredAny>,
+    description: Option<IgnoredAny>,
+    firstnamephonetic: Option<IgnoredAny>,
+    lastnamephonetic: Option<IgnoredAny>,
+    middlename: Option<IgnoredAny>,
+    alternatename: Option<IgnoredAny>,
+    interests: Option<IgnoredAny>,
+    institution: Option<IgnoredAny>,
+    department: Option<IgnoredAny>,
+    phone1: Option<IgnoredAny>,
+    phone2: Option<IgnoredAny>,
+    address: Option<IgnoredAny>,
+    theme: Option<IgnoredAny>,
+    mailformat: Option<IgnoredAny>,
+}
+
+/// `{warnings}` of a per-item update call.
+struct Warnings(&'static str, Vec<(i64, RegistryError)>);
+
+impl Reply for Warnings {
+    fn into_value(self) -> Value {
+        warnings_value(self.0, self.1)
+    }
+}
+
+async fn update_users(call: &Call<'_>, p: UsersParams<UpdateUser>) -> Result<Warnings, WsError> {
+    let updates: Vec<UserUpdate> = p
+        .users
+        .into_iter()
         .map(|u| UserUpdate {
-            id: get_i64(u, "id"),
-            username: optional(u, "username"),
-            auth: optional(u, "auth"),
-            firstname: optional(u, "firstname"),
-            lastname: optional(u, "lastname"),
-            email: optional(u, "email"),
-            idnumber: optional(u, "idnumber"),
-            lang: optional(u, "lang"),
-            suspended: u.get("suspended").and_then(Value::as_bool),
-            profile: custom_fields(u),
+            id: u.id,
+            username: u.username,
+            auth: u.auth,
+            firstname: u.firstname,
+            lastname: u.lastname,
+            email: u.email,
+            idnumber: u.idnumber,
+            lang: u.lang,
+            suspended: u.suspended,
+            profile: custom_fields(u.customfields),
         })
         .collect();
     let ids: Vec<i64> = updates.iter().map(|u| u.id).collect();
     let outcome = call.submit(Request::UpdateUsers(updates)).await?;
     // A token user's state may have changed: its tokens are re-read on next use.
     call.tokens.forget_users(&ids);
-    match outcome {
-        Outcome::Warnings(warnings) => Ok(warnings_value("user", warnings)),
-        other => Err(call.store_error(format!("unexpected outcome {other:?}"))),
-    }
+    Ok(Warnings("user", outcome.warnings))
 }
 
-async fn get_users_by_field(call: &Call<'_>, p: &Value) -> Result<Value, WsError> {
-    let field = get_str(p, "field");
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteUsers {
+    userids: Vec<i64>,
+}
+
+async fn delete_users(call: &Call<'_>, p: DeleteUsers) -> Result<(), WsError> {
+    call.submit(Request::DeleteUsers(p.userids.clone())).await?;
+    call.tokens.forget_users(&p.userids);
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersByField {
+    field: String,
+    values: Vec<String>,
+}
+
+async fn get_users_by_field(call: &Call<'_>, p: UsersByField) -> Result<Value, WsError> {
+    let field = p.field;
     let column = match field.as_str() {
         "id" | "idnumber" | "username" | "email" => field.clone(),
         _ => {
@@ -404,7 +558,7 @@ async fn get_users_by_field(call: &Call<'_>, p: &Value) -> Result<Value, WsError
     };
     let mut out = Vec::new();
     let pool = &call.ledger.db.pool;
-    for wanted in get(p, "values").as_list().unwrap_or_default().iter().filter_map(Value::as_str) {
+    for wanted in &p.values {
         let rows = if column == "id" {
             let Ok(id) = wanted.parse::<i64>() else { continue };
             sqlx::query("SELECT * FROM users WHERE id = $1 AND deleted = 0").bind(id).fetch_all(pool).await
@@ -466,9 +620,15 @@ async fn user_value(call: &Call<'_>, row: &sqlx::any::AnyRow) -> Result<Value, s
     Ok(Value::Struct(fields))
 }
 
-async fn get_courses_by_field(call: &Call<'_>, p: &Value) -> Result<Value, WsError> {
-    let field = get_str(p, "field");
-    let wanted = get_str(p, "value");
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CoursesByField {
+    field: String,
+    value: String,
+}
+
+async fn get_courses_by_field(call: &Call<'_>, p: CoursesByField) -> Result<Value, WsError> {
+    let CoursesByField { field, value: wanted } = p;
     let (condition, binds): (&str, Vec<String>) = match field.as_str() {
         "" => ("1 = 1", vec![]),
         "id" => ("CAST(id AS TEXT) = $1", vec![wanted.clone()]),
@@ -531,54 +691,89 @@ async fn get_courses_by_field(call: &Call<'_>, p: &Value) -> Result<Value, WsErr
     Ok(Value::Struct(vec![("courses".into(), Value::List(courses)), ("warnings".into(), Value::List(Vec::new()))]))
 }
 
-async fn create_courses(call: &Call<'_>, p: &Value) -> Result<Value, WsError> {
-    let courses = get(p, "courses")
-        .as_list()
-        .unwrap_or_default()
-        .iter()
+/// One course of `core_course_create_courses` (required keys) or `core_course_update_courses`
+/// (every key optional but `id`, which create does not have).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // the ignored fields are named to keep `deny_unknown_fields`
+struct CourseFields<T> {
+    id: Option<i64>,
+    fullname: T,
+    shortname: T,
+    categoryid: Option<i64>,
+    idnumber: Option<String>,
+    summary: Option<String>,
+    summaryformat: Option<IgnoredAny>,
+    format: Option<IgnoredAny>,
+    showgrades: Option<IgnoredAny>,
+    newsitems: Option<IgnoredAny>,
+    startdate: Option<i64>,
+    enddate: Option<i64>,
+    maxbytes: Option<IgnoredAny>,
+    showreports: Option<IgnoredAny>,
+    visible: Option<i64>,
+    groupmode: Option<IgnoredAny>,
+    groupmodeforce: Option<IgnoredAny>,
+    defaultgroupingid: Option<IgnoredAny>,
+    enablecompletion: Option<i64>,
+    completionnotify: Option<IgnoredAny>,
+    lang: Option<IgnoredAny>,
+    forcetheme: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CoursesParams<T> {
+    courses: Vec<CourseFields<T>>,
+}
+
+async fn create_courses(call: &Call<'_>, p: CoursesParams<String>) -> Result<Created, WsError> {
+    let courses = p
+        .courses
+        .into_iter()
         .map(|c| NewCourse {
-            fullname: get_str(c, "fullname"),
-            shortname: get_str(c, "shortname"),
-            categoryid: get_i64(c, "categoryid"),
-            idnumber: get_str(c, "idnumber"),
-            summary: get_str(c, "summary"),
-            visible: get(c, "visible").as_i64().unwrap_or(1) != 0,
-            enablecompletion: get(c, "enablecompletion").as_i64().unwrap_or(0) != 0,
-            startdate: get_i64(c, "startdate"),
-            enddate: get_i64(c, "enddate"),
+            fullname: c.fullname,
+            shortname: c.shortname,
+            categoryid: c.categoryid.unwrap_or_default(),
+            idnumber: c.idnumber.unwrap_or_default(),
+            summary: c.summary.unwrap_or_default(),
+            visible: c.visible.unwrap_or(1) != 0,
+            enablecompletion: c.enablecompletion.unwrap_or(0) != 0,
+            startdate: c.startdate.unwrap_or_default(),
+            enddate: c.enddate.unwrap_or_default(),
         })
         .collect();
-    match call.submit(Request::CreateCourses(courses)).await? {
-        Outcome::CoursesCreated(created) => Ok(created_list(created, "shortname")),
-        other => Err(call.store_error(format!("unexpected outcome {other:?}"))),
-    }
+    Ok(Created(call.submit(Request::CreateCourses(courses)).await?.created, "shortname"))
 }
 
-async fn update_courses(call: &Call<'_>, p: &Value) -> Result<Value, WsError> {
-    let updates = get(p, "courses")
-        .as_list()
-        .unwrap_or_default()
-        .iter()
+async fn update_courses(call: &Call<'_>, p: CoursesParams<Option<String>>) -> Result<Warnings, WsError> {
+    let updates = p
+        .courses
+        .into_iter()
         .map(|c| CourseUpdate {
-            id: get_i64(c, "id"),
-            fullname: c.get("fullname").and_then(Value::as_str).map(str::to_owned),
-            shortname: c.get("shortname").and_then(Value::as_str).map(str::to_owned),
-            categoryid: c.get("categoryid").and_then(Value::as_i64),
-            idnumber: c.get("idnumber").and_then(Value::as_str).map(str::to_owned),
-            summary: c.get("summary").and_then(Value::as_str).map(str::to_owned),
-            visible: c.get("visible").and_then(Value::as_i64).map(|v| v != 0),
-            enablecompletion: c.get("enablecompletion").and_then(Value::as_i64).map(|v| v != 0),
-            startdate: c.get("startdate").and_then(Value::as_i64),
-            enddate: c.get("enddate").and_then(Value::as_i64),
+            id: c.id.unwrap_or_default(),
+            fullname: c.fullname,
+            shortname: c.shortname,
+            categoryid: c.categoryid,
+            idnumber: c.idnumber,
+            summary: c.summary,
+            visible: c.visible.map(|v| v != 0),
+            enablecompletion: c.enablecompletion.map(|v| v != 0),
+            startdate: c.startdate,
+            enddate: c.enddate,
         })
         .collect();
-    match call.submit(Request::UpdateCourses(updates)).await? {
-        Outcome::Warnings(warnings) => Ok(warnings_value("course", warnings)),
-        other => Err(call.store_error(format!("unexpected outcome {other:?}"))),
-    }
+    Ok(Warnings("course", call.submit(Request::UpdateCourses(updates)).await?.warnings))
 }
 
-async fn site_info(call: &Call<'_>) -> Result<Value, WsError> {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // the ledger answers the same for every service list
+struct SiteInfoParams {
+    serviceshortnames: Vec<String>,
+}
+
+async fn site_info(call: &Call<'_>, _: SiteInfoParams) -> Result<Value, WsError> {
     let user_id = call.actor.user_id.unwrap_or(services::ADMIN_USER_ID);
     let row = sqlx::query("SELECT username, firstname, lastname FROM users WHERE id = $1")
         .bind(user_id)

@@ -1,68 +1,93 @@
 //! enrol_semco's six functions (MOODLE-REFERENCE.md §3): writes go to the ledger, reads come
 //! from the projections.
 
+use serde::Deserialize;
 use sqlx::Row;
 
-use super::{boolean, get, get_i64, get_str, int, opt_str, raw, result_returns, result_value, text, warnings};
-use super::{Call, Function};
-use super::{ParamsFn, ReturnsFn};
+use super::{boolean, function, int, raw, result_returns, text, warnings, Call, Done, FunctionDef, Reply};
 use crate::api::errors::{completions_max, domain_error, COMPLETIONS_IDS_MAX};
+use crate::api::services::{ENROL_SEMCO, LEDGER_ADMIN, LEDGER_AUDIT};
 use crate::api::wire::encode::WsError;
 use crate::api::wire::params::{Desc, Value};
-use crate::app::{Outcome, Request};
+use crate::app::Request;
 use crate::domain::DomainError;
 
-pub fn describe(name: &'static str) -> Option<Function> {
-    let (params, returns): (ParamsFn, ReturnsFn) = match name {
-        "enrol_semco_enrol_user" => (enrol_params, || {
-            Some(Desc::single(vec![
-                ("enrolid", int("The ID of the created user enrolment")),
-                ("userid", int("The user ID")),
-                ("courseid", int("The course ID")),
-                ("semcobookingid", text("The SEMCO booking ID")),
-                ("warnings", warnings()),
-            ]))
-        }),
-        "enrol_semco_unenrol_user" | "enrol_semco_reset_course_completion" => {
-            (|| vec![("enrolid", int("The user enrolment ID"))], || Some(result_returns()))
-        }
-        "enrol_semco_edit_enrolment" => (edit_params, || Some(result_returns())),
-        "enrol_semco_get_enrolments" => (
-            || vec![("courseid", int("The course ID"))],
-            || {
-                Some(Desc::multiple(Desc::single(vec![
-                    ("enrolid", int("The user enrolment ID")),
-                    ("userid", int("The user ID")),
-                    ("semcobookingid", text("The SEMCO booking ID")),
-                    ("timestart", int("Enrolment start")),
-                    ("timeend", int("Enrolment end")),
-                    ("suspend", boolean("Whether the enrolment is suspended")),
-                ])))
-            },
-        ),
-        "enrol_semco_get_course_completions" => (
-            || vec![("enrolmentids", Desc::multiple(int("The user enrolment ID")))],
-            || {
-                Some(Desc::multiple(Desc::single(vec![
-                    ("enrolid", int("The user enrolment ID")),
-                    ("userid", int("The user ID")),
-                    ("semcobookingid", text("The SEMCO booking ID")),
-                    ("canbecompleted", boolean("Whether the course can be completed")),
-                    ("completed", boolean("Whether the course is completed")),
-                    ("timecompleted", int("Time of completion")),
-                    ("finalgrade", raw("Final grade, formatted")),
-                    ("finalgraderaw", raw("Final grade, raw")),
-                    ("grademinraw", raw("Minimum grade, raw")),
-                    ("grademaxraw", raw("Maximum grade, raw")),
-                    ("gradepassraw", raw("Grade to pass, raw")),
-                    ("passed", boolean("Whether the user passed")),
-                ])))
-            },
-        ),
-        _ => return None,
-    };
-    Some(Function { name, params, returns })
-}
+pub(super) static FUNCTIONS: [FunctionDef; 6] = [
+    function! {
+        name: "enrol_semco_enrol_user",
+        services: &[ENROL_SEMCO, LEDGER_ADMIN],
+        params: enrol_params,
+        returns: || Some(Desc::single(vec![
+            ("enrolid", int("The ID of the created user enrolment")),
+            ("userid", int("The user ID")),
+            ("courseid", int("The course ID")),
+            ("semcobookingid", text("The SEMCO booking ID")),
+            ("warnings", warnings()),
+        ])),
+        handler: enrol_user,
+        sample: &[("userid", "3"), ("courseid", "2"), ("semcobookingid", "B-1")],
+    },
+    function! {
+        name: "enrol_semco_unenrol_user",
+        services: &[ENROL_SEMCO, LEDGER_ADMIN],
+        params: || vec![("enrolid", int("The user enrolment ID"))],
+        returns: || Some(result_returns()),
+        handler: unenrol_user,
+        sample: &[("enrolid", "1")],
+    },
+    function! {
+        name: "enrol_semco_edit_enrolment",
+        services: &[ENROL_SEMCO, LEDGER_ADMIN],
+        params: edit_params,
+        returns: || Some(result_returns()),
+        handler: edit_enrolment,
+        sample: &[("enrolid", "1"), ("timeend", "1700000000")],
+    },
+    function! {
+        name: "enrol_semco_get_enrolments",
+        services: &[ENROL_SEMCO, LEDGER_ADMIN, LEDGER_AUDIT],
+        params: || vec![("courseid", int("The course ID"))],
+        returns: || Some(Desc::multiple(Desc::single(vec![
+            ("enrolid", int("The user enrolment ID")),
+            ("userid", int("The user ID")),
+            ("semcobookingid", text("The SEMCO booking ID")),
+            ("timestart", int("Enrolment start")),
+            ("timeend", int("Enrolment end")),
+            ("suspend", boolean("Whether the enrolment is suspended")),
+        ]))),
+        handler: get_enrolments,
+        sample: &[("courseid", "2")],
+    },
+    function! {
+        name: "enrol_semco_get_course_completions",
+        services: &[ENROL_SEMCO, LEDGER_ADMIN, LEDGER_AUDIT],
+        params: || vec![("enrolmentids", Desc::multiple(int("The user enrolment ID")))],
+        returns: || Some(Desc::multiple(Desc::single(vec![
+            ("enrolid", int("The user enrolment ID")),
+            ("userid", int("The user ID")),
+            ("semcobookingid", text("The SEMCO booking ID")),
+            ("canbecompleted", boolean("Whether the course can be completed")),
+            ("completed", boolean("Whether the course is completed")),
+            ("timecompleted", int("Time of completion")),
+            ("finalgrade", raw("Final grade, formatted")),
+            ("finalgraderaw", raw("Final grade, raw")),
+            ("grademinraw", raw("Minimum grade, raw")),
+            ("grademaxraw", raw("Maximum grade, raw")),
+            ("gradepassraw", raw("Grade to pass, raw")),
+            ("passed", boolean("Whether the user passed")),
+        ]))),
+        handler: get_course_completions,
+        sample: &[("enrolmentids[0]", "1"), ("enrolmentids[1]", "2")],
+    },
+    function! {
+        name: "enrol_semco_reset_course_completion",
+        services: &[ENROL_SEMCO, LEDGER_ADMIN],
+        params: || vec![("enrolid", int("The user enrolment ID"))],
+        returns: || Some(result_returns()),
+        handler: reset_course_completion,
+        sample: &[("enrolid", "1")],
+    },
+];
 
 fn enrol_params() -> Vec<(&'static str, Desc)> {
     vec![
@@ -86,56 +111,100 @@ fn edit_params() -> Vec<(&'static str, Desc)> {
     ]
 }
 
-pub async fn execute(call: &Call<'_>, name: &str, p: Value) -> Result<Value, WsError> {
-    match name {
-        "enrol_semco_enrol_user" => {
-            let request = Request::Enrol {
-                user_id: get_i64(&p, "userid"),
-                course_id: get_i64(&p, "courseid"),
-                booking_id: get_str(&p, "semcobookingid"),
-                timestart: get_i64(&p, "timestart"),
-                timeend: get_i64(&p, "timeend"),
-                suspend: get(&p, "suspend").as_bool().unwrap_or(false),
-                require_recompletion: get(&p, "requirerecompletion").as_bool().unwrap_or(false),
-            };
-            match call.submit(request).await? {
-                Outcome::Enrolled { enrolid, user_id, course_id, booking_id } => Ok(Value::Struct(vec![
-                    ("enrolid".into(), Value::Int(enrolid)),
-                    ("userid".into(), Value::Int(user_id)),
-                    ("courseid".into(), Value::Int(course_id)),
-                    ("semcobookingid".into(), Value::Str(booking_id)),
-                    ("warnings".into(), Value::List(Vec::new())),
-                ])),
-                other => Err(call.store_error(format!("unexpected outcome {other:?}"))),
-            }
-        }
-        "enrol_semco_unenrol_user" => {
-            call.submit(Request::Unenrol { enrolid: get_i64(&p, "enrolid") }).await?;
-            Ok(result_value(true))
-        }
-        "enrol_semco_edit_enrolment" => {
-            let request = Request::Edit {
-                enrolid: get_i64(&p, "enrolid"),
-                booking_id: opt_str(&p, "semcobookingid"),
-                timestart: get(&p, "timestart").as_i64(),
-                timeend: get(&p, "timeend").as_i64(),
-                suspend: get(&p, "suspend").as_bool(),
-            };
-            call.submit(request).await?;
-            Ok(result_value(true))
-        }
-        "enrol_semco_reset_course_completion" => {
-            call.submit(Request::ResetCompletion { enrolid: get_i64(&p, "enrolid") }).await?;
-            Ok(result_value(true))
-        }
-        "enrol_semco_get_enrolments" => get_enrolments(call, get_i64(&p, "courseid")).await,
-        "enrol_semco_get_course_completions" => {
-            let ids: Vec<i64> =
-                get(&p, "enrolmentids").as_list().unwrap_or_default().iter().filter_map(Value::as_i64).collect();
-            get_course_completions(call, &ids).await
-        }
-        _ => Err(WsError::invalid_parameter("Unknown function")),
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrolUser {
+    userid: i64,
+    courseid: i64,
+    semcobookingid: String,
+    timestart: i64,
+    timeend: i64,
+    suspend: bool,
+    requirerecompletion: bool,
+}
+
+/// `enrol_semco_enrol_user`'s answer.
+struct Enrolled {
+    enrolid: i64,
+    userid: i64,
+    courseid: i64,
+    semcobookingid: String,
+}
+
+impl Reply for Enrolled {
+    fn into_value(self) -> Value {
+        Value::Struct(vec![
+            ("enrolid".into(), Value::Int(self.enrolid)),
+            ("userid".into(), Value::Int(self.userid)),
+            ("courseid".into(), Value::Int(self.courseid)),
+            ("semcobookingid".into(), Value::Str(self.semcobookingid)),
+            ("warnings".into(), Value::List(Vec::new())),
+        ])
     }
+}
+
+async fn enrol_user(call: &Call<'_>, p: EnrolUser) -> Result<Enrolled, WsError> {
+    let request = Request::Enrol {
+        user_id: p.userid,
+        course_id: p.courseid,
+        booking_id: p.semcobookingid.clone(),
+        timestart: p.timestart,
+        timeend: p.timeend,
+        suspend: p.suspend,
+        require_recompletion: p.requirerecompletion,
+    };
+    let outcome = call.submit(request).await?;
+    Ok(Enrolled { enrolid: outcome.enrolid, userid: p.userid, courseid: p.courseid, semcobookingid: p.semcobookingid })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrolId {
+    enrolid: i64,
+}
+
+async fn unenrol_user(call: &Call<'_>, p: EnrolId) -> Result<Done, WsError> {
+    call.submit(Request::Unenrol { enrolid: p.enrolid }).await?;
+    Ok(Done)
+}
+
+async fn reset_course_completion(call: &Call<'_>, p: EnrolId) -> Result<Done, WsError> {
+    call.submit(Request::ResetCompletion { enrolid: p.enrolid }).await?;
+    Ok(Done)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditEnrolment {
+    enrolid: i64,
+    semcobookingid: Option<String>,
+    timestart: Option<i64>,
+    timeend: Option<i64>,
+    suspend: Option<bool>,
+}
+
+async fn edit_enrolment(call: &Call<'_>, p: EditEnrolment) -> Result<Done, WsError> {
+    let request = Request::Edit {
+        enrolid: p.enrolid,
+        booking_id: p.semcobookingid,
+        timestart: p.timestart,
+        timeend: p.timeend,
+        suspend: p.suspend,
+    };
+    call.submit(request).await?;
+    Ok(Done)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CourseId {
+    courseid: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrolmentIds {
+    enrolmentids: Vec<i64>,
 }
 
 /// The plugin's preamble for the read functions: is the plugin enabled?
@@ -146,7 +215,8 @@ async fn require_enabled(call: &Call<'_>) -> Result<(), WsError> {
     Ok(())
 }
 
-async fn get_enrolments(call: &Call<'_>, course: i64) -> Result<Value, WsError> {
+async fn get_enrolments(call: &Call<'_>, p: CourseId) -> Result<Value, WsError> {
+    let course = p.courseid;
     require_enabled(call).await?;
     let pool = &call.ledger.db.pool;
     let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM courses WHERE id = $1")
@@ -184,7 +254,8 @@ fn raw_grade(value: f64) -> Value {
     Value::Str(format!("{value:.5}"))
 }
 
-async fn get_course_completions(call: &Call<'_>, ids: &[i64]) -> Result<Value, WsError> {
+async fn get_course_completions(call: &Call<'_>, p: EnrolmentIds) -> Result<Value, WsError> {
+    let ids = &p.enrolmentids;
     if ids.len() > COMPLETIONS_IDS_MAX {
         return Err(completions_max());
     }

@@ -67,9 +67,8 @@ fn answer_request(query: &[u8], content_type: Option<&str>, body: &[u8]) -> Resu
         Ok(ws) => ws,
         Err(error) => return assert_envelope(&error.to_ws_error()),
     };
-    for name in functions::NAMES {
-        let function = functions::find(name).expect("every listed function is described");
-        let params = (function.params)();
+    for function in functions::all() {
+        let params = function.params().to_vec();
         match validate(&params, ws.params.clone()) {
             Err(debuginfo) => assert_envelope(&WsError::invalid_parameter(debuginfo))?,
             Ok(value) => {
@@ -384,11 +383,11 @@ proptest! {
 
     /// Every function's own return description against random values.
     #[test]
-    fn fuzz_function_returns(index in 0..functions::NAMES.len(), value in value_strategy()) {
-        let function = functions::find(functions::NAMES[index]).expect("described");
-        if let Some(desc) = (function.returns)() {
-            match clean_return(&desc, &value) {
-                Ok(cleaned) => assert_result(&desc, &cleaned)?,
+    fn fuzz_function_returns(index in 0..functions::all().count(), value in value_strategy()) {
+        let function = functions::all().nth(index).expect("described");
+        if let Some(desc) = function.returns() {
+            match clean_return(desc, &value) {
+                Ok(cleaned) => assert_result(desc, &cleaned)?,
                 Err(debuginfo) => assert_envelope(&WsError::invalid_response(debuginfo))?,
             }
         }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use enrol_ledger::app::command::UserInput;
 use enrol_ledger::app::writer::WriterOptions;
-use enrol_ledger::app::{Ledger, Outcome, Request};
+use enrol_ledger::app::{Ledger, Request};
 use enrol_ledger::registry::{NewCourse, NewUser};
 use enrol_ledger::store::log::{Actor, StoredEvent};
 use enrol_ledger::store::Db;
@@ -112,7 +112,7 @@ async fn enrol_all(ledger: &Ledger, ops: Vec<(usize, i64, i64)>) -> BenchResult<
         async move {
             let (op, user, course) = ops[i];
             match ledger.submit(enrol_request(op, user, course), actor("build")).await {
-                Ok(Outcome::Enrolled { enrolid, .. }) => Ok(enrolid),
+                Ok(outcome) => Ok(outcome.enrolid),
                 other => Err(format!("build enrol {op}: {other:?}")),
             }
         }
@@ -164,7 +164,7 @@ async fn build(url: &str, plan: &Plan) -> BenchResult<Built> {
                 })
                 .collect();
             match ledger.submit(Request::CreateUsers(users), actor("build-users")).await {
-                Ok(Outcome::UsersCreated(users)) => Ok(users.into_iter().map(|(id, _)| id).collect::<Vec<_>>()),
+                Ok(outcome) => Ok(outcome.created.into_iter().map(|(id, _)| id).collect::<Vec<_>>()),
                 other => Err(format!("create users: {other:?}")),
             }
         }
@@ -187,7 +187,7 @@ async fn build(url: &str, plan: &Plan) -> BenchResult<Built> {
             })
             .collect();
         match ledger.submit(Request::CreateCourses(batch), actor("build-courses")).await {
-            Ok(Outcome::CoursesCreated(c)) => courses.extend(c.into_iter().map(|(id, _)| id)),
+            Ok(outcome) => courses.extend(outcome.created.into_iter().map(|(id, _)| id)),
             other => return Err(format!("create courses: {other:?}")),
         }
     }
