@@ -194,11 +194,14 @@ async fn raw_log(db: &Db) -> Vec<Raw> {
 /// (enrolid, userid, courseid, booking, timestart, timeend, suspended, active)
 type Expected = (i64, i64, i64, Option<String>, i64, i64, bool, bool);
 
+/// A user enrolment of the model: (instance, user, course, booking, timestart, timeend, suspended).
+type ModelRow = (i64, i64, i64, Option<String>, i64, i64, bool);
+
 /// The model: user enrolments after the events up to `until`, from the payloads alone.
-fn replay(events: &[Raw], until: i64) -> BTreeMap<i64, (i64, i64, i64, Option<String>, i64, i64, bool)> {
+fn replay(events: &[Raw], until: i64) -> BTreeMap<i64, ModelRow> {
     let mut instances: BTreeMap<i64, (i64, Option<String>)> = BTreeMap::new();
     // ue id → (instance, user, course, booking placeholder, timestart, timeend, suspended)
-    let mut ues: BTreeMap<i64, (i64, i64, i64, Option<String>, i64, i64, bool)> = BTreeMap::new();
+    let mut ues: BTreeMap<i64, ModelRow> = BTreeMap::new();
     let int = |v: &serde_json::Value, k: &str| v[k].as_i64().unwrap_or_else(|| panic!("{k} in {v}"));
     for e in events.iter().take_while(|e| e.position <= until) {
         let p = &e.payload;

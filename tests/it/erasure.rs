@@ -220,7 +220,7 @@ async fn defect_erased_personal_data_stays_on_disk(backend: Backend) {
     // The scan sees what is there: the current values are on disk before the erasure.
     let files = raw_bytes(backend, &db, &url).await;
     for s in [&then_a.email, &then_b.company] {
-        assert!(!found(&files, &[s.clone()]).is_empty(), "the scan finds live data: {s}");
+        assert!(!found(&files, std::slice::from_ref(s)).is_empty(), "the scan finds live data: {s}");
     }
     // ... and, before any scrub, the overwritten values too (WAL frames, dead tuples).
     let overwritten = found(&files, &first_a.strings());
@@ -245,7 +245,7 @@ async fn defect_erased_personal_data_stays_on_disk(backend: Backend) {
     let left = found(&files, &erased);
     assert!(left.is_empty(), "erased personal data still on disk: {left:?}");
     for s in [&bystander.email, &bystander.company] {
-        assert!(!found(&files, &[s.clone()]).is_empty(), "the other user's {s} is untouched");
+        assert!(!found(&files, std::slice::from_ref(s)).is_empty(), "the other user's {s} is untouched");
     }
 
     // The ledger still verifies, rebuilds and reports the users as erased.
