@@ -9,7 +9,10 @@
 //!   cell space and freed pages are zeroed; the scrub then checkpoints the WAL with `TRUNCATE`,
 //!   which copies the current pages into the file and empties the `-wal` file and its old frames.
 //! - PostgreSQL: `VACUUM FULL` of the registry tables rewrites them (and their indexes and TOAST)
-//!   into new files holding the live rows only; the old files are truncated at once. VACUUM
+//!   into new files holding the live rows only; the old files are truncated at once. It first
+//!   waits (bounded) for sessions whose snapshot predates the erasure: VACUUM keeps what an open
+//!   snapshot may still see (`pg_stat_activity.backend_xmin`; sessions of other roles show it
+//!   only to members of `pg_read_all_stats`). VACUUM
 //!   cannot run in a transaction and needs the tables' owner: the scrubber uses the owner's
 //!   connection when there is one (`--migrate-url`); as the runtime role only, it says so in
 //!   the log and leaves the dead versions to autovacuum (docs/OPERATIONS.md).
@@ -33,6 +36,9 @@ pub const PERSONAL_TABLES: [&str; 2] = ["users", "user_profile_data"];
 /// How often a SQLite `TRUNCATE` checkpoint is tried while readers hold old snapshots.
 const CHECKPOINT_ATTEMPTS: u32 = 50;
 const CHECKPOINT_RETRY_MS: u64 = 20;
+/// How long the PostgreSQL scrub waits for sessions whose snapshot predates the erasure (a long
+/// `verify` or export): their snapshot keeps the old row versions alive through a VACUUM FULL.
+const SNAPSHOT_WAIT_MS: u64 = 60_000;
 
 /// The coalescing background scrub after erasures. Cheap to clone; one task per ledger.
 #[derive(Clone)]
@@ -141,18 +147,43 @@ async fn vacuum_registry(db: &Db) -> Result<(), StoreError> {
     .fetch_one(&db.pool)
     .await?;
     if !owned {
-        tracing::warn!(
-            "erased personal data stays in the registry's dead row versions until autovacuum reuses them: \
-             this role does not own the registry tables and cannot VACUUM FULL them; run the server with \
-             --migrate-url, or `enrol-ledger user scrub --migrate-url ...` (docs/OPERATIONS.md)"
-        );
         return Err(StoreError::Database(sqlx::Error::Protocol(
-            "not the owner of the registry tables: VACUUM FULL refused (use --migrate-url)".into(),
+            "this role does not own the registry tables and cannot VACUUM FULL them: erased personal data stays \
+             in their dead row versions until autovacuum reuses the space; run the server with --migrate-url, or \
+             `enrol-ledger user scrub --migrate-url ...` (docs/OPERATIONS.md)"
+                .into(),
         )));
     }
+    // VACUUM FULL keeps a dead row version that an open snapshot may still see: wait (bounded)
+    // until every session of this database that started before now has moved on.
+    let horizon: String =
+        sqlx::query_scalar("SELECT (pg_snapshot_xmax(pg_current_snapshot())::text::bigint % 4294967296)::text")
+            .fetch_one(&db.pool)
+            .await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(SNAPSHOT_WAIT_MS);
+    let older = loop {
+        let older: Vec<(i32, String)> = sqlx::query_as(
+            "SELECT pid, coalesce(xact_start::text, '') FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_xmin IS NOT NULL \
+             AND age(backend_xmin) >= age($1::text::xid)",
+        )
+        .bind(horizon.clone())
+        .fetch_all(&db.pool)
+        .await?;
+        if older.is_empty() || std::time::Instant::now() >= deadline {
+            break older;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(CHECKPOINT_RETRY_MS * 5)).await;
+    };
     // ANALYZE refreshes the planner statistics from the live rows (migration 11 keeps the
     // personal columns out of them anyway: statistics target 0).
     sqlx::raw_sql("VACUUM (FULL, ANALYZE) users, user_profile_data").execute(&db.pool).await?;
+    if let Some((pid, since)) = older.first() {
+        return Err(StoreError::Database(sqlx::Error::Protocol(format!(
+            "session {pid} (in a transaction since {since}) held a snapshot older than the erasure for more than \
+             {SNAPSHOT_WAIT_MS} ms, so its dead row versions were kept; run `enrol-ledger user scrub` again once it ended"
+        ))));
+    }
     Ok(())
 }
 

@@ -356,3 +356,43 @@ async fn user_export_has_every_row_and_event_and_nothing_of_others(backend: Back
 }
 
 on_both_backends!(defect_erased_personal_data_stays_on_disk, user_export_has_every_row_and_event_and_nothing_of_others);
+
+/// PostgreSQL only (roles): as the runtime role the deletion works but the scrub needs the
+/// owner (VACUUM FULL): `user erase` says so and fails; with `--migrate-url` it scrubs, and
+/// `user scrub --migrate-url` catches up (docs/OPERATIONS.md, "Erasure").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erase_as_the_runtime_role_needs_the_owner_for_the_scrub() {
+    let test = TestDb::new(Backend::Postgres).await;
+    let owner = owner_url(&test.url);
+    let ledger = test.ledger().await;
+    let (p, q) = (Person::new(), Person::new());
+    let first = create_person(&ledger, &p).await;
+    let second = create_person(&ledger, &q).await;
+    ledger.shutdown().await;
+    let schema: String = sqlx::query_scalar("SELECT current_schema()::text").fetch_one(&test.db.pool).await.unwrap();
+    sqlx::query(&format!("GRANT USAGE ON SCHEMA {schema} TO {}", runtime_role())).execute(&test.db.pool).await.unwrap();
+    let runtime = runtime_url(&owner);
+    enrol_ledger::cli::open_as(&runtime, Some(&owner)).await.expect("grants for the runtime role").pool.close().await;
+
+    let (rt, ow) = (runtime.clone(), owner.clone());
+    let (alone, with_owner, scrub) = tokio::task::spawn_blocking(move || {
+        let alone = run_cli(&rt, &["user", "erase", "--id", &first.to_string()]);
+        let with_owner = run_cli(&rt, &["--migrate-url", &ow, "user", "erase", "--id", &second.to_string()]);
+        let scrub = run_cli(&rt, &["--migrate-url", &ow, "user", "scrub"]);
+        (alone, with_owner, scrub)
+    })
+    .await
+    .unwrap();
+    assert_eq!(alone.0, 1, "{alone:?}");
+    assert!(alone.2.contains("was deleted") && alone.2.contains("--migrate-url"), "{}", alone.2);
+    let deleted: i32 = sqlx::query_scalar("SELECT deleted FROM users WHERE id = $1")
+        .bind(first)
+        .fetch_one(&test.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1, "the deletion itself is done");
+    assert_eq!(with_owner.0, 0, "{with_owner:?}");
+    assert_eq!(scrub.0, 0, "{scrub:?}");
+    let left = found(&raw_bytes(Backend::Postgres, &test.db, &test.url).await, &[p.strings(), q.strings()].concat());
+    assert!(left.is_empty(), "{left:?}");
+}
