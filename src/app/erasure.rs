@@ -36,6 +36,9 @@ pub const PERSONAL_TABLES: [&str; 2] = ["users", "user_profile_data"];
 /// How often a SQLite `TRUNCATE` checkpoint is tried while readers hold old snapshots.
 const CHECKPOINT_ATTEMPTS: u32 = 50;
 const CHECKPOINT_RETRY_MS: u64 = 20;
+/// How long the scrub task waits after a request before it scrubs, so that one scrub covers a
+/// burst of deletions (bench: one TRUNCATE checkpoint per deletion made each 3.6× a create).
+const SCRUB_GATHER_MS: u64 = 250;
 /// How long the PostgreSQL scrub waits for sessions whose snapshot predates the erasure (a long
 /// `verify` or export): their snapshot keeps the old row versions alive through a VACUUM FULL.
 const SNAPSHOT_WAIT_MS: u64 = 60_000;
@@ -105,6 +108,12 @@ async fn run(inner: std::sync::Weak<Inner>, wake: Arc<Notify>) {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), wake.notified()).await;
             continue;
         }
+        // A short pause gathers a burst of deletions into one scrub: a TRUNCATE checkpoint
+        // holds back the writer's next commit while it runs.
+        drop(strong);
+        tokio::time::sleep(std::time::Duration::from_millis(SCRUB_GATHER_MS)).await;
+        let Some(strong) = inner.upgrade() else { return };
+        let target = strong.requested.load(Ordering::SeqCst);
         let db = strong.db.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let outcome = scrub(&db).await;
         if let Err(error) = &outcome {
