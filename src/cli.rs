@@ -133,13 +133,34 @@ pub enum Command {
         #[arg(long, default_value = "json", value_parser = ["json", "text"])]
         format: String,
     },
-    /// The SEMCO enrolments as they were at a moment.
+    /// Who was enrolled: the SEMCO user enrolments as the ledger knew them at a moment
+    /// (`--known-at`/`--position`, default now) and, with `--active-on`, only those enrolled and
+    /// active on a date by Moodle's rule (docs/AUDIT.md).
     AsOf {
-        /// RFC 3339 time, e.g. 2025-03-01T00:00:00Z.
+        /// What the ledger knew at this RFC 3339 time (e.g. 2025-03-01T00:00:00Z). `--time` is
+        /// the older name of this flag.
+        #[arg(long, alias = "time", conflicts_with = "position")]
+        known_at: Option<String>,
+        /// What the ledger knew after the event at this log position (0 = before the first).
         #[arg(long)]
-        time: String,
+        position: Option<i64>,
+        /// Only the user enrolments enrolled and active on this RFC 3339 time by Moodle's rule:
+        /// user enrolment and instance active, timestart <= t, timeend 0 or > t, user neither
+        /// deleted nor suspended.
         #[arg(long)]
+        active_on: Option<String>,
+        #[arg(long, conflicts_with = "user")]
         course: Option<i64>,
+        #[arg(long)]
+        user: Option<i64>,
+        /// text (one line per enrolment) or json (one object with the question and the answer).
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
+    /// A user's personal data: export it, or erase it so that no byte survives on disk.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
     },
     /// Remove orphaned SEMCO enrolment instances now.
     Cleanup,
@@ -173,6 +194,24 @@ pub enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Print every registry row, projection row and log event about the user as one JSON object.
+    Export {
+        #[arg(long)]
+        id: i64,
+    },
+    /// Delete the user as `core_user_delete_users` does, then scrub the old bytes from the
+    /// database files (SQLite: WAL truncated; PostgreSQL: VACUUM FULL of the registry, which
+    /// needs the owner: give --migrate-url with a runtime role).
+    Erase {
+        #[arg(long)]
+        id: i64,
+    },
+    /// Only the scrub of `erase`, e.g. after deletions made while serving as the runtime role.
+    Scrub,
 }
 
 #[derive(Debug, Subcommand)]
@@ -351,6 +390,8 @@ const WHILE_SERVING_UNDO: &str = "while a server runs, call the web-service func
 const WHILE_SERVING_REBUILD: &str = "stop the server first: a running server keeps its projections current \
      itself, and `enrol-ledger verify` checks them without stopping it";
 const WHILE_SERVING_MIGRATE: &str = "the running server has already migrated the database";
+const WHILE_SERVING_ERASE: &str = "while a server runs, call the web-service function core_user_delete_users \
+     (service ledger_admin) instead; the server scrubs the erased data from disk right after";
 
 async fn run(cli: Cli) -> CliResult {
     let url = cli.database_url.as_str();
@@ -390,6 +431,10 @@ async fn run(cli: Cli) -> CliResult {
                 ..WriterOptions::default()
             };
             let ledger = Ledger::start_locked(db, options, lock).await?;
+            if let Some(migrate_url) = migrate_url {
+                // VACUUM FULL of the registry after erasures needs the tables' owner.
+                ledger.scrubber.use_owner(Db::connect(migrate_url).await?);
+            }
             let base_url = base_url.unwrap_or_else(|| format!("http://{listen}"));
             let cleanup = tokio::spawn(hourly_orphan_cleanup(ledger.clone()));
             let token_events = tokio::spawn(crate::app::token_events::drain_periodically(ledger.clone()));
@@ -457,6 +502,31 @@ async fn run(cli: Cli) -> CliResult {
             }
             return Ok(ExitCode::SUCCESS);
         }
+        Command::User { action: UserAction::Erase { id } } => {
+            let (db, lock) = open_locked_as(url, migrate_url, WHILE_SERVING_ERASE).await?;
+            let ledger = Ledger::start_locked(db, WriterOptions::default(), lock).await?;
+            if let Some(migrate_url) = migrate_url {
+                ledger.scrubber.use_owner(Db::connect(migrate_url).await?);
+            }
+            let (outcome, ticket) = ledger.submit_scrubbing(Request::DeleteUsers(vec![id]), cli_actor("erase")).await;
+            let scrubbed = match ticket {
+                Some(ticket) => ledger.scrubber.wait(ticket).await,
+                None => Ok(()),
+            };
+            ledger.shutdown().await;
+            outcome.map_err(|e| format!("user {id}: {e}"))?;
+            scrubbed.map_err(|e| format!("user {id} was deleted, but the scrub of the database files failed: {e}"))?;
+            println!(
+                "erased user {id}: registry row blanked, profile fields and tokens deleted, database files scrubbed"
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::User { action: UserAction::Scrub } => {
+            let db = Db::connect(migrate_url.unwrap_or(url)).await?;
+            crate::app::erasure::scrub(&db).await?;
+            println!("database files scrubbed of erased personal data");
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Grants { runtime_role } => {
             let db = Db::connect(migrate_url.unwrap_or(url)).await?;
             if db.backend != crate::store::Backend::Postgres {
@@ -505,7 +575,8 @@ async fn run(cli: Cli) -> CliResult {
         | Command::Undo { .. }
         | Command::Criteria { .. }
         | Command::Grants { .. }
-        | Command::CheckProof { .. } => {
+        | Command::CheckProof { .. }
+        | Command::User { action: UserAction::Erase { .. } | UserAction::Scrub } => {
             unreachable!("write subcommands return above")
         }
         Command::Verify { checkpoint, public_key } => {
@@ -618,11 +689,35 @@ async fn run(cli: Cli) -> CliResult {
                 }
             }
         }
-        Command::AsOf { time, course } => {
-            let time = chrono::DateTime::parse_from_rfc3339(&time).map_err(|e| format!("--time {time:?}: {e}"))?;
-            let rows = audit::as_of_time(&db, time.timestamp_micros(), course).await?;
-            for row in rows {
-                println!("{}", serde_json::to_string(&row)?);
+        Command::User { action: UserAction::Export { id } } => {
+            let export = crate::app::erasure::export_user(&db, id).await?;
+            if export.user.is_none() {
+                return Err(format!("no user with id {id}").into());
+            }
+            println!("{}", serde_json::to_string_pretty(&export)?);
+        }
+        Command::AsOf { known_at, position, active_on, course, user, format } => {
+            use crate::app::asof::{self, KnownAt, Scope};
+            let time = |flag: &str, text: &str| {
+                chrono::DateTime::parse_from_rfc3339(text).map_err(|e| format!("--{flag} {text:?}: {e}"))
+            };
+            let known = match (known_at, position) {
+                (Some(text), _) => KnownAt::Time(time("known-at", &text)?.timestamp_micros()),
+                (None, Some(p)) if p < 0 => return Err(format!("--position {p}: expected 0 or more").into()),
+                (None, Some(p)) => KnownAt::Position(p),
+                (None, None) => KnownAt::Now,
+            };
+            let active_on = active_on.map(|text| time("active-on", &text).map(|t| t.timestamp())).transpose()?;
+            let scope = match (course, user) {
+                (Some(course), _) => Scope::Course(course),
+                (None, Some(user)) => Scope::User(user),
+                (None, None) => Scope::All,
+            };
+            let answer = asof::as_of(&db, &asof::Question { known, active_on, scope }).await?;
+            match format.as_str() {
+                "json" => println!("{}", serde_json::to_string_pretty(&answer)?),
+                "text" => print!("{}", answer.text()),
+                other => return Err(format!("--format {other:?}: expected text or json").into()),
             }
         }
         Command::Token { action: TokenAction::Create { service, valid_until, ip } } => {

@@ -1,10 +1,12 @@
 //! Use cases around the pure core: the single writer (decide, append, project in one
 //! transaction) and the audit operations (rebuild, verify, history, as-of, export).
 
+pub mod asof;
 pub mod audit;
 pub mod command;
 pub mod decide;
 pub mod history;
+pub mod erasure;
 pub mod rows;
 pub mod snapshot;
 pub mod state;

@@ -143,6 +143,8 @@ pub struct Ledger {
     health: SharedHealth,
     submit_timeout: Duration,
     pub db: Db,
+    /// Scrubs erased personal data from disk after each committed user deletion.
+    pub scrubber: crate::app::erasure::Scrubber,
 }
 
 impl Ledger {
@@ -206,6 +208,7 @@ impl Ledger {
             supervisor: Arc::new(Mutex::new(Some(supervisor))),
             health,
             submit_timeout: options.submit_timeout,
+            scrubber: crate::app::erasure::Scrubber::start(db.clone()),
             db,
         };
         if lacking_manual {
@@ -229,6 +232,25 @@ impl Ledger {
     /// Decides and durably records one request; answers after the commit, or with
     /// `LedgerError::Timeout` after the submit timeout.
     pub async fn submit(&self, request: Request, actor: Actor) -> Result<Outcome, LedgerError> {
+        self.submit_scrubbing(request, actor).await.0
+    }
+
+    /// `submit`, and for a committed user deletion the scrub's ticket (`Scrubber::wait`): the
+    /// deleted users' personal data is removed from disk in the background right after.
+    pub async fn submit_scrubbing(
+        &self,
+        request: Request,
+        actor: Actor,
+    ) -> (Result<Outcome, LedgerError>, Option<u64>) {
+        let erases = matches!(request, Request::DeleteUsers(_));
+        let outcome = self.submit_once(request, actor).await;
+        // Also when the outcome is unknown (it may have committed); a scrub with nothing to do is harmless.
+        let refused = matches!(outcome, Err(LedgerError::Domain(_) | LedgerError::Registry(_)));
+        let ticket = (erases && !refused).then(|| self.scrubber.request());
+        (outcome, ticket)
+    }
+
+    async fn submit_once(&self, request: Request, actor: Actor) -> Result<Outcome, LedgerError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || LedgerError::Unavailable("the writer has stopped".into());
         let exchange = async {

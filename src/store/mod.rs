@@ -15,10 +15,12 @@ use std::time::Duration;
 
 /// Connections for API reads and the CLI; the writer holds one more of its own.
 pub const POOL_CONNECTIONS_MAX: u32 = 16;
-/// Durable WAL (the anchors: `NORMAL` lets checkpoints dominate) and a 10 000 ms wait for the
-/// writer's lock before a statement fails.
+/// Durable WAL (the anchors: `NORMAL` lets checkpoints dominate), a 10 000 ms wait for the
+/// writer's lock before a statement fails, and `secure_delete`: deleted and overwritten content
+/// (an updated or erased user's old name, e-mail, profile fields) is zeroed in its page instead
+/// of lingering in free space (issue 8 item 5; `app::erasure` then truncates the WAL).
 pub(crate) const SQLITE_PRAGMAS: &str =
-    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;";
+    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA secure_delete = ON;";
 pub const POOL_ACQUIRE_TIMEOUT_MS: u64 = 30_000;
 
 /// A NULL for a `DOUBLE PRECISION` parameter. sqlx-core 0.8.6 converts an `Any` NULL of kind
@@ -256,6 +258,7 @@ fn migrations(backend: Backend) -> &'static [Migration] {
             (7, "token_outbox", include_str!("../../migrations/sqlite/0007_token_outbox.sql")),
             (9, "checkpoints", include_str!("../../migrations/sqlite/0009_checkpoints.sql")),
             (10, "stream_subject", include_str!("../../migrations/sqlite/0010_stream_subject.sql")),
+            (11, "stream_user", include_str!("../../migrations/sqlite/0011_stream_user.sql")),
         ],
         Backend::Postgres => &[
             (1, "event_log", include_str!("../../migrations/postgres/0001_event_log.sql")),
@@ -272,6 +275,7 @@ fn migrations(backend: Backend) -> &'static [Migration] {
             ),
             (9, "checkpoints", include_str!("../../migrations/postgres/0009_checkpoints.sql")),
             (10, "stream_subject", include_str!("../../migrations/postgres/0010_stream_subject.sql")),
+            (11, "stream_user", include_str!("../../migrations/postgres/0011_stream_user.sql")),
         ],
     }
 }

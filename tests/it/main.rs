@@ -5,10 +5,12 @@ mod support;
 
 mod api_doc;
 mod audit_api;
+mod as_of;
 mod cli;
 mod concurrency;
 mod db_roles;
 mod edge;
+mod erasure;
 mod faults;
 mod faults_support;
 mod fntable;

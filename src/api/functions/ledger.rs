@@ -15,7 +15,7 @@ fn float(desc: &'static str) -> Desc {
     Desc::value(ParamType::Float, desc)
 }
 
-pub(super) static FUNCTIONS: [FunctionDef; 7] = [
+pub(super) static FUNCTIONS: [FunctionDef; 8] = [
     function! {
         name: "ledger_set_course_recompletion",
         services: &[LEDGER_ADMIN],
@@ -88,6 +88,17 @@ pub(super) static FUNCTIONS: [FunctionDef; 7] = [
         returns: || Some(result_returns()),
         handler: restore_completion,
         sample: &[("position", "10")],
+    },
+    function! {
+        name: "ledger_export_user",
+        services: &[LEDGER_ADMIN],
+        params: || vec![("userid", int("The user ID"))],
+        returns: || Some(Desc::single(vec![
+            ("userid", int("The user ID")),
+            ("export", raw("Every registry row, projection row and log event about the user, as JSON (docs/AUDIT.md)")),
+        ])),
+        handler: export_user,
+        sample: &[("userid", "2")],
     },
 ];
 
@@ -208,4 +219,28 @@ impl Reply for Removed {
 
 async fn cleanup_orphans(call: &Call<'_>, _: NoParams) -> Result<Removed, WsError> {
     Ok(Removed(call.submit(Request::CleanupOrphans).await?.removed))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportUser {
+    userid: i64,
+}
+
+/// `ledger_export_user`'s answer: the export of `enrol-ledger user export` as one JSON text.
+struct Exported(i64, String);
+
+impl Reply for Exported {
+    fn into_value(self) -> Value {
+        Value::Struct(vec![("userid".into(), Value::Int(self.0)), ("export".into(), Value::Str(self.1))])
+    }
+}
+
+async fn export_user(call: &Call<'_>, p: ExportUser) -> Result<Exported, WsError> {
+    let export = crate::app::erasure::export_user(&call.ledger.db, p.userid).await.map_err(|e| call.store_error(e))?;
+    if export.user.is_none() {
+        return Err(WsError::invalid_parameter("Invalid user"));
+    }
+    let json = serde_json::to_string(&export).map_err(|e| call.store_error(e))?;
+    Ok(Exported(p.userid, json))
 }

@@ -548,7 +548,7 @@ pub async fn all(url: &str, bin: &Path, plan: &Plan, scratch: &Scratch, figures:
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut as_of = Vec::new();
     for _ in 0..3 {
-        let (out, wall, rss) = run_cli(bin, url, &["as-of", "--time", &now, "--course", &big.to_string()])?;
+        let (out, wall, rss) = run_cli(bin, url, &["as-of", "--known-at", &now, "--course", &big.to_string()])?;
         figures.as_of_rows = out.lines().count();
         as_of.push((wall, rss));
     }
