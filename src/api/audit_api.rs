@@ -5,7 +5,7 @@
 //! that says what went wrong (401 no or unknown token, 403 a token of another service, 400 a
 //! bad parameter, 429 a throttled address, 503 the database); nothing here writes.
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -15,7 +15,8 @@ use serde::Deserialize;
 use super::services::{LEDGER_ADMIN, LEDGER_AUDIT};
 use super::tokens::TokenRefusal;
 use super::AppState;
-use crate::app::audit;
+use crate::app::history::{self, Subject};
+use crate::app::{asof, audit};
 use crate::store::log;
 
 /// Events per page of `/api/v1/events` unless `limit` says fewer.
@@ -24,7 +25,12 @@ const EVENTS_PAGE_DEFAULT: i64 = 100;
 
 /// The routes, mounted by `api::router_with_edge`.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/events", get(events))
+    Router::new()
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/history/bookings/{id}", get(booking_history))
+        .route("/api/v1/history/users/{id}", get(user_history))
+        .route("/api/v1/history/courses/{id}", get(course_history))
+        .route("/api/v1/as-of", get(as_of))
 }
 
 /// An audit API failure: its HTTP status, a stable code and a sentence.
@@ -161,4 +167,114 @@ async fn events(
 /// A JSON answer with its content type.
 pub fn json(status: StatusCode, body: &serde_json::Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], format!("{body}\n")).into_response()
+}
+
+/// The history of one subject (`app::history`, the same answer as `enrol-ledger history
+/// --format json`); 404 when the ledger has no event about it.
+async fn history_of(state: &AppState, caller: Caller, subject: Subject) -> Result<Response, ApiError> {
+    authorise(state, &caller.headers, caller.ip).await?;
+    let found = history::history(&state.ledger.db, subject).await.map_err(ApiError::store)?;
+    if found.entries.is_empty() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "notfound", "The ledger has no event about this subject"));
+    }
+    let body = serde_json::to_value(&found).map_err(ApiError::store)?;
+    Ok(json(StatusCode::OK, &body))
+}
+
+/// The caller's headers and address, taken from the request before any await.
+struct Caller {
+    headers: HeaderMap,
+    ip: Option<std::net::IpAddr>,
+}
+
+impl Caller {
+    fn of(state: &AppState, request: axum::extract::Request) -> Self {
+        let ip = peer_ip(state, request.extensions(), request.headers());
+        Self { headers: request.into_parts().0.headers, ip }
+    }
+}
+
+fn id_of(text: &str) -> Result<i64, ApiError> {
+    text.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::bad_parameter("the id must be a positive integer"))
+}
+
+/// `GET /api/v1/history/bookings/{booking ID}`.
+async fn booking_history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    history_of(&state, Caller::of(&state, request), Subject::Booking(id)).await
+}
+
+/// `GET /api/v1/history/users/{id}`.
+async fn user_history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let id = id_of(&id)?;
+    history_of(&state, Caller::of(&state, request), Subject::User(id)).await
+}
+
+/// `GET /api/v1/history/courses/{id}`.
+async fn course_history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let id = id_of(&id)?;
+    history_of(&state, Caller::of(&state, request), Subject::Course(id)).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AsOfQuery {
+    pub course: Option<String>,
+    pub user: Option<String>,
+    /// RFC 3339: what the ledger knew then.
+    pub known_at: Option<String>,
+    /// A log position: what the ledger knew after it.
+    pub position: Option<String>,
+    /// RFC 3339: who was enrolled and active then (Moodle's rule).
+    pub active_on: Option<String>,
+}
+
+/// The question of `/api/v1/as-of`, as `enrol-ledger as-of` builds it; one course or one user
+/// (a whole-ledger answer is the CLI's: the API's answers stay bounded by one subject).
+pub fn as_of_question(query: &AsOfQuery) -> Result<asof::Question, ApiError> {
+    let time = |name: &str, text: &str| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map_err(|_| ApiError::bad_parameter(format!("{name} must be an RFC 3339 time, e.g. 2026-03-01T00:00:00Z")))
+    };
+    let known = match (&query.known_at, &query.position) {
+        (Some(_), Some(_)) => return Err(ApiError::bad_parameter("give known_at or position, not both")),
+        (Some(text), None) => asof::KnownAt::Time(time("known_at", text)?.timestamp_micros()),
+        (None, Some(p)) => asof::KnownAt::Position(parse_i64("position", Some(p), 0, 0..=i64::MAX)?),
+        (None, None) => asof::KnownAt::Now,
+    };
+    let active_on = query.active_on.as_deref().map(|t| time("active_on", t).map(|t| t.timestamp())).transpose()?;
+    let scope = match (&query.course, &query.user) {
+        (Some(course), None) => asof::Scope::Course(id_of(course)?),
+        (None, Some(user)) => asof::Scope::User(id_of(user)?),
+        _ => return Err(ApiError::bad_parameter("give exactly one of course and user")),
+    };
+    Ok(asof::Question { known, active_on, scope })
+}
+
+/// `GET /api/v1/as-of?course=C|user=U[&known_at=T|&position=P][&active_on=T]`: the same answer
+/// as `enrol-ledger as-of --format json`.
+async fn as_of(
+    State(state): State<AppState>,
+    Query(query): Query<AsOfQuery>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let ip = peer_ip(&state, request.extensions(), request.headers());
+    authorise(&state, request.headers(), ip).await?;
+    let question = as_of_question(&query)?;
+    let answer = asof::as_of(&state.ledger.db, &question).await.map_err(ApiError::store)?;
+    let body = serde_json::to_value(&answer).map_err(ApiError::store)?;
+    Ok(json(StatusCode::OK, &body))
 }

@@ -4,8 +4,8 @@
 mod support;
 
 mod api_doc;
-mod audit_api;
 mod as_of;
+mod audit_api;
 mod cli;
 mod concurrency;
 mod db_roles;
