@@ -402,7 +402,7 @@ fn delete_users(state: &LedgerState, ids: Vec<i64>, now: i64, actor: Option<i64>
         }
         for instance in state.live_manual_of_user(id) {
             let current = state.manual.get(&(id, instance)).map(|v| v.state.clone()).unwrap_or_default();
-            let course = state.manual_instances.iter().find(|(_, m)| m.instance_id == instance).map_or(0, |(c, _)| *c);
+            let course = current.live.as_ref().map_or(0, |live| live.course_id.0);
             let command = ManualCommand::UnenrolDeletedUser {
                 instance_id: InstanceId(instance),
                 course_id: CourseId(course),

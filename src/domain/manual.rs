@@ -41,6 +41,8 @@ pub enum ManualError {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ManualLive {
     pub user_enrolment_id: UserEnrolmentId,
+    /// The course of the stream's instance (so ending a user's enrolments needs no lookup).
+    pub course_id: CourseId,
     pub timestart: i64,
     pub timeend: i64,
     pub suspended: bool,
@@ -201,17 +203,21 @@ pub fn transition(state: ManualState, event: ManualEvent) -> Result<ManualState,
     let impossible =
         |expected: &str| ImpossibleEvent { event: event.event_type(), state: name, expected: expected.into() };
     match (&state.live, &event) {
-        (None, ManualEvent::ManualEnrolled { user_enrolment_id, timestart, timeend, suspended, role_id, .. }) => {
-            Ok(ManualState {
-                live: Some(ManualLive {
-                    user_enrolment_id: *user_enrolment_id,
-                    timestart: *timestart,
-                    timeend: *timeend,
-                    suspended: *suspended,
-                    role_id: *role_id,
-                }),
-            })
-        }
+        (
+            None,
+            ManualEvent::ManualEnrolled {
+                user_enrolment_id, course_id, timestart, timeend, suspended, role_id, ..
+            },
+        ) => Ok(ManualState {
+            live: Some(ManualLive {
+                user_enrolment_id: *user_enrolment_id,
+                course_id: *course_id,
+                timestart: *timestart,
+                timeend: *timeend,
+                suspended: *suspended,
+                role_id: *role_id,
+            }),
+        }),
         (
             Some(live),
             ManualEvent::ManualEnrolmentEdited { user_enrolment_id, timestart, timeend, suspended, role_id, .. },
@@ -266,6 +272,7 @@ mod tests {
         ManualState {
             live: Some(ManualLive {
                 user_enrolment_id: UserEnrolmentId(30),
+                course_id: CourseId(2),
                 timestart: 0,
                 timeend: 0,
                 suspended: false,

@@ -4,7 +4,6 @@
 //! independent of the production fold.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use enrol_ledger::app::asof::{self, Answer, KnownAt, Question, Scope};
 use enrol_ledger::app::{Ledger, Request};
@@ -28,17 +27,6 @@ fn bookings(answer: &Answer) -> Vec<(String, bool)> {
         answer.enrolments.iter().map(|e| (e.semcobookingid.clone().unwrap_or_default(), e.active)).collect();
     out.sort();
     out
-}
-
-fn run_cli(url: &str, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_enrol-ledger"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run enrol-ledger");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
 }
 
 /// Regression (issue 8, "`as-of` answers the wrong question"): `as-of --time now --course C`

@@ -78,18 +78,14 @@ async fn audit_api_pages_every_event_once_in_order(backend: Backend) {
 /// What the CLI prints on stdout for these arguments (it must succeed).
 async fn cli_stdout(url: &str, args: &[&str]) -> String {
     let (url, owned): (String, Vec<String>) = (url.to_owned(), args.iter().map(|a| (*a).to_owned()).collect());
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_enrol-ledger"))
-            .args(&owned)
-            .env("DATABASE_URL", &url)
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("run enrol-ledger")
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+        run_cli(&url, &args)
     })
     .await
     .unwrap();
-    assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
+    assert_eq!(code, 0, "{args:?}: {err}");
+    out
 }
 
 /// The CLI's JSON answer (`as-of --format json`).

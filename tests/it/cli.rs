@@ -1,21 +1,14 @@
 //! The binary's audit subcommands against a real database file / schema.
 
-use std::process::Command;
-
 use enrol_ledger::store::Backend;
 
 use crate::on_both_backends;
 use crate::support::*;
 
+/// Exit code and stdout of the binary.
 fn run(url: &str, args: &[&str]) -> (i32, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_enrol-ledger"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
-        .env("SIGNING_KEY", signing_key_for(url))
-        .output()
-        .expect("run enrol-ledger");
-    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned())
+    let (code, out, _) = run_cli(url, args);
+    (code, out)
 }
 
 async fn cli_verify_history_export_and_as_of(backend: Backend) {

@@ -181,17 +181,6 @@ fn found(files: &[(String, Vec<u8>)], strings: &[String]) -> BTreeSet<String> {
     hits
 }
 
-fn run_cli(url: &str, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_enrol-ledger"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run enrol-ledger");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
-}
-
 /// Regression (issue 8, "Erased personal data stays on disk"): after `core_user_delete_users`
 /// the old name, e-mail, company, place and date of birth stayed readable in free pages, WAL
 /// frames and dead tuples.

@@ -2,8 +2,6 @@
 //! order with time, actor (username, token, service), reason and old → new values, from the
 //! library (what the audit API serves) and the CLI (`history --user|--course`, text and JSON).
 
-use std::process::Command;
-
 use enrol_ledger::app::history::{self, Subject};
 use enrol_ledger::app::Request;
 use enrol_ledger::domain::completion::GradeInput;
@@ -13,14 +11,10 @@ use enrol_ledger::store::Backend;
 use crate::on_both_backends;
 use crate::support::*;
 
+/// Exit code and stdout of the binary.
 fn run(url: &str, args: &[&str]) -> (i32, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_enrol-ledger"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run enrol-ledger");
-    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned())
+    let (code, out, _) = run_cli(url, args);
+    (code, out)
 }
 
 async fn defect_history_by_booking_only(backend: Backend) {

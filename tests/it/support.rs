@@ -242,3 +242,16 @@ pub fn signing_key_for(url: &str) -> std::path::PathBuf {
     url.hash(&mut hasher);
     std::env::temp_dir().join(format!("enrol-ledger-test-{:016x}.signing-key", hasher.finish()))
 }
+
+/// Runs the real binary on a test ledger (its own signing key): exit code, stdout, stderr.
+pub fn run_cli(url: &str, args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_enrol-ledger"))
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .env("SIGNING_KEY", signing_key_for(url))
+        .output()
+        .expect("run enrol-ledger");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
+}
