@@ -10,7 +10,7 @@
 //! deleted nor suspended. Without `active_on` every enrolment record known at K is listed,
 //! each with `active` evaluated at K.
 //!
-//! One course (`enrolment_course`, migration 5) or one user (`stream_user`, migration 11)
+//! One course (`enrolment_course`, migration 5) or one user (`stream_subject`, migrations 10 and 12)
 //! folds only that course's or user's enrolment streams, read by index; the users' status
 //! changes come from their own streams (`users_inactive`).
 

@@ -161,8 +161,7 @@ pub async fn append(conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<
         query.execute(&mut *conn).await?;
     }
     record_enrolment_courses(conn, events).await?;
-    record_stream_subjects(conn, events).await?;
-    record_stream_users(conn, events).await
+    record_stream_subjects(conn, events).await
 }
 
 /// An event that opens an enrolment stream: `Enrolled`, or `EnrolmentReinstated` (same fields).
@@ -176,6 +175,12 @@ fn opens_course_stream(event: &StoredEvent) -> bool {
     opens_enrolment(event)
         || (event.event_type == "ManualInstanceCreated" && event.stream_type == "manual_instance")
         || (event.event_type == "ManualEnrolled" && event.stream_type == "manual")
+}
+
+/// The user field of a token event's payload.
+#[derive(serde::Deserialize)]
+struct UserOf {
+    user_id: i64,
 }
 
 /// The user and course fields of an `Enrolled` payload that `stream_subject` needs.
@@ -204,6 +209,8 @@ pub fn stream_subject(event: &StoredEvent) -> Option<(Option<i64>, Option<i64>)>
             Some((Some(user.parse().ok()?), Some(course.parse().ok()?)))
         }
         "user" => Some((Some(event.stream_key.parse().ok()?), None)),
+        // A token's events concern its user (a user's export lists them).
+        "token" => Some((Some(serde_json::from_str::<UserOf>(&event.payload).ok()?.user_id), None)),
         "course" => Some((None, Some(event.stream_key.parse().ok()?))),
         _ => None,
     }
@@ -225,35 +232,6 @@ pub async fn record_stream_subjects(conn: &mut AnyConnection, events: &[StoredEv
         let mut query = sqlx::query::<Any>(&sql);
         for (stream_id, user, course) in chunk {
             query = query.bind((*stream_id).to_owned()).bind(*user).bind(*course);
-        }
-        query.execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
-/// The one field of a stream's first payload that `stream_user` needs.
-#[derive(serde::Deserialize)]
-struct UserOf {
-    user_id: i64,
-}
-
-/// Records the user of every stream that `events` open (its first event, when it names a
-/// `user_id`), in the append's transaction, so a per-user as-of or export finds the user's
-/// streams by index (migration 11).
-async fn record_stream_users(conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<(), StoreError> {
-    let opened: Vec<(&str, i64)> = events
-        .iter()
-        .filter(|e| e.stream_version == 1)
-        .filter_map(|e| Some((e.stream_id.as_str(), serde_json::from_str::<UserOf>(&e.payload).ok()?.user_id)))
-        .collect();
-    let backend = Backend::of(conn);
-    for chunk in opened.chunks(INSERT_ROWS_MAX) {
-        let mut sql = "INSERT INTO stream_user (stream_id, user_id) VALUES ".to_owned();
-        push_placeholders_for(&mut sql, backend, chunk.len(), 2);
-        sql.push_str(" ON CONFLICT (stream_id, user_id) DO NOTHING");
-        let mut query = sqlx::query::<Any>(&sql);
-        for (stream_id, user_id) in chunk {
-            query = query.bind((*stream_id).to_owned()).bind(*user_id);
         }
         query.execute(&mut *conn).await?;
     }
@@ -519,7 +497,7 @@ pub async fn read_course_until(
     fetch(conn, sqlx::query(&sql).bind(course_id).bind(until)).await
 }
 
-/// Every event of the streams about one user (`stream_user`, migration 11) up to `until`
+/// Every event of the streams about one user (`stream_subject`, migrations 10 and 12) up to `until`
 /// (inclusive), in position order; `enrolment_only` keeps the enrolment streams (what an as-of
 /// read of the user folds).
 pub async fn read_user_until(
@@ -531,7 +509,7 @@ pub async fn read_user_until(
     let kind = if enrolment_only { "AND stream_type = 'enrolment' " } else { "" };
     let sql = format!(
         "SELECT {COLUMNS} FROM events \
-         WHERE stream_id IN (SELECT stream_id FROM stream_user WHERE user_id = $1) AND position <= $2 {kind}\
+         WHERE stream_id IN (SELECT stream_id FROM stream_subject WHERE user_id = $1) AND position <= $2 {kind}\
          ORDER BY position"
     );
     fetch(conn, sqlx::query(&sql).bind(user_id).bind(until)).await

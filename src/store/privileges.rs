@@ -51,8 +51,6 @@ pub fn grants_sql(schema: &str, role: &str) -> Option<String> {
         format!("GRANT SELECT, INSERT ON {schema}.enrolment_course TO {role};"),
         "-- The user and course of each stream (history by user or course): appended beside the log.".to_owned(),
         format!("GRANT SELECT, INSERT ON {schema}.stream_subject TO {role};"),
-        "-- Which user each stream is about (per-user as-of and export): appended beside the log.".to_owned(),
-        format!("GRANT SELECT, INSERT ON {schema}.stream_user TO {role};"),
         format!("GRANT SELECT ON {} TO {role};", qualified(schema, &READ_ONLY)),
         "-- token_generation is bumped by the token and user triggers, which run as the caller.".to_owned(),
         format!("GRANT UPDATE ON {schema}.token_generation TO {role};"),
