@@ -134,23 +134,12 @@ pub async fn verify(db: &Db) -> Result<VerifyReport, StoreError> {
     let mut ledger = LedgerState::default();
     let mut prev_position = 0;
     let mut versions: HashMap<String, i64> = HashMap::new();
-    // What the side indexes beside the log must hold, from each stream's opening events.
-    let mut subjects: BTreeMap<String, Vec<Option<i64>>> = BTreeMap::new();
-    let mut courses: BTreeMap<String, Vec<Option<i64>>> = BTreeMap::new();
     let problems = &mut report.problems;
     let chain_intact = &mut report.chain_intact;
     let mut count = 0;
     log::replay_chained(&mut tx, |stored, event, chained| {
         count += 1;
         *chain_intact &= check_event(&stored, prev_position, &chained, &mut versions, problems);
-        if stored.stream_version == 1 {
-            if let Some((user, course)) = log::stream_subject(&stored) {
-                subjects.insert(stored.stream_id.clone(), vec![user, course]);
-            }
-        }
-        if let Some(course) = log::enrolment_course_of(&stored) {
-            courses.entry(stored.stream_id.clone()).or_insert_with(|| vec![Some(course)]);
-        }
         match event {
             Ok(event) => {
                 if let Err(impossible) = ledger.try_apply(&stored, &event) {
@@ -169,53 +158,8 @@ pub async fn verify(db: &Db) -> Result<VerifyReport, StoreError> {
     for table in tables::ALL {
         report.problems.extend(tables::compare_table(&mut tx, table, &state).await?);
     }
-    report.problems.extend(compare_side_index(&mut tx, "stream_subject", &["user_id", "course_id"], &subjects).await?);
-    report.problems.extend(compare_side_index(&mut tx, "enrolment_course", &["course_id"], &courses).await?);
     tx.commit().await?;
     Ok(report)
-}
-
-/// Rows of a side index read back per page, by stream id.
-const SIDE_INDEX_PAGE_ROWS: i64 = 10_000;
-
-/// Compares a side index beside the log (one row per stream: `stream_id` and `columns`) with
-/// what the log's opening events say, reading it back in keyset pages by stream id.
-async fn compare_side_index(
-    conn: &mut AnyConnection,
-    table: &str,
-    columns: &[&str],
-    expected: &BTreeMap<String, Vec<Option<i64>>>,
-) -> Result<Vec<String>, StoreError> {
-    use sqlx::Row;
-    let sql = format!(
-        "SELECT stream_id, {} FROM {table} WHERE stream_id > $1 ORDER BY stream_id LIMIT $2",
-        columns.join(", ")
-    );
-    let mut problems = Vec::new();
-    let mut seen = 0usize;
-    let mut after = String::new();
-    loop {
-        let rows = sqlx::query(&sql).bind(after.clone()).bind(SIDE_INDEX_PAGE_ROWS).fetch_all(&mut *conn).await?;
-        let Some(last) = rows.last() else { break };
-        after = last.try_get("stream_id")?;
-        for row in &rows {
-            let stream: String = row.try_get("stream_id")?;
-            let values: Vec<Option<i64>> =
-                columns.iter().map(|c| row.try_get::<Option<i64>, _>(*c)).collect::<Result<_, _>>()?;
-            match expected.get(&stream) {
-                Some(want) if *want == values => seen += 1,
-                Some(want) => {
-                    seen += 1;
-                    problems.push(format!("{table}: stream {stream} has {values:?} where the log says {want:?}"));
-                }
-                None => problems.push(format!("{table}: stream {stream} is not opened by any event of the log")),
-            }
-        }
-    }
-    if seen < expected.len() {
-        problems.push(format!("{table}: {} stream(s) of the log have no row", expected.len() - seen));
-    }
-    Ok(problems)
 }
 
 /// Checks one event's position, hash (`chained`: its content hashed over its predecessor's

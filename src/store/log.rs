@@ -272,18 +272,15 @@ struct CourseOf {
     course_id: i64,
 }
 
-/// The course `enrolment_course` records for this event: an event that opens a SEMCO or manual
-/// enrolment stream or a manual instance names its course; any other event, none.
-pub fn enrolment_course_of(event: &StoredEvent) -> Option<i64> {
-    opens_course_stream(event).then(|| serde_json::from_str::<CourseOf>(&event.payload).ok().map(|c| c.course_id))?
-}
-
 /// Records the course of every enrolment stream that `events` open (its `Enrolled` event), in
 /// the append's transaction, so an as-of read of one course finds its streams by index. The
 /// log itself (and so its hash chain) is unchanged.
 async fn record_enrolment_courses(conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<(), StoreError> {
-    let opened: Vec<(&str, i64)> =
-        events.iter().filter_map(|e| Some((e.stream_id.as_str(), enrolment_course_of(e)?))).collect();
+    let opened: Vec<(&str, i64)> = events
+        .iter()
+        .filter(|e| opens_course_stream(e))
+        .filter_map(|e| Some((e.stream_id.as_str(), serde_json::from_str::<CourseOf>(&e.payload).ok()?.course_id)))
+        .collect();
     let backend = Backend::of(conn);
     for chunk in opened.chunks(INSERT_ROWS_MAX) {
         let mut sql = "INSERT INTO enrolment_course (stream_id, course_id) VALUES ".to_owned();
