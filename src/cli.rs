@@ -73,6 +73,9 @@ pub enum Command {
         /// Sign a checkpoint this often when events were added since the last one.
         #[arg(long, env = "CHECKPOINT_EVERY_MINUTES", default_value_t = crate::proof::keeper::CHECKPOINT_EVERY_MINUTES)]
         checkpoint_every_minutes: u64,
+        /// Log lines on stderr: `text` (colour only on a terminal) or `json` (one object a line).
+        #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t)]
+        log_format: crate::api::observe::LogFormat,
     },
     /// Create or upgrade the schema, then exit.
     Migrate,
@@ -256,13 +259,11 @@ pub enum TokenAction {
 }
 
 pub fn main(cli: Cli) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let log_format = match &cli.command {
+        Command::Serve { log_format, .. } => *log_format,
+        _ => crate::api::observe::LogFormat::Text,
+    };
+    crate::api::observe::init_logging(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

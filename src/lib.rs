@@ -7,6 +7,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod domain;
+pub mod metrics;
 pub mod projection;
 pub mod proof;
 pub mod registry;

@@ -12,6 +12,8 @@ pub mod client_addr;
 pub mod errors;
 pub mod functions;
 pub mod install;
+pub mod metrics;
+pub mod observe;
 pub mod rest;
 pub mod server;
 pub mod services;
@@ -37,6 +39,8 @@ pub struct EdgeSettings {
     pub trusted_proxies: client_addr::TrustedProxies,
     /// A request body must arrive within this once its head has been read.
     pub body_read_timeout: std::time::Duration,
+    /// Who may read `/metrics` (`--metrics-token`, `--metrics-allow`).
+    pub metrics_access: metrics::MetricsAccess,
 }
 
 impl Default for EdgeSettings {
@@ -45,6 +49,7 @@ impl Default for EdgeSettings {
             cors_origin: None,
             trusted_proxies: client_addr::TrustedProxies::default(),
             body_read_timeout: std::time::Duration::from_millis(server::BODY_READ_TIMEOUT_MS),
+            metrics_access: metrics::MetricsAccess::default(),
         }
     }
 }
@@ -68,7 +73,10 @@ pub fn router_with_edge(ledger: Ledger, settings: Settings, edge: EdgeSettings) 
         .route(rest::PATH, get(rest::handle).post(rest::handle))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route(metrics::PATH, get(metrics::handle))
         .merge(audit_api::routes())
+        // Last, so that it wraps every route above (a request id, a log line, the metrics).
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe::track))
         .with_state(state)
 }
 

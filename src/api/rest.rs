@@ -2,6 +2,7 @@
 //! (MOODLE-REFERENCE.md §1.2): read the request, authenticate the token, find the function,
 //! check the service, validate the parameters, execute, clean the return value, serialise.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use axum::body::{to_bytes, Body};
@@ -10,6 +11,7 @@ use axum::http::{header, HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::functions::{self, Call};
+use super::observe::{RequestId, WsCall};
 use super::services;
 use super::tokens::TokenRefusal;
 use super::wire::encode::{self, WsError, DML_MISSING_RECORD_EXCEPTION, MOODLE_EXCEPTION, WEBSERVICE_ACCESS_EXCEPTION};
@@ -20,19 +22,31 @@ use crate::store::log::Actor;
 
 pub const PATH: &str = "/webservice/rest/server.php";
 
-/// Counter for request ids (unique within a process run; the log also has the time).
-static REQUEST_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-fn request_id() -> String {
-    let n = REQUEST_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{:x}-{n}", std::process::id())
-}
-
 /// Bodies up to this size are parsed on the async worker; larger ones on the blocking pool
 /// (the parsers are linear, but a 1 MiB body still costs milliseconds).
 pub const INLINE_PARSE_BYTES_MAX: usize = 64 * 1024;
 
+/// The call, answered: the function and Moodle's outcome go into the response's extensions
+/// for the request log line and the metrics (`observe`).
 pub async fn handle(State(state): State<AppState>, req: Request<Body>) -> Response {
+    let request_id = match req.extensions().get::<RequestId>() {
+        Some(RequestId(id)) => id.clone(),
+        None => super::observe::new_request_id(),
+    };
+    let mut function: Cow<'static, str> = Cow::Borrowed("none");
+    let (mut response, outcome) = answer(state, req, request_id, &mut function).await;
+    response.extensions_mut().insert(WsCall { function, outcome });
+    response
+}
+
+/// The response and its outcome label (`ok` or the error code); `function` is set to the
+/// function's label as soon as the request names one.
+async fn answer(
+    state: AppState,
+    req: Request<Body>,
+    request_id: String,
+    function: &mut Cow<'static, str>,
+) -> (Response, Cow<'static, str>) {
     let client_ip = client_ip(&state, &req);
     let query = req.uri().query().unwrap_or("").as_bytes().to_vec();
     let is_post = req.method() == Method::POST;
@@ -42,7 +56,10 @@ pub async fn handle(State(state): State<AppState>, req: Request<Body>) -> Respon
     let body = if is_post {
         match read_body(req.into_body(), state.edge.body_read_timeout).await {
             Ok(body) => body,
-            Err(error) => return respond_error(request::format_from_query(&query), &error.to_ws_error(), debug, cors),
+            Err(error) => {
+                let error = error.to_ws_error();
+                return (respond_error(request::format_from_query(&query), &error, debug, cors), outcome_of(&error));
+            }
         }
     } else {
         Default::default()
@@ -57,12 +74,33 @@ pub async fn handle(State(state): State<AppState>, req: Request<Body>) -> Respon
     };
     let ws = match read {
         Ok(ws) => ws,
-        Err(error) => return respond_error(request::format_from_query(&query), &error.to_ws_error(), debug, cors),
+        Err(error) => {
+            let error = error.to_ws_error();
+            return (respond_error(request::format_from_query(&query), &error, debug, cors), outcome_of(&error));
+        }
     };
+    *function = function_label(ws.function.as_deref());
     let format = ws.format;
-    match dispatch(&state, ws, client_ip).await {
-        Ok(body) => respond(format, body, cors),
-        Err(error) => respond_error(format, &error, debug, cors),
+    match dispatch(&state, ws, client_ip, request_id).await {
+        Ok(body) => (respond(format, body, cors), Cow::Borrowed("ok")),
+        Err(error) => (respond_error(format, &error, debug, cors), outcome_of(&error)),
+    }
+}
+
+/// The metrics label of a requested function: its name when the table has it (a bounded set),
+/// `unknown` for any other name, `none` without one.
+fn function_label(name: Option<&str>) -> Cow<'static, str> {
+    match name {
+        None | Some("") => Cow::Borrowed("none"),
+        Some(name) => Cow::Borrowed(functions::find(name).map_or("unknown", |f| f.name)),
+    }
+}
+
+/// The outcome label of an error envelope: Moodle's error code, or the exception's class.
+fn outcome_of(error: &WsError) -> Cow<'static, str> {
+    match &error.errorcode {
+        Some(code) => Cow::Owned(code.clone()),
+        None => Cow::Borrowed(error.class),
     }
 }
 
@@ -98,9 +136,9 @@ async fn dispatch(
     state: &AppState,
     ws: request::WsRequest,
     client_ip: Option<std::net::IpAddr>,
+    request_id: String,
 ) -> Result<String, WsError> {
     let ledger = &state.ledger;
-    let request_id = request_id();
     let store_error = |e: crate::store::StoreError| {
         tracing::error!(%request_id, error = %e, "token check failed");
         WsError::new("dml_read_exception", "dmlreadexception", "Error reading from database")

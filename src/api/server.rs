@@ -100,6 +100,13 @@ pub struct EdgeArgs {
     /// believed for token IP restrictions; none by default.
     #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
+    /// Bearer token that /metrics requires (from any address) instead of the address check.
+    #[arg(long, env = "METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// Without --metrics-token: the comma-separated addresses and CIDR ranges that may read
+    /// /metrics directly (never through a proxy).
+    #[arg(long, env = "METRICS_ALLOW", default_value = super::metrics::METRICS_ALLOW_DEFAULT)]
+    pub metrics_allow: String,
 }
 
 impl EdgeArgs {
@@ -124,10 +131,19 @@ impl EdgeArgs {
         };
         let trusted_proxies = super::client_addr::TrustedProxies::parse(&self.trusted_proxies)
             .map_err(|entry| format!("--trusted-proxies: {entry:?} is no IP address or CIDR range"))?;
+        let metrics_access = match self.metrics_token.as_deref().map(str::trim) {
+            Some("") => return Err("--metrics-token is empty".into()),
+            Some(token) => super::metrics::MetricsAccess::Token(token.to_owned()),
+            None => super::metrics::MetricsAccess::Addresses(
+                super::client_addr::TrustedProxies::parse(&self.metrics_allow)
+                    .map_err(|entry| format!("--metrics-allow: {entry:?} is no IP address or CIDR range"))?,
+            ),
+        };
         let edge = super::EdgeSettings {
             cors_origin,
             trusted_proxies,
             body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            metrics_access,
         };
         Ok((limits, edge))
     }

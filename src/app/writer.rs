@@ -145,6 +145,8 @@ pub struct Ledger {
     pub db: Db,
     /// Scrubs erased personal data from disk after each committed user deletion.
     pub scrubber: crate::app::erasure::Scrubber,
+    /// What `/metrics` shows: the writer records its batches, the HTTP layer its requests.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Ledger {
@@ -187,7 +189,10 @@ impl Ledger {
         let checkpoints = options.checkpoints.clone().map(|o| CheckpointTask::start(db.clone(), o, committed.clone()));
         // Courses of a log written before manual instances existed get theirs now, as events.
         let lacking_manual = state.registry.courses.keys().any(|c| !state.manual_instances.contains_key(c));
+        let metrics = Arc::new(crate::metrics::Metrics::new(db.backend));
+        metrics.log_head.set(state.head_position);
         let writer = Writer {
+            metrics: metrics.clone(),
             state,
             conn,
             db: db.clone(),
@@ -210,6 +215,7 @@ impl Ledger {
             submit_timeout: options.submit_timeout,
             scrubber: crate::app::erasure::Scrubber::start(db.clone()),
             db,
+            metrics,
         };
         if lacking_manual {
             let actor = Actor { user_id: None, token_id: None, request_id: "start-manual-instances".into() };
@@ -375,6 +381,7 @@ struct Writer {
     stale: bool,
     /// SQLite's lock file, held for the writer's life.
     _file_lock: Option<WriterLock>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 type Decided = (oneshot::Sender<Result<Outcome, LedgerError>>, Result<Outcome, LedgerError>);
@@ -483,6 +490,10 @@ impl Writer {
         }
     }
 
+    fn committed_metrics(&self, requests: usize, events: usize, started: std::time::Instant) {
+        self.metrics.batch_committed(requests, events, started.elapsed().as_secs_f64(), self.state.head_position);
+    }
+
     /// Decides and commits one batch, then answers every request of it.
     async fn process(&mut self, jobs: Vec<Job>, receiver: &mut mpsc::Receiver<Message>) -> Result<(), StoreError> {
         // A caller that gave up (submit timeout) is not answered, and its request not decided.
@@ -507,6 +518,7 @@ impl Writer {
                     commit_us = started.elapsed().as_micros() as u64,
                     "batch committed"
                 );
+                self.committed_metrics(decided.len(), batch.events.len(), started);
                 self.answer(decided)
             }
             Committed::No(error) => {
@@ -547,8 +559,12 @@ impl Writer {
             return Ok(());
         }
         let (decided, batch) = self.decide_all(vec![job]);
+        let started = std::time::Instant::now();
         match self.commit(&batch).await {
-            Committed::Yes => self.answer(decided),
+            Committed::Yes => {
+                self.committed_metrics(decided.len(), batch.events.len(), started);
+                self.answer(decided)
+            }
             Committed::No(error) => {
                 tracing::error!(%error, "request refused by the database; nothing of it was kept");
                 for (reply, _) in decided {
