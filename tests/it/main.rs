@@ -20,6 +20,7 @@ mod hr_doc;
 mod http;
 mod log_integrity;
 mod manual_property;
+mod ops;
 mod private_cluster;
 mod proofs;
 mod query_plans;
