@@ -218,6 +218,15 @@ async fn metrics_count_calls_by_function_and_outcome(backend: Backend) {
     assert_eq!(value(&after, "enrol_ledger_tokens{service=\"enrol_semco\"}"), 1.0, "the installer's token");
     assert_eq!(value(&after, "enrol_ledger_tokens{service=\"ledger_audit\"}"), 0.0);
     assert_eq!(value(&after, "enrol_ledger_last_verification_success"), -1.0, "no verify run recorded");
+    assert_eq!(value(&after, "enrol_ledger_last_verification_timestamp_seconds"), 0.0);
+    // A verify run beside the server is recorded (app::verification) and shows at the next scrape.
+    let (code, out) = crate::faults_support::verify(&db.url).await;
+    assert_eq!(code, 0, "{out}");
+    let verified = scrape(port).await;
+    assert_eq!(value(&verified, "enrol_ledger_last_verification_success"), 1.0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let at = value(&verified, "enrol_ledger_last_verification_timestamp_seconds");
+    assert!((now - 120.0..=now + 1.0).contains(&at), "verified at {at}, now {now}");
     let backend_name = enrol_ledger::metrics::backend_name(backend);
     let build =
         format!("enrol_ledger_build_info{{version=\"{}\",backend=\"{backend_name}\"}}", env!("CARGO_PKG_VERSION"));
