@@ -252,8 +252,13 @@ async fn metrics_are_refused_through_a_proxy_and_need_the_token_when_one_is_set(
 async fn request_log_has_one_json_line_per_request_without_the_token(backend: Backend) {
     let db = BlankDb::new(backend).await;
     let token = create_token(&db.url, "ledger_admin").await;
-    let mut server = Server::start(&db.url, &["--log-format", "json"]).await;
+    let mut server = Server::start(&db.url, &["--log-format", "json", "--request-timeout-ms", "1500"]).await;
     let port = server.port;
+    // A call whose body never arrives: the whole-request timeout answers 503, the line says aborted.
+    let stalled = rest_post(&site_info_body(&token));
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream.write_all(&stalled.as_bytes()[..stalled.len() - 5]).await.unwrap();
+    assert_eq!(read_answer(&mut stream).await.status, 503);
     let query_call = format!("/webservice/rest/server.php?{}", site_info_body(&token));
     let answers = vec![
         ("GET", get(port, &query_call, &[]).await),
@@ -288,7 +293,8 @@ async fn request_log_has_one_json_line_per_request_without_the_token(backend: Ba
     let request_lines: Vec<&Value> = lines.iter().filter(|l| l["message"] == "request").collect();
     for line in &request_lines {
         let id = line["request_id"].as_str().expect("request_id");
-        assert!(ids.iter().any(|i| i == id) || line["path"] == "/readyz", "a request line of no request: {line}");
+        let known = ids.iter().any(|i| i == id) || line["path"] == "/readyz" || line["outcome"] == "aborted";
+        assert!(known, "a request line of no request: {line}");
         for field in ["timestamp", "level", "method", "path", "function", "outcome"] {
             assert!(line[field].is_string(), "{field} in {line}");
         }
@@ -316,6 +322,10 @@ async fn request_log_has_one_json_line_per_request_without_the_token(backend: Ba
         );
         assert_eq!((line["function"].as_str(), line["outcome"].as_str()), (Some(function), Some(outcome)), "{line}");
     }
+    let aborted: Vec<&&Value> = request_lines.iter().filter(|l| l["outcome"] == "aborted").collect();
+    assert_eq!(aborted.len(), 1, "{aborted:?}");
+    assert_eq!(aborted[0]["path"], "/webservice/rest/server.php");
+    assert_eq!(aborted[0]["status"], 503);
     // The request id is the actor's of the events the call appended.
     let events = export(&db.url).await;
     let course_call = &ids[2];
