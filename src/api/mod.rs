@@ -60,6 +60,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub edge: Arc<EdgeSettings>,
     pub tokens: Arc<tokens::TokenCache>,
+    /// The pages' in-memory state (sign-in throttle).
+    pub web: Arc<crate::web::WebState>,
 }
 
 pub fn router(ledger: Ledger, settings: Settings) -> Router {
@@ -68,13 +70,20 @@ pub fn router(ledger: Ledger, settings: Settings) -> Router {
 
 /// The router with explicit edge settings (CORS origin, trusted proxies, body timeout).
 pub fn router_with_edge(ledger: Ledger, settings: Settings, edge: EdgeSettings) -> Router {
-    let state = AppState { ledger, settings: Arc::new(settings), edge: Arc::new(edge), tokens: Arc::default() };
+    let state = AppState {
+        ledger,
+        settings: Arc::new(settings),
+        edge: Arc::new(edge),
+        tokens: Arc::default(),
+        web: Arc::default(),
+    };
     Router::new()
         .route(rest::PATH, get(rest::handle).post(rest::handle))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route(metrics::PATH, get(metrics::handle))
         .merge(audit_api::routes())
+        .merge(crate::web::routes())
         // Last, so that it wraps every route above (a request id, a log line, the metrics).
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe::track))
         .with_state(state)

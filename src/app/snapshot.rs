@@ -67,6 +67,9 @@ struct Payload {
     /// The muted health checks (absent in snapshots older than them: none muted).
     #[serde(default)]
     health: Versioned<crate::domain::health::Muted>,
+    /// (web account, version) of the account streams (absent before migration 13).
+    #[serde(default)]
+    accounts: Vec<(i64, i64)>,
 }
 
 fn sorted<K: Ord + Copy, V: Clone>(map: &std::collections::HashMap<K, V>) -> Vec<(K, V)> {
@@ -98,6 +101,7 @@ impl Payload {
             manual: state.manual.iter().map(|(k, v)| (*k, v.clone())).collect(),
             criteria: sorted(&state.criteria),
             health: state.health.clone(),
+            accounts: sorted(&state.accounts),
         }
     }
 
@@ -119,6 +123,7 @@ impl Payload {
             manual: self.manual.into_iter().collect(),
             criteria: self.criteria.into_iter().collect(),
             health: self.health,
+            accounts: self.accounts.into_iter().collect(),
             ..LedgerState::default()
         };
         for (instance, sortorder, stream) in self.enrolments {
