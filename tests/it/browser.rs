@@ -95,7 +95,6 @@ impl Site {
 
 /// A raw HTTP answer.
 #[derive(Debug)]
-#[allow(dead_code)] // the harness serves every page area's tests
 pub struct Response {
     pub status: u16,
     pub head: String,
@@ -112,7 +111,6 @@ impl Response {
     }
 
     /// Every `Set-Cookie` header.
-    #[allow(dead_code)]
     pub fn set_cookies(&self) -> Vec<&str> {
         self.head
             .lines()

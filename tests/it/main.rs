@@ -35,3 +35,4 @@ mod tokens;
 mod unbreakable;
 mod undo;
 mod valid_input;
+mod web_signin;
