@@ -107,7 +107,8 @@ async fn session_cookie_flags_and_login_csrf(backend: Backend) {
 
 /// `account add`, `password` and `remove` beside a running server are events of stream
 /// account/1 with the CLI as actor (the server appends them), and without a server the command
-/// appends them itself; a new password ends the sessions, a removed account cannot sign in.
+/// appends them itself; `history --account` reads them; a new password ends the sessions, a
+/// removed account cannot sign in.
 async fn account_changes_are_events(backend: Backend) {
     let site = Site::start(backend).await;
     site.add_account("mia", "manager").await;
@@ -160,6 +161,11 @@ async fn account_changes_are_events(backend: Backend) {
             ("AccountRemoved".to_owned(), 3, cli())
         ]
     );
+    let history = crate::faults_support::cli(&site.db.url, &["history", "--account", "1"]).await;
+    let history = String::from_utf8_lossy(&history.stdout).into_owned();
+    let lines: Vec<serde_json::Value> = history.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: Vec<&str> = lines.iter().map(|l| l["event_type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["AccountAdded", "AccountPasswordChanged", "AccountRemoved"], "history --account 1");
     let mut site = site;
     site.server.kill9();
     let (code, _, err) = site.account(&["add", "--username", "max", "--role", "auditor"], Some(PASSWORD)).await;
