@@ -54,12 +54,13 @@ cargo test --all-targets "$@"
 # The PostgreSQL part again with the ledger under the runtime role: the owner installs each
 # test schema, the test's ledger, CLI and server use the runtime role. A representative
 # subset: the tests that tamper with the log or kill the first start need the owner.
-echo "== the PostgreSQL part under the runtime role $RUNTIME_ROLE (api_doc, scenario, http, tokens, faults crash loop, signed checkpoints)"
+echo "== the PostgreSQL part under the runtime role $RUNTIME_ROLE (api_doc, scenario, http, tokens, faults crash loop, signed checkpoints, web accounts)"
 ENROL_LEDGER_TEST_PG_AS_RUNTIME=1 cargo test --test it "$@" -- \
     api_doc::documented_curl_session_replays::postgres hr_doc::documented_hr_sync_replays::postgres hr::hr_contract \
     scenario:: http:: tokens:: \
     faults::crash_loop_loses_no_acknowledged_change::postgres \
-    proofs::serve_signs_every_n_events_and_at_shutdown::postgres --skip sqlite
+    proofs::serve_signs_every_n_events_and_at_shutdown::postgres \
+    web_signin::account_changes_are_events::postgres --skip sqlite
 if [ "$BENCH_SMOKE" = 1 ]; then
     # The debug build `cargo test` just made: a release build would add minutes on 2 cores.
     echo "== benchmark smoke (debug build, --scale tiny: checks it works; the figures mean nothing)"

@@ -121,7 +121,7 @@ pub enum Command {
     Export,
     /// Every event of one booking, user or course, in order, with time, actor, reason and
     /// old → new values.
-    #[command(group(clap::ArgGroup::new("subject").required(true).args(["booking", "user", "course"])))]
+    #[command(group(clap::ArgGroup::new("subject").required(true).args(["booking", "user", "course", "account"])))]
     History {
         /// A SEMCO booking ID: the events tagged with it and of the streams that held it.
         #[arg(long)]
@@ -132,6 +132,9 @@ pub enum Command {
         /// A course id: the course's registry events, its enrolments and completions.
         #[arg(long)]
         course: Option<i64>,
+        /// A web account id (`account list`): its addition, password changes and removal.
+        #[arg(long)]
+        account: Option<i64>,
         /// `json`: one JSON object per event (the default, as before); `text`: a line per event.
         #[arg(long, default_value = "json", value_parser = ["json", "text"])]
         format: String,
@@ -678,13 +681,16 @@ async fn run(cli: Cli) -> CliResult {
                 return Err(error.into());
             }
         }
-        Command::History { booking, user, course, format } => {
+        Command::History { booking, user, course, account, format } => {
             use crate::app::history::{self, Subject};
             let subject = match (booking, user, course) {
                 (Some(booking), _, _) => Subject::Booking(booking),
                 (None, Some(user), _) => Subject::User(user),
                 (None, None, Some(course)) => Subject::Course(course),
-                (None, None, None) => return Err("give --booking, --user or --course".into()),
+                (None, None, None) => match account {
+                    Some(account) => Subject::Account(account),
+                    None => return Err("give --booking, --user, --course or --account".into()),
+                },
             };
             let found = history::history(&db, subject.clone()).await?;
             if found.entries.is_empty() {
@@ -692,6 +698,7 @@ async fn run(cli: Cli) -> CliResult {
                     Subject::Booking(booking) => println!("no events for booking {booking}"),
                     Subject::User(user) => println!("no events for user {user}"),
                     Subject::Course(course) => println!("no events for course {course}"),
+                    Subject::Account(account) => println!("no events for web account {account}"),
                 }
                 return Ok(ExitCode::from(1));
             }

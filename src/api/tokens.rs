@@ -78,6 +78,21 @@ pub async fn create(
     Ok(token)
 }
 
+/// `create` recording who made it (the tokens page: `web:<account id>:<name>`) and why.
+pub async fn create_as(
+    db: &Db,
+    service: &str,
+    user_id: i64,
+    valid_until: i64,
+    ip_restriction: &str,
+    (actor, reason): (&str, &str),
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let mut tx = db.pool.begin().await?;
+    let token = create_in_as(&mut tx, service, user_id, valid_until, ip_restriction, actor, reason).await?;
+    tx.commit().await?;
+    Ok(token)
+}
+
 /// `create` on the caller's transaction (the installer's first start).
 pub async fn create_in(
     conn: &mut AnyConnection,
@@ -386,8 +401,13 @@ pub async fn list(db: &Db) -> Result<Vec<TokenInfo>, StoreError> {
 /// Deletes a token; `false` when there is none with this id. Running servers refuse it from
 /// their next call on (the delete bumps the token generation).
 pub async fn revoke(db: &Db, id: i64) -> Result<bool, StoreError> {
+    revoke_as(db, id, "cli", "token revoke").await
+}
+
+/// `revoke` recording who made it (the tokens page: `web:<account id>:<name>`) and why.
+pub async fn revoke_as(db: &Db, id: i64, actor: &str, reason: &str) -> Result<bool, StoreError> {
     let mut tx = db.pool.begin().await?;
-    outbox(&mut tx, "revoked", TOKEN_ID_IS, id.to_string(), "cli", "token revoke").await?;
+    outbox(&mut tx, "revoked", TOKEN_ID_IS, id.to_string(), actor, reason).await?;
     let deleted = sqlx::query("DELETE FROM external_tokens WHERE id = $1").bind(id).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(deleted.rows_affected() > 0)

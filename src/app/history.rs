@@ -28,6 +28,8 @@ pub enum Subject {
     Booking(String),
     User(i64),
     Course(i64),
+    /// A web sign-in account (stream `account/{id}`: added, password changes, removed).
+    Account(i64),
 }
 
 /// Who caused an event: the service user and the token (never the token itself).
@@ -87,6 +89,10 @@ pub async fn history(db: &Db, subject: Subject) -> Result<History, StoreError> {
         Subject::Booking(booking) => log::read_booking(db, booking).await?,
         Subject::User(id) => log::read_subject(db, SubjectColumn::User, *id).await?,
         Subject::Course(id) => log::read_subject(db, SubjectColumn::Course, *id).await?,
+        Subject::Account(id) => {
+            let stream = log::StreamRef::new(super::state::ACCOUNT_STREAM, id.to_string());
+            log::read_stream(db, &stream.uuid().to_string()).await?
+        }
     };
     let actors = Actors::look_up(db, &events).await?;
     let entries = events.iter().map(|stored| entry(stored, &actors)).collect();

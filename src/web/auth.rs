@@ -353,7 +353,11 @@ impl FromRequestParts<AppState> for SignedIn {
                 Ok(signed)
             }
             None => {
-                let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                // After sign-in the browser GETs `next`: a form's target is no page to return to.
+                let path = match parts.method {
+                    axum::http::Method::GET => parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+                    _ => "/",
+                };
                 Err(see_other(&format!("/login?next={}", query_encode(safe_next(path)))))
             }
         }

@@ -1,7 +1,8 @@
 //! The web pages (issue 11): HTML rendered with maud, no JavaScript, one stylesheet.
 //!
 //! `auth` signs accounts in and out and gives pages the `SignedIn` and `CsrfForm` extractors,
-//! `layout` frames every page, `accounts` keeps the web accounts (and the `account` CLI).
+//! `layout` frames every page, `accounts` keeps the web accounts (and the `account` CLI),
+//! `tokens` is the tokens page.
 //! Each page area has its own file with `routes()`, merged in [`routes`].
 
 use axum::http::{HeaderValue, StatusCode};
@@ -15,6 +16,7 @@ use crate::api::AppState;
 pub mod accounts;
 pub mod auth;
 pub mod layout;
+pub mod tokens;
 
 /// What the pages keep in memory: the sign-in throttle.
 #[derive(Default)]
@@ -24,7 +26,14 @@ pub struct WebState {
 
 /// Every page route: one `.merge(x::routes())` line per page area.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/", get(home)).route("/static/app.css", get(stylesheet)).merge(auth::routes())
+    // The dummy hash unknown usernames are checked against is made once, before the first
+    // sign-in, so that sign-in is not slower for an unknown name.
+    std::thread::spawn(|| accounts::dummy_hash().len());
+    Router::new()
+        .route("/", get(home))
+        .route("/static/app.css", get(stylesheet))
+        .merge(auth::routes())
+        .merge(tokens::routes())
 }
 
 /// Why a page cannot be shown, as a page with the matching status. Never a 500 with a panic:

@@ -95,7 +95,6 @@ impl Site {
 
 /// A raw HTTP answer.
 #[derive(Debug)]
-#[allow(dead_code)] // the harness serves every page area's tests
 pub struct Response {
     pub status: u16,
     pub head: String,
@@ -112,7 +111,6 @@ impl Response {
     }
 
     /// Every `Set-Cookie` header.
-    #[allow(dead_code)]
     pub fn set_cookies(&self) -> Vec<&str> {
         self.head
             .lines()
@@ -208,7 +206,13 @@ impl Browser {
 
     /// The visible text of the first element matching `css`.
     pub async fn text(&self, css: &str) -> String {
-        self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).text().await.unwrap()
+        match self.client.find(Locator::Css(css)).await {
+            Ok(element) => element.text().await.unwrap(),
+            Err(error) => {
+                let page = self.client.source().await.unwrap_or_default();
+                panic!("{css} not on {}: {error}\n{page}", self.path().await)
+            }
+        }
     }
 
     /// The whole page's visible text.
@@ -225,7 +229,6 @@ impl Browser {
     }
 
     /// Opens /login and signs in; panics unless the start page follows.
-    #[allow(dead_code)]
     pub async fn sign_in(&self, username: &str, password: &str) {
         self.goto("/login").await;
         self.submit_sign_in(username, password).await;
@@ -310,3 +313,103 @@ async fn sign_in_and_out(backend: Backend) {
 }
 
 crate::on_both_backends!(sign_in_and_out);
+
+// ---------------------------------------------------------------------------------------------
+// The tokens page
+
+/// The newest token of `service` by `token list` (id).
+async fn newest_token_id(site: &Site, service: &str) -> i64 {
+    let output = crate::faults_support::cli(&site.db.url, &["token", "list"]).await;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut cells = line.split('\t');
+            let id = cells.next()?.parse::<i64>().ok()?;
+            (cells.next()? == service).then_some(id)
+        })
+        .max()
+        .unwrap_or_else(|| panic!("no {service} token in {text}"))
+}
+
+/// SEMCO's call with `token`: `Ok` with the answer, `Err(errorcode)` for an envelope.
+async fn semco_call(site: &Site, token: &str) -> Result<serde_json::Value, String> {
+    let answer = crate::faults_support::call(
+        site.server.port,
+        token,
+        "core_user_get_users_by_field",
+        &crate::faults_support::params(&[("field", "id".into()), ("values[0]", "3".into())]),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("an answer");
+    match answer.get("errorcode").and_then(|c| c.as_str()) {
+        Some(code) => Err(code.to_owned()),
+        None => Ok(answer),
+    }
+}
+
+/// Waits until the log has an event of `event_type` whose payload's actor is `actor`.
+async fn wait_for_event(site: &Site, event_type: &str, actor: &str) {
+    let start = Instant::now();
+    loop {
+        let events = crate::faults_support::export(&site.db.url).await;
+        let found =
+            events.iter().any(|e| e["event_type"] == event_type && e["payload"]["actor"].as_str() == Some(actor));
+        if found {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no {event_type} by {actor} in the log");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A manager revokes SEMCO's token on the page and SEMCO's next call with it is refused
+/// (`invalidtoken`); a token created on the page works at once and is shown only on its result
+/// page; both changes are events naming the web account; an auditor cannot open the page.
+async fn tokens_page_revokes_and_creates(backend: Backend) {
+    let site = Site::start(backend).await;
+    site.add_account("mia", "manager").await;
+    site.add_account("abe", "auditor").await;
+    let semco = crate::faults_support::create_token(&site.db.url, "enrol_semco").await;
+    let semco_id = newest_token_id(&site, "enrol_semco").await;
+    let before = semco_call(&site, &semco).await;
+    assert!(before.is_ok(), "SEMCO token works before: {before:?}");
+
+    let browser = Browser::start(&site).await;
+    browser.sign_in("mia", PASSWORD).await;
+    browser.goto("/tokens").await;
+    let table = browser.text("table.tokens").await;
+    assert!(table.contains("enrol_semco") && !table.contains(&semco), "listed, never the token itself");
+    assert!(!browser.client.source().await.unwrap().contains(&semco), "not in the page source either");
+    browser.screenshot("tokens").await;
+
+    browser.client.find(Locator::Id(&format!("revoke-{semco_id}"))).await.unwrap().click().await.unwrap();
+    assert!(browser.text("[role=status]").await.contains(&format!("Token {semco_id} was revoked")));
+    assert_eq!(semco_call(&site, &semco).await.unwrap_err(), "invalidtoken", "SEMCO's next call is refused");
+    assert!(browser.client.find(Locator::Id(&format!("revoke-{semco_id}"))).await.is_err(), "gone from the list");
+
+    browser.client.find(Locator::Id("service")).await.unwrap().select_by_value("enrol_semco").await.unwrap();
+    browser.client.find(Locator::Css("form.create-token button")).await.unwrap().click().await.unwrap();
+    let created = browser.text("#new-token").await;
+    assert_eq!(created.len(), 32, "a new token: {created}");
+    browser.screenshot("token-created").await;
+    assert!(semco_call(&site, &created).await.is_ok(), "the new token works at once");
+    browser.goto("/tokens").await;
+    assert!(!browser.client.source().await.unwrap().contains(&created), "shown once, never again");
+    wait_for_event(&site, "TokenRevoked", "web:1:mia").await;
+    wait_for_event(&site, "TokenCreated", "web:1:mia").await;
+    assert!(!site.server.stderr().contains(&created), "the new token is not logged");
+
+    browser.client.find(Locator::Css("form.logout button")).await.unwrap().click().await.unwrap();
+    browser.sign_in("abe", PASSWORD).await;
+    assert!(!browser.text("nav").await.contains("Tokens"), "an auditor's navigation has no tokens");
+    browser.goto("/tokens").await;
+    assert!(browser.text("h1").await.contains("Not allowed"), "an auditor cannot open /tokens");
+    let session = browser.cookie(enrol_ledger::web::auth::SESSION_COOKIE).await.unwrap();
+    let cookie = format!("{}={session}", enrol_ledger::web::auth::SESSION_COOKIE);
+    assert_eq!(site.http("GET", "/tokens", &[("Cookie", &cookie)], "").await.status, 403);
+    browser.close().await;
+}
+
+crate::on_both_backends!(tokens_page_revokes_and_creates);

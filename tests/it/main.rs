@@ -37,3 +37,4 @@ mod tokens;
 mod unbreakable;
 mod undo;
 mod valid_input;
+mod web_signin;
