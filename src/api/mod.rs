@@ -12,6 +12,7 @@ pub mod client_addr;
 pub mod errors;
 pub mod functions;
 pub mod install;
+pub mod report_api;
 pub mod rest;
 pub mod server;
 pub mod services;

@@ -27,6 +27,7 @@ mod reads;
 mod rebuild_property;
 mod registry_events;
 mod registry_rules;
+mod report;
 mod scenario;
 mod snapshots;
 mod startup;
