@@ -871,7 +871,8 @@ async fn present_rows(
     cursor: Option<&Cursor>,
     limit: i64,
 ) -> Result<Vec<ReportRow>, StoreError> {
-    let (sql, binds) = present_sql(filters, sort, cursor, limit);
+    let backend = if conn.backend_name().eq_ignore_ascii_case("sqlite") { Backend::Sqlite } else { Backend::Postgres };
+    let (sql, binds) = present_sql(backend, filters, sort, cursor, limit);
     let mut query = sqlx::query(&sql);
     for bind in binds {
         query = match bind {
@@ -888,12 +889,13 @@ async fn present_rows(
 /// the filters, the seek past the cursor and the sort, with its binds rendered as literals
 /// when `literal` (EXPLAIN) is wanted.
 pub fn present_sql_literal(
+    backend: Backend,
     filters: &Filters,
     sort: (Column, Direction),
     cursor: Option<&Cursor>,
     limit: i64,
 ) -> String {
-    let (mut sql, binds) = present_sql(filters, sort, cursor, limit);
+    let (mut sql, binds) = present_sql(backend, filters, sort, cursor, limit);
     for (i, bind) in binds.iter().enumerate().rev() {
         let literal = match bind {
             Bind::Int(v) => v.to_string(),
@@ -906,6 +908,7 @@ pub fn present_sql_literal(
 }
 
 fn present_sql(
+    backend: Backend,
     filters: &Filters,
     sort: (Column, Direction),
     cursor: Option<&Cursor>,
@@ -932,15 +935,31 @@ fn present_sql(
         if column == Column::EnrolId {
             conditions.push(format!("ue.id {cmp} ${i}"));
         } else {
-            conditions.push(format!("({key} {cmp} ${k} OR ({key} = ${k} AND ue.id {cmp} ${i}))"));
+            // A row-value comparison: both backends seek an index on (key, id) with it.
+            conditions.push(format!("({key}, ue.id) {cmp} (${k}, ${i})"));
         }
     }
     let where_clause =
         if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
     let order_by =
         if column == Column::EnrolId { format!("ue.id {order}") } else { format!("{key} {order}, ue.id {order}") };
-    let sql =
-        format!("{} {}{where_clause} ORDER BY {order_by} LIMIT {limit}", queries::REPORT_SELECT, queries::REPORT_FROM);
+    // SQLite's planner, given a LIMIT, may drive the join from the instances and sort every
+    // row; a sort on a user enrolment column without a narrowing filter walks
+    // `user_enrolments` in the sort's order instead (SQLite keeps the left side of each CROSS
+    // JOIN in the outer loop; PostgreSQL plans it as the same inner join).
+    let ue_sort = matches!(column, Column::EnrolId | Column::EnrolStart | Column::EnrolEnd);
+    let narrowed = filters.course.is_some()
+        || filters.user.is_some()
+        || filters.bookingid.is_some()
+        || filters.semcouserid.is_some();
+    let from = if backend == Backend::Sqlite && ue_sort && !narrowed {
+        ["enrol e", "users u", "courses c"].iter().fold(queries::REPORT_FROM.to_owned(), |from, t| {
+            from.replacen(&format!("JOIN {t}"), &format!("CROSS JOIN {t}"), 1)
+        })
+    } else {
+        queries::REPORT_FROM.to_owned()
+    };
+    let sql = format!("{} {from}{where_clause} ORDER BY {order_by} LIMIT {limit}", queries::REPORT_SELECT);
     (sql, binds)
 }
 
