@@ -166,7 +166,7 @@ pub enum CompletionStatus {
 
 /// What the report is narrowed to. Text filters are exact except `email` (contains, case
 /// insensitive); `None` = no filter.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Filters {
     pub email: Option<String>,
     pub semcouserid: Option<String>,
@@ -189,9 +189,23 @@ pub struct Filters {
     pub known: KnownAt,
 }
 
-impl Default for KnownAt {
+impl Default for Filters {
     fn default() -> Self {
-        KnownAt::Now
+        Filters {
+            email: None,
+            semcouserid: None,
+            bookingid: None,
+            course: None,
+            user: None,
+            enrolstatus: None,
+            completionstatus: None,
+            firstinitial: None,
+            lastinitial: None,
+            active_on: None,
+            from: None,
+            to: None,
+            known: KnownAt::Now,
+        }
     }
 }
 

@@ -137,7 +137,10 @@ async fn ids(db: &Db, pairs: &[(&str, String)]) -> Vec<i64> {
 
 /// The filter cases every surface checks (the page's browser test too): parameters → the
 /// fixture's enrolments (indexes into `enrolids`).
-pub fn filter_cases(f: &Fixture) -> Vec<(Vec<(&'static str, String)>, Vec<usize>)> {
+/// Query parameters and the fixture's enrolments (indexes into `enrolids`) they select.
+pub type FilterCase = (Vec<(&'static str, String)>, Vec<usize>);
+
+pub fn filter_cases(f: &Fixture) -> Vec<FilterCase> {
     let s = |v: &str| v.to_owned();
     vec![
         (vec![], vec![0, 1, 2, 3]),
