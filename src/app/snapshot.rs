@@ -64,6 +64,9 @@ struct Payload {
     /// Course completion criteria (format 3).
     #[serde(default)]
     criteria: Vec<(i64, Versioned<Criteria>)>,
+    /// (web account, version) of the account streams (absent before migration 13).
+    #[serde(default)]
+    accounts: Vec<(i64, i64)>,
 }
 
 fn sorted<K: Ord + Copy, V: Clone>(map: &std::collections::HashMap<K, V>) -> Vec<(K, V)> {
@@ -94,6 +97,7 @@ impl Payload {
             manual_instances: sorted(&state.manual_instances),
             manual: state.manual.iter().map(|(k, v)| (*k, v.clone())).collect(),
             criteria: sorted(&state.criteria),
+            accounts: sorted(&state.accounts),
         }
     }
 
@@ -114,6 +118,7 @@ impl Payload {
             manual_instances: self.manual_instances.into_iter().collect(),
             manual: self.manual.into_iter().collect(),
             criteria: self.criteria.into_iter().collect(),
+            accounts: self.accounts.into_iter().collect(),
             ..LedgerState::default()
         };
         for (instance, sortorder, stream) in self.enrolments {
