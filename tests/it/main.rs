@@ -29,6 +29,7 @@ mod rebuild_property;
 mod registry_events;
 mod registry_rules;
 mod report;
+mod report_browser;
 mod scenario;
 mod snapshots;
 mod startup;
