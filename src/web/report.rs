@@ -32,7 +32,6 @@ const TITLE: &str = "SEMCO enrolments";
 fn unavailable(signed: &SignedIn, what: impl std::fmt::Display) -> Response {
     tracing::error!(error = %what, "report read failed");
     let body = html! {
-        h1 { (TITLE) }
         p role="alert" { "The report cannot be read from the database right now. Try again in a moment." }
     };
     let mut response = layout::page(TITLE, signed, body);
@@ -53,8 +52,7 @@ async fn report_page(State(state): State<AppState>, signed: SignedIn, Query(para
         Ok(query) => query,
         Err(error) => {
             let body = html! {
-                h1 { (TITLE) }
-                p.error role="alert" { "The report cannot use these parameters: " (error.0) }
+                        p.error role="alert" { "The report cannot use these parameters: " (error.0) }
                 (filter_form(&ReportParams::default(), &settings))
             };
             let mut response = layout::page(TITLE, &signed, body);
@@ -113,7 +111,6 @@ fn body(params: &ReportParams, query: &ReportQuery, settings: &DisplaySettings, 
     kept.dir = Some(sort_direction.as_str().to_owned());
     let first_page = |p: &mut ReportParams| p.cursor = None;
     html! {
-        h1 { (TITLE) }
         @if let Some(position) = page.known_position {
             p.note { "As the ledger knew it at log position " (position) ". Names, e-mail addresses and profile fields are today's." }
         }

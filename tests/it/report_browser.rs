@@ -100,6 +100,8 @@ async fn report_page_filters_sorts_pages_and_downloads(backend: Backend) {
         assert!(ann.contains(cell), "{cell} in {ann}");
     }
     browser.screenshot("report").await;
+    browser.client.execute("document.getElementById('report').scrollIntoView()", vec![]).await.unwrap();
+    browser.screenshot("report-table").await;
 
     // Through the form: a text field and a select, together.
     browser.client.find(Locator::Id("f-email")).await.unwrap().send_keys("example.org").await.unwrap();
