@@ -30,6 +30,9 @@ CREATE TABLE user_enrolments (
 -- per instance of a course costs less than a (parallel) scan of every user enrolment.
 CREATE INDEX user_enrolments_enrolid ON user_enrolments (enrolid) INCLUDE (id, userid, timestart, timeend, status);
 CREATE INDEX user_enrolments_userid ON user_enrolments (userid);
+-- The report's sorts by enrolment start and end (app::report): seek, ties by id.
+CREATE INDEX user_enrolments_timestart ON user_enrolments (timestart, id);
+CREATE INDEX user_enrolments_timeend ON user_enrolments (timeend, id);
 
 CREATE TABLE course_completions (
     userid        BIGINT NOT NULL,

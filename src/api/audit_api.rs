@@ -31,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/history/users/{id}", get(user_history))
         .route("/api/v1/history/courses/{id}", get(course_history))
         .route("/api/v1/as-of", get(as_of))
+        .merge(super::report_api::routes())
 }
 
 /// An audit API failure: its HTTP status, a stable code and a sentence.

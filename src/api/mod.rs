@@ -14,6 +14,7 @@ pub mod functions;
 pub mod install;
 pub mod metrics;
 pub mod observe;
+pub mod report_api;
 pub mod rest;
 pub mod server;
 pub mod services;

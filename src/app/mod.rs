@@ -7,6 +7,7 @@ pub mod command;
 pub mod decide;
 pub mod erasure;
 pub mod history;
+pub mod report;
 pub mod rows;
 pub mod snapshot;
 pub mod state;

@@ -16,4 +16,4 @@ pub use state::ProjectionState;
 
 /// Bump when a projection's definition changes: the next start drops and rebuilds them all,
 /// in one transaction with the new version.
-pub const PROJECTION_VERSION: i64 = 3;
+pub const PROJECTION_VERSION: i64 = 4;

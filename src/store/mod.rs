@@ -262,6 +262,7 @@ fn migrations(backend: Backend) -> &'static [Migration] {
             (12, "one_subject_index", include_str!("../../migrations/sqlite/0012_one_subject_index.sql")),
             (13, "web_accounts", include_str!("../../migrations/sqlite/0013_web_accounts.sql")),
             (14, "verification_runs", include_str!("../../migrations/sqlite/0014_verification_runs.sql")),
+            (15, "report_sorts", include_str!("../../migrations/sqlite/0015_report_sorts.sql")),
         ],
         Backend::Postgres => &[
             (1, "event_log", include_str!("../../migrations/postgres/0001_event_log.sql")),
@@ -282,6 +283,7 @@ fn migrations(backend: Backend) -> &'static [Migration] {
             (12, "one_subject_index", include_str!("../../migrations/postgres/0012_one_subject_index.sql")),
             (13, "web_accounts", include_str!("../../migrations/postgres/0013_web_accounts.sql")),
             (14, "verification_runs", include_str!("../../migrations/postgres/0014_verification_runs.sql")),
+            (15, "report_sorts", include_str!("../../migrations/postgres/0015_report_sorts.sql")),
         ],
     }
 }

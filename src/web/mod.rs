@@ -17,6 +17,7 @@ pub mod accounts;
 pub mod auth;
 pub mod layout;
 pub mod tokens;
+pub mod report;
 
 /// What the pages keep in memory: the sign-in throttle.
 #[derive(Default)]
@@ -34,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/static/app.css", get(stylesheet))
         .merge(auth::routes())
         .merge(tokens::routes())
+        .merge(report::routes())
 }
 
 /// Why a page cannot be shown, as a page with the matching status. Never a 500 with a panic:

@@ -30,6 +30,8 @@ mod reads;
 mod rebuild_property;
 mod registry_events;
 mod registry_rules;
+mod report;
+mod report_browser;
 mod scenario;
 mod snapshots;
 mod startup;
