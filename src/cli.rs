@@ -118,7 +118,7 @@ pub enum Command {
     Export,
     /// Every event of one booking, user or course, in order, with time, actor, reason and
     /// old → new values.
-    #[command(group(clap::ArgGroup::new("subject").required(true).args(["booking", "user", "course"])))]
+    #[command(group(clap::ArgGroup::new("subject").required(true).args(["booking", "user", "course", "settings", "health"])))]
     History {
         /// A SEMCO booking ID: the events tagged with it and of the streams that held it.
         #[arg(long)]
@@ -129,6 +129,12 @@ pub enum Command {
         /// A course id: the course's registry events, its enrolments and completions.
         #[arg(long)]
         course: Option<i64>,
+        /// The ledger's settings: every change, with who made it (web account, token or CLI).
+        #[arg(long)]
+        settings: bool,
+        /// The health checks muted and unmuted, with who and why.
+        #[arg(long)]
+        health: bool,
         /// `json`: one JSON object per event (the default, as before); `text`: a line per event.
         #[arg(long, default_value = "json", value_parser = ["json", "text"])]
         format: String,
@@ -188,6 +194,12 @@ pub enum Command {
     Grants {
         #[arg(long)]
         runtime_role: String,
+    },
+    /// Every health check (the SEMCO connection, durability, verify, checkpoints, disk) with
+    /// its status, explanation and fix; exits 1 when an unmuted check is an error.
+    Health {
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
     },
     /// Web-service tokens.
     Token {
@@ -625,6 +637,7 @@ async fn run(cli: Cli) -> CliResult {
                 report.events
             );
         }
+        Command::Health { format } => return Ok(crate::app::health::print(&db, &format).await?),
         Command::Checkpoint { public_key } => {
             let key = open_signing_key(&db, &key_path).await?;
             if public_key {
@@ -670,13 +683,15 @@ async fn run(cli: Cli) -> CliResult {
                 return Err(error.into());
             }
         }
-        Command::History { booking, user, course, format } => {
+        Command::History { booking, user, course, settings, health, format } => {
             use crate::app::history::{self, Subject};
             let subject = match (booking, user, course) {
                 (Some(booking), _, _) => Subject::Booking(booking),
                 (None, Some(user), _) => Subject::User(user),
                 (None, None, Some(course)) => Subject::Course(course),
-                (None, None, None) => return Err("give --booking, --user or --course".into()),
+                (None, None, None) if settings => Subject::Settings,
+                (None, None, None) if health => Subject::Health,
+                (None, None, None) => return Err("give --booking, --user, --course, --settings or --health".into()),
             };
             let found = history::history(&db, subject.clone()).await?;
             if found.entries.is_empty() {
@@ -684,6 +699,8 @@ async fn run(cli: Cli) -> CliResult {
                     Subject::Booking(booking) => println!("no events for booking {booking}"),
                     Subject::User(user) => println!("no events for user {user}"),
                     Subject::Course(course) => println!("no events for course {course}"),
+                    Subject::Settings => println!("no setting was changed"),
+                    Subject::Health => println!("no health check was muted"),
                 }
                 return Ok(ExitCode::from(1));
             }

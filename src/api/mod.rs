@@ -11,6 +11,7 @@ pub mod audit_api;
 pub mod client_addr;
 pub mod errors;
 pub mod functions;
+pub mod health_api;
 pub mod install;
 pub mod rest;
 pub mod server;
@@ -69,6 +70,7 @@ pub fn router_with_edge(ledger: Ledger, settings: Settings, edge: EdgeSettings) 
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(audit_api::routes())
+        .merge(health_api::routes())
         .with_state(state)
 }
 

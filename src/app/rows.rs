@@ -310,6 +310,7 @@ mod tests {
                     name: "overlap_rule".into(),
                     old: "enrol_semco".into(),
                     new: "strict".into(),
+                    by: None,
                 }),
             ),
         ]
