@@ -687,11 +687,13 @@ fn disk_of(db: &Db) -> Option<DiskFact> {
     if rc != 0 {
         return None;
     }
-    let block = u64::from(stat.f_frsize);
+    // The libc field types are u64 on 64-bit Linux; `from` keeps 32-bit targets compiling.
+    #[allow(clippy::useless_conversion)]
+    let (block, avail, blocks) = (u64::from(stat.f_frsize), u64::from(stat.f_bavail), u64::from(stat.f_blocks));
     Some(DiskFact {
         path: std::fs::canonicalize(&dir).unwrap_or(dir).display().to_string(),
-        free_bytes: u64::from(stat.f_bavail).saturating_mul(block),
-        total_bytes: u64::from(stat.f_blocks).saturating_mul(block),
+        free_bytes: avail.saturating_mul(block),
+        total_bytes: blocks.saturating_mul(block),
     })
 }
 
