@@ -562,13 +562,25 @@ fn durability(f: &Facts) -> Found {
     }
 }
 
+/// The ledger's settings now: the fold of the `config/site` stream (a handful of events).
+pub async fn current_settings(db: &Db) -> Result<Settings, StoreError> {
+    use esrs::Aggregate;
+    let mut settings = Settings::default();
+    for stored in crate::store::log::read_stream(db, &super::decide::config_stream().uuid().to_string()).await? {
+        if let LedgerEvent::Config(e) = stored.event()? {
+            settings = crate::domain::config::Config::apply_event(settings, e);
+        }
+    }
+    Ok(settings)
+}
+
 /// Reads every fact. `writer`: the server's writer health (`None` from the CLI).
 pub async fn gather(db: &Db, writer: Option<WriterHealth>) -> Result<Facts, StoreError> {
     let mut conn = db.pool.acquire().await?;
     let mut install_steps = Vec::new();
     let mut muted = Muted::new();
-    let mut settings = Settings::default();
-    for stream in [super::decide::install_stream(), super::decide::health_stream(), super::decide::config_stream()] {
+    let settings = current_settings(db).await?;
+    for stream in [super::decide::install_stream(), super::decide::health_stream()] {
         for stored in crate::store::log::read_stream(db, &stream.uuid().to_string()).await? {
             use esrs::Aggregate;
             match stored.event()? {
@@ -578,7 +590,6 @@ pub async fn gather(db: &Db, writer: Option<WriterHealth>) -> Result<Facts, Stor
                 LedgerEvent::Health(e @ (HealthEvent::CheckMuted { .. } | HealthEvent::CheckUnmuted { .. })) => {
                     muted = crate::domain::health::HealthMutes::apply_event(muted, e);
                 }
-                LedgerEvent::Config(e) => settings = crate::domain::config::Config::apply_event(settings, e),
                 _ => {}
             }
         }
