@@ -64,6 +64,9 @@ struct Payload {
     /// Course completion criteria (format 3).
     #[serde(default)]
     criteria: Vec<(i64, Versioned<Criteria>)>,
+    /// (web account, version) of the account streams (absent before migration 13).
+    #[serde(default)]
+    accounts: Vec<(i64, i64)>,
     /// The muted health checks (absent in snapshots older than them: none muted).
     #[serde(default)]
     health: Versioned<crate::domain::health::Muted>,
@@ -97,6 +100,7 @@ impl Payload {
             manual_instances: sorted(&state.manual_instances),
             manual: state.manual.iter().map(|(k, v)| (*k, v.clone())).collect(),
             criteria: sorted(&state.criteria),
+            accounts: sorted(&state.accounts),
             health: state.health.clone(),
         }
     }
@@ -118,6 +122,7 @@ impl Payload {
             manual_instances: self.manual_instances.into_iter().collect(),
             manual: self.manual.into_iter().collect(),
             criteria: self.criteria.into_iter().collect(),
+            accounts: self.accounts.into_iter().collect(),
             health: self.health,
             ..LedgerState::default()
         };

@@ -52,7 +52,11 @@ struct Notice {
     done: Option<String>,
 }
 
-async fn show(State(state): State<AppState>, signed: SignedIn, Query(notice): Query<Notice>) -> Result<Response, WebError> {
+async fn show(
+    State(state): State<AppState>,
+    signed: SignedIn,
+    Query(notice): Query<Notice>,
+) -> Result<Response, WebError> {
     signed.require(&[Role::Manager, Role::Auditor])?;
     let report = health::report(&state.ledger.db, Some(state.ledger.health())).await?;
     Ok(page("Health check", &signed, body(&report, &signed, notice.done.as_deref())))
@@ -130,14 +134,22 @@ struct MuteForm {
     reason: String,
 }
 
-async fn mute(State(state): State<AppState>, signed: SignedIn, CsrfForm(form): CsrfForm<MuteForm>) -> Result<Response, WebError> {
+async fn mute(
+    State(state): State<AppState>,
+    signed: SignedIn,
+    CsrfForm(form): CsrfForm<MuteForm>,
+) -> Result<Response, WebError> {
     signed.require(&[Role::Manager])?;
     let request = Request::MuteCheck { check: form.check, reason: form.reason, by: changed_by(&signed) };
     submit(&state, &signed, request).await?;
     Ok(Redirect::to("/health?done=muted").into_response())
 }
 
-async fn unmute(State(state): State<AppState>, signed: SignedIn, CsrfForm(form): CsrfForm<MuteForm>) -> Result<Response, WebError> {
+async fn unmute(
+    State(state): State<AppState>,
+    signed: SignedIn,
+    CsrfForm(form): CsrfForm<MuteForm>,
+) -> Result<Response, WebError> {
     signed.require(&[Role::Manager])?;
     submit(&state, &signed, Request::UnmuteCheck { check: form.check, by: changed_by(&signed) }).await?;
     Ok(Redirect::to("/health?done=unmuted").into_response())

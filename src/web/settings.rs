@@ -83,7 +83,11 @@ struct Notice {
     saved: Option<String>,
 }
 
-async fn show(State(state): State<AppState>, signed: SignedIn, Query(notice): Query<Notice>) -> Result<Response, WebError> {
+async fn show(
+    State(state): State<AppState>,
+    signed: SignedIn,
+    Query(notice): Query<Notice>,
+) -> Result<Response, WebError> {
     signed.require(&[Role::Manager, Role::Auditor])?;
     let db = &state.ledger.db;
     let settings = crate::app::health::current_settings(db).await?;
@@ -117,7 +121,14 @@ fn flag_select(name: &str, label: &str, value: bool) -> Markup {
     }
 }
 
-fn body(settings: &Settings, base_url: &str, tokens: i64, roles: &[(i64, String)], signed: &SignedIn, saved: Option<&str>) -> Markup {
+fn body(
+    settings: &Settings,
+    base_url: &str,
+    tokens: i64,
+    roles: &[(i64, String)],
+    signed: &SignedIn,
+    saved: Option<&str>,
+) -> Markup {
     let role_name = roles.iter().find(|(id, _)| *id == settings.role.0).map_or("unknown role", |(_, n)| n.as_str());
     let token_text = match tokens {
         0 => "No token exists for the SEMCO web service: create one (Tokens page or `enrol-ledger token rotate --service enrol_semco`).".to_owned(),
