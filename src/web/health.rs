@@ -66,7 +66,6 @@ fn body(report: &HealthReport, signed: &SignedIn, done: Option<&str>) -> Markup 
     let manager = signed.role == Role::Manager;
     let muted_count = report.checks.iter().filter(|c| c.muted.is_some()).count();
     html! {
-        h1 { "Health check" }
         @if let Some(done) = done {
             p.notice role="status" { (match done { "muted" => "The check is muted.", "unmuted" => "The check counts again.", _ => "Done." }) }
         }
@@ -172,7 +171,6 @@ async fn show_history(State(state): State<AppState>, signed: SignedIn) -> Result
     signed.require(&[Role::Manager, Role::Auditor])?;
     let found = history::history(&state.ledger.db, Subject::Health).await?;
     let body = html! {
-        h1 { "History of muted checks" }
         (history_table(&found, "Every mute and unmute, oldest first"))
         p { a href="/health" { "Back to the health check" } }
     };

@@ -137,7 +137,6 @@ fn body(
     };
     let sort_columns: Vec<&str> = BASE_REPORT_COLUMNS.iter().chain(OPTIONAL_REPORT_COLUMNS.iter()).copied().collect();
     html! {
-        h1 { "Settings" }
         @if saved.is_some() { p.notice role="status" { "The settings are saved." } }
         h2 { "Connection" }
         table {
@@ -243,7 +242,6 @@ async fn show_history(State(state): State<AppState>, signed: SignedIn) -> Result
     signed.require(&[Role::Manager, Role::Auditor])?;
     let found = history::history(&state.ledger.db, Subject::Settings).await?;
     let body = html! {
-        h1 { "History of the settings" }
         (history_table(&found, "Every settings change, oldest first"))
         p { a href="/settings" { "Back to the settings" } }
     };
