@@ -121,7 +121,7 @@ pub enum Command {
     Export,
     /// Every event of one booking, user or course, in order, with time, actor, reason and
     /// old → new values.
-    #[command(group(clap::ArgGroup::new("subject").required(true).args(["booking", "user", "course", "account"])))]
+    #[command(group(clap::ArgGroup::new("subject").required(true).args(["booking", "user", "course", "account", "settings", "health"])))]
     History {
         /// A SEMCO booking ID: the events tagged with it and of the streams that held it.
         #[arg(long)]
@@ -135,6 +135,12 @@ pub enum Command {
         /// A web account id (`account list`): its addition, password changes and removal.
         #[arg(long)]
         account: Option<i64>,
+        /// The ledger's settings: every change, with who made it (web account, token or CLI).
+        #[arg(long)]
+        settings: bool,
+        /// The health checks muted and unmuted, with who and why.
+        #[arg(long)]
+        health: bool,
         /// `json`: one JSON object per event (the default, as before); `text`: a line per event.
         #[arg(long, default_value = "json", value_parser = ["json", "text"])]
         format: String,
@@ -194,6 +200,12 @@ pub enum Command {
     Grants {
         #[arg(long)]
         runtime_role: String,
+    },
+    /// Every health check (the SEMCO connection, durability, verify, checkpoints, disk) with
+    /// its status, explanation and fix; exits 1 when an unmuted check is an error.
+    Health {
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
     },
     /// Web-service tokens.
     Token {
@@ -636,6 +648,7 @@ async fn run(cli: Cli) -> CliResult {
                 report.events
             );
         }
+        Command::Health { format } => return Ok(crate::app::health::print(&db, &format).await?),
         Command::Checkpoint { public_key } => {
             let key = open_signing_key(&db, &key_path).await?;
             if public_key {
@@ -681,7 +694,7 @@ async fn run(cli: Cli) -> CliResult {
                 return Err(error.into());
             }
         }
-        Command::History { booking, user, course, account, format } => {
+        Command::History { booking, user, course, account, settings, health, format } => {
             use crate::app::history::{self, Subject};
             let subject = match (booking, user, course) {
                 (Some(booking), _, _) => Subject::Booking(booking),
@@ -689,7 +702,9 @@ async fn run(cli: Cli) -> CliResult {
                 (None, None, Some(course)) => Subject::Course(course),
                 (None, None, None) => match account {
                     Some(account) => Subject::Account(account),
-                    None => return Err("give --booking, --user, --course or --account".into()),
+                    None if settings => Subject::Settings,
+                    None if health => Subject::Health,
+                    None => return Err("give --booking, --user, --course, --account, --settings or --health".into()),
                 },
             };
             let found = history::history(&db, subject.clone()).await?;
@@ -699,6 +714,8 @@ async fn run(cli: Cli) -> CliResult {
                     Subject::User(user) => println!("no events for user {user}"),
                     Subject::Course(course) => println!("no events for course {course}"),
                     Subject::Account(account) => println!("no events for web account {account}"),
+                    Subject::Settings => println!("no setting was changed"),
+                    Subject::Health => println!("no health check was muted"),
                 }
                 return Ok(ExitCode::from(1));
             }

@@ -11,6 +11,7 @@ pub mod audit_api;
 pub mod client_addr;
 pub mod errors;
 pub mod functions;
+pub mod health_api;
 pub mod install;
 pub mod metrics;
 pub mod observe;
@@ -84,6 +85,7 @@ pub fn router_with_edge(ledger: Ledger, settings: Settings, edge: EdgeSettings) 
         .route("/readyz", get(readyz))
         .route(metrics::PATH, get(metrics::handle))
         .merge(audit_api::routes())
+        .merge(health_api::routes())
         .merge(crate::web::routes())
         // Last, so that it wraps every route above (a request id, a log line, the metrics).
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe::track))

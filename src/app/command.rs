@@ -72,6 +72,12 @@ pub enum Request {
     /// Gives every course of the registry that lacks one its manual instance (at start-up, for
     /// logs written before manual instances existed).
     EnsureManualInstances,
+    /// The /settings page: several settings at once, all or nothing, each change an event
+    /// naming the web account.
+    SetSettings {
+        changes: Vec<(String, String)>,
+        by: crate::domain::event::ChangedBy,
+    },
     /// A manager mutes one health check (`app::health`), with a reason.
     MuteCheck {
         check: String,

@@ -226,8 +226,23 @@ pub fn decide(
             Ok(Decision::one(health_stream(), None, wrap(events), Outcome::Done))
         }
         Request::SetConfig { name, value } => {
-            let command = SetConfig { name, value, known_roles: KNOWN_ROLES.iter().map(|r| RoleId(*r)).collect() };
+            let known_roles = KNOWN_ROLES.iter().map(|r| RoleId(*r)).collect();
+            let command = SetConfig { name, value, known_roles, by: None };
             let events = Config::handle_command(&state.config.state, command)?;
+            Ok(Decision::one(config_stream(), None, wrap(events), Outcome::Done))
+        }
+        Request::SetSettings { changes, by } => {
+            // Each change sees the ones before it; any refusal refuses them all.
+            let mut settings = state.config.state.clone();
+            let mut events = Vec::new();
+            for (name, value) in changes {
+                let known_roles = KNOWN_ROLES.iter().map(|r| RoleId(*r)).collect();
+                let command = SetConfig { name, value, known_roles, by: Some(by.clone()) };
+                for event in Config::handle_command(&settings, command)? {
+                    settings = Config::apply_event(settings, event.clone());
+                    events.push(event);
+                }
+            }
             Ok(Decision::one(config_stream(), None, wrap(events), Outcome::Done))
         }
         Request::CreateUsers(users) => create_users(state, users, now),

@@ -30,6 +30,10 @@ pub enum Subject {
     Course(i64),
     /// A web sign-in account (stream `account/{id}`: added, password changes, removed).
     Account(i64),
+    /// The ledger's settings (stream `config/site`): every `ConfigChanged`.
+    Settings,
+    /// The muted health checks (stream `health/site`): every `CheckMuted` / `CheckUnmuted`.
+    Health,
 }
 
 /// Who caused an event: the service user and the token (never the token itself).
@@ -68,6 +72,10 @@ pub struct HistoryEntry {
     pub actor_token_id: Option<i64>,
     pub actor: HistoryActor,
     pub request_id: String,
+    /// Who made a change from a page or the CLI (the payload's `by`: `via`, `account_id`,
+    /// `account`), for settings and muted checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed_by: Option<Value>,
     pub reason: Option<String>,
     /// The event this one undoes (its position), for a compensating event.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,6 +101,8 @@ pub async fn history(db: &Db, subject: Subject) -> Result<History, StoreError> {
             let stream = log::StreamRef::new(super::state::ACCOUNT_STREAM, id.to_string());
             log::read_stream(db, &stream.uuid().to_string()).await?
         }
+        Subject::Settings => log::read_stream(db, &super::decide::config_stream().uuid().to_string()).await?,
+        Subject::Health => log::read_stream(db, &super::decide::health_stream().uuid().to_string()).await?,
     };
     let actors = Actors::look_up(db, &events).await?;
     let entries = events.iter().map(|stored| entry(stored, &actors)).collect();
@@ -147,6 +157,7 @@ fn entry(stored: &StoredEvent, actors: &Actors) -> HistoryEntry {
             service: stored.actor_token_id.and_then(|id| actors.services.get(&id).cloned()),
         },
         request_id: stored.request_id.clone(),
+        changed_by: payload.get("by").filter(|b| b.is_object()).cloned(),
         reason: reason.or_else(|| payload.get("reason").and_then(Value::as_str).map(str::to_owned)),
         undoes: payload.get("undoes").and_then(Value::as_i64),
         changes: changes(&stored.event_type, &payload),
@@ -174,6 +185,14 @@ pub fn changes(event_type: &str, payload: &Value) -> Vec<FieldChange> {
             out.push(change(name, &payload["old"], &payload["new"]));
         }
         "CompletionReset" => out.push(change("completion", &payload["archived"], &Value::Null)),
+        "CheckMuted" => {
+            let check = payload["check"].as_str().unwrap_or("check");
+            out.push(change(check, &Value::from("unmuted"), &Value::from("muted")));
+        }
+        "CheckUnmuted" => {
+            let check = payload["check"].as_str().unwrap_or("check");
+            out.push(change(check, &Value::from("muted"), &Value::from("unmuted")));
+        }
         "CompletionRestored" => out.push(change("completion", &Value::Null, &payload["restored"])),
         "Unenrolled" => out.push(change("user_enrolment", &Value::from("active"), &Value::Null)),
         "UserDeleted" => out.push(change("deleted", &Value::from(false), &Value::from(true))),
@@ -202,12 +221,21 @@ pub fn to_text(history: &History) -> String {
     let mut out = String::new();
     for entry in &history.entries {
         let actor = &entry.actor;
+        let via = entry.changed_by.as_ref().map(|by| {
+            let account = by["account"].as_str().unwrap_or("?");
+            match by["account_id"].as_i64() {
+                Some(id) => format!("{} account {account} (id {id})", by["via"].as_str().unwrap_or("web")),
+                None => format!("{} {account}", by["via"].as_str().unwrap_or("cli")),
+            }
+        });
         let who = match (actor.user_id, &actor.username) {
+            _ if via.is_some() => via.clone().unwrap_or_default(),
             (None, _) => format!("the CLI ({})", entry.request_id),
             (Some(id), Some(name)) => format!("{name} (user {id}"),
             (Some(id), None) => format!("user {id} ("),
         };
         let token = match (actor.token_id, &actor.service) {
+            _ if via.is_some() => String::new(),
             (Some(token), Some(service)) => format!(", token {token} of {service})"),
             (Some(token), None) => format!(", token {token})"),
             (None, _) if actor.user_id.is_some() => ")".to_owned(),

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod command;
 pub mod decide;
 pub mod erasure;
+pub mod health;
 pub mod history;
 pub mod report;
 pub mod rows;

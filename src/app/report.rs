@@ -816,29 +816,54 @@ impl Default for DisplaySettings {
 }
 
 impl DisplaySettings {
-    /// From the settings' text: `report_columns` a comma-separated list of column names,
-    /// `report_sort` `COLUMN` or `COLUMN:asc|desc`. Unknown names are ignored; nothing
-    /// usable means the default.
+    /// From the settings as `/settings` stores them (`domain::config`): `report_columns` the
+    /// optional columns shown, by their setting ids (`config::OPTIONAL_REPORT_COLUMNS`,
+    /// comma-separated, empty for none; the plugin's columns always show), `report_sort`
+    /// `COLUMN asc|desc`. Unknown names are ignored; nothing set means the default.
     pub fn from_text(columns: Option<&str>, sort: Option<&str>) -> Self {
         let default = Self::default();
-        let columns: Vec<Column> = columns
-            .map(|text| text.split(',').filter_map(|name| Column::parse(name.trim())).collect())
-            .unwrap_or_default();
+        let columns = match columns {
+            None => default.columns,
+            Some(text) => {
+                let shown: Vec<Column> = text.split(',').filter_map(|id| setting_column(id.trim())).collect();
+                Column::ALL.iter().copied().filter(|c| optional_setting_id(*c).is_none() || shown.contains(c)).collect()
+            }
+        };
         let sort = sort
             .and_then(|text| {
-                let (name, dir) = text.split_once(':').unwrap_or((text, "asc"));
-                Some((Column::parse(name.trim())?, Direction::parse(dir.trim())?))
+                let text = text.trim();
+                let (name, dir) = text.split_once([' ', ':']).unwrap_or((text, "asc"));
+                Some((setting_column(name.trim())?, Direction::parse(dir.trim())?))
             })
             .unwrap_or(default.sort);
-        Self { columns: if columns.is_empty() { default.columns } else { columns }, sort }
+        Self { columns, sort }
     }
 }
 
-/// The display settings from the ledger's settings. Until `report_columns` / `report_sort`
-/// are part of `Settings` this is the default; the pages read them with
-/// [`display_settings_of`], which looks the names up in `ledger_config`.
-pub fn display_settings(_settings: &crate::domain::config::Settings) -> DisplaySettings {
-    DisplaySettings::default()
+/// The setting id (`config::OPTIONAL_REPORT_COLUMNS`) of an optional column; `None` for the
+/// plugin's columns, which always show.
+fn optional_setting_id(column: Column) -> Option<&'static str> {
+    Some(match column {
+        Column::Fullname => "fullname",
+        Column::CompletionStatus => "completionstatus",
+        Column::TimeCompleted => "timecompleted",
+        Column::Grade => "grade",
+        Column::Company => "semcousercompany",
+        Column::Birthday => "semcouserbirthday",
+        Column::PlaceOfBirth => "semcouserplaceofbirth",
+        Column::Tenant => "semcobranchtoken",
+        _ => return None,
+    })
+}
+
+/// A column by its setting id or its report name.
+fn setting_column(name: &str) -> Option<Column> {
+    Column::ALL.iter().copied().find(|c| optional_setting_id(*c) == Some(name)).or_else(|| Column::parse(name))
+}
+
+/// The display settings from the ledger's settings (`report_columns`, `report_sort`).
+pub fn display_settings(settings: &crate::domain::config::Settings) -> DisplaySettings {
+    DisplaySettings::from_text(Some(&settings.report_columns.join(",")), Some(&settings.report_sort.as_text()))
 }
 
 /// The display settings as stored in `ledger_config` (`report_columns`, `report_sort`), the
@@ -1361,11 +1386,26 @@ mod tests {
     #[test]
     fn display_settings_come_from_text_with_defaults() {
         assert_eq!(DisplaySettings::from_text(None, None), DisplaySettings::default());
-        let settings = DisplaySettings::from_text(Some("email, lastname,nonsense"), Some("lastname:desc"));
-        assert_eq!(settings.columns, vec![Column::Email, Column::Lastname]);
+        let settings = DisplaySettings::from_text(Some("grade, semcobranchtoken,nonsense"), Some("lastname desc"));
+        let optional = [Column::Fullname, Column::CompletionStatus, Column::TimeCompleted, Column::Company];
+        assert!(settings.columns.contains(&Column::Grade) && settings.columns.contains(&Column::Tenant));
+        assert!(optional.iter().all(|c| !settings.columns.contains(c)), "{:?}", settings.columns);
+        assert!(settings.columns.contains(&Column::Email), "the plugin's columns always show");
         assert_eq!(settings.sort, (Column::Lastname, Direction::Desc));
         assert_eq!(DisplaySettings::from_text(Some(""), Some("grade")).sort, (Column::Grade, Direction::Asc));
-        assert_eq!(DisplaySettings::from_text(None, Some("x:y")).sort, DisplaySettings::default().sort);
+        assert_eq!(DisplaySettings::from_text(None, Some("semcouserbirthday desc")).sort, (Column::Birthday, Direction::Desc));
+        assert_eq!(DisplaySettings::from_text(None, Some("x y")).sort, DisplaySettings::default().sort);
+    }
+
+    #[test]
+    fn display_settings_follow_the_settings_page() {
+        let mut settings = crate::domain::config::Settings::default();
+        assert_eq!(display_settings(&settings), DisplaySettings::default());
+        settings.report_columns = vec!["fullname".into()];
+        settings.report_sort = crate::domain::config::ReportSort { column: "email".into(), descending: true };
+        let shown = display_settings(&settings);
+        assert!(shown.columns.contains(&Column::Fullname) && !shown.columns.contains(&Column::Grade));
+        assert_eq!(shown.sort, (Column::Email, Direction::Desc));
     }
 
     #[test]

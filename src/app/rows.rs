@@ -312,6 +312,7 @@ mod tests {
                     name: "overlap_rule".into(),
                     old: "enrol_semco".into(),
                     new: "strict".into(),
+                    by: None,
                 }),
             ),
         ]

@@ -36,10 +36,10 @@ impl VerifyOutcome {
         Self {
             time_us: Db::now_micros(),
             ok: report.is_ok(),
-            mismatches: report.problems.len() as i64,
+            mismatches: i64::try_from(report.problems.len()).unwrap_or(i64::MAX),
             log_length: report.events,
             head_position,
-            duration_ms: started.elapsed().as_millis().min(i64::MAX as u128) as i64,
+            duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
             source: source.to_owned(),
         }
     }

@@ -171,6 +171,8 @@ pub struct SetConfig {
     pub name: String,
     pub value: String,
     pub known_roles: Vec<RoleId>,
+    /// Who changes it from a page or the CLI, recorded in the event.
+    pub by: Option<super::event::ChangedBy>,
 }
 
 pub struct Config;
@@ -195,7 +197,10 @@ impl esrs::Aggregate for Config {
         if new != cmd.value {
             return Err(invalid());
         }
-        Ok((old != new).then_some(ConfigEvent::ConfigChanged { name: cmd.name, old, new }).into_iter().collect())
+        Ok((old != new)
+            .then_some(ConfigEvent::ConfigChanged { name: cmd.name, old, new, by: cmd.by })
+            .into_iter()
+            .collect())
     }
 
     fn apply_event(mut state: Self::State, event: Self::Event) -> Self::State {
@@ -215,7 +220,7 @@ mod tests {
     use esrs::Aggregate;
 
     fn set(name: &str, value: &str) -> SetConfig {
-        SetConfig { name: name.into(), value: value.into(), known_roles: vec![RoleId(5)] }
+        SetConfig { name: name.into(), value: value.into(), known_roles: vec![RoleId(5)], by: None }
     }
 
     // given the defaults, when report_columns is set to two columns in display order, then one
@@ -228,7 +233,8 @@ mod tests {
             vec![ConfigEvent::ConfigChanged {
                 name: "report_columns".into(),
                 old: OPTIONAL_REPORT_COLUMNS.join(","),
-                new: "fullname,grade".into()
+                new: "fullname,grade".into(),
+                by: None
             }]
         );
         let state = events.into_iter().fold(Settings::default(), Config::apply_event);
@@ -271,7 +277,8 @@ mod tests {
             vec![ConfigEvent::ConfigChanged {
                 name: "report_sort".into(),
                 old: "enrolid asc".into(),
-                new: "lastname desc".into()
+                new: "lastname desc".into(),
+                by: None
             }]
         );
         let state = events.into_iter().fold(Settings::default(), Config::apply_event);

@@ -362,11 +362,11 @@ fn known_roles() -> Vec<RoleId> {
 }
 
 fn set_config(name: &str, value: &str) -> SetConfig {
-    SetConfig { name: name.to_owned(), value: value.to_owned(), known_roles: known_roles() }
+    SetConfig { name: name.to_owned(), value: value.to_owned(), known_roles: known_roles(), by: None }
 }
 
 fn config_changed(name: &str, old: &str, new: &str) -> ConfigEvent {
-    ConfigEvent::ConfigChanged { name: name.to_owned(), old: old.to_owned(), new: new.to_owned() }
+    ConfigEvent::ConfigChanged { name: name.to_owned(), old: old.to_owned(), new: new.to_owned(), by: None }
 }
 
 fn invalid_setting(name: &str, value: &str) -> DomainError {

@@ -15,9 +15,11 @@ use crate::api::AppState;
 
 pub mod accounts;
 pub mod auth;
+pub mod health;
 pub mod layout;
 pub mod tokens;
 pub mod report;
+pub mod settings;
 
 /// What the pages keep in memory: the sign-in throttle.
 #[derive(Default)]
@@ -36,6 +38,8 @@ pub fn routes() -> Router<AppState> {
         .merge(auth::routes())
         .merge(tokens::routes())
         .merge(report::routes())
+        .merge(health::routes())
+        .merge(settings::routes())
 }
 
 /// Why a page cannot be shown, as a page with the matching status. Never a 500 with a panic:

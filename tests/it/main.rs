@@ -16,6 +16,7 @@ mod faults;
 mod faults_support;
 mod fntable;
 mod health;
+mod health_browser;
 mod history;
 mod hr;
 mod hr_doc;
