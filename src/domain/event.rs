@@ -141,7 +141,15 @@ pub enum CourseEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum ConfigEvent {
-    ConfigChanged { name: String, old: String, new: String },
+    /// `by`: who changed it from a page or the CLI (absent for web-service calls, whose token
+    /// and user are the event's actor, and in older logs).
+    ConfigChanged {
+        name: String,
+        old: String,
+        new: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<ChangedBy>,
+    },
 }
 
 /// What a token event says about its token (stream `token-{id}`): never the token nor its hash.
