@@ -218,7 +218,8 @@ pub fn history_table(found: &History, caption: &str) -> Markup {
 
 fn plain(value: &serde_json::Value) -> String {
     match value {
-        serde_json::Value::String(s) => s.clone(),
+        // Comma lists (report_columns) wrap in the table cell.
+        serde_json::Value::String(s) => s.replace(',', ", "),
         serde_json::Value::Null => "—".into(),
         other => other.to_string(),
     }
