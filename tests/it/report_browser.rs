@@ -43,8 +43,19 @@ async fn href(browser: &Browser, css: &str) -> String {
     element.attr("href").await.unwrap().unwrap_or_else(|| panic!("{css} has no href"))
 }
 
+/// Clicks a link or button that opens another URL and waits until that page has loaded.
 async fn click(browser: &Browser, css: &str) {
+    let before = browser.path().await;
     browser.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = browser.client.execute("return document.readyState", vec![]).await.ok();
+        if browser.path().await != before && state.as_ref().and_then(|v| v.as_str()) == Some("complete") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{css}: no new page after the click");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A GET with the browser's session cookie: status, head and body bytes (chunked bodies joined).
