@@ -39,7 +39,7 @@ use crate::proof::keeper::CheckpointTask;
 use crate::registry::RegistryOp;
 use crate::store::log::{self, Actor, StoredEvent};
 use crate::store::writer_conn::{is_connection_failure, Durability, WriterConnection, WriterLock};
-use crate::store::{Db, StoreError};
+use crate::store::{Backend, Db, StoreError};
 
 pub use crate::store::writer_conn::WRITER_LOCK_WAIT_MS;
 
@@ -355,10 +355,13 @@ enum Committed {
     Unknown(StoreError),
 }
 
-/// Where a batch write failed: before COMMIT was sent (nothing kept) or during it (unknown).
+/// Where a batch write failed: before COMMIT was sent (nothing kept), during it (unknown), or
+/// on the connection while the batch's one statement (its own transaction) was sent (unknown
+/// until looked up; if it is not in the log, the batch is retried once like `BeforeCommit`).
 enum WriteFailure {
     BeforeCommit(StoreError),
     DuringCommit(StoreError),
+    DuringStatement(StoreError),
 }
 
 struct Writer {
@@ -629,8 +632,9 @@ impl Writer {
             return Committed::Yes;
         }
         let mut retried = false;
+        let mut looked_up = false;
         loop {
-            let fresh = !self.conn.is_open();
+            let fresh = !self.conn.is_open() || std::mem::take(&mut looked_up);
             if let Err(error) = self.check_head_if(fresh).await {
                 return Committed::No(error);
             }
@@ -652,6 +656,17 @@ impl Writer {
                 Err(WriteFailure::DuringCommit(error)) => {
                     self.conn.discard();
                     return self.resolve(batch, error).await;
+                }
+                Err(WriteFailure::DuringStatement(error)) => {
+                    self.conn.discard();
+                    match self.resolve(batch, error).await {
+                        Committed::No(error) if !retried => {
+                            tracing::warn!(%error, "the writer's connection broke before its statement committed; retrying the batch once on a new one");
+                            retried = true;
+                            looked_up = true;
+                        }
+                        other => return other,
+                    }
                 }
             }
         }
@@ -798,13 +813,44 @@ fn snapshot_written(
 async fn write_batch(conn: &mut sqlx::AnyConnection, batch: &Batch) -> Result<(), WriteFailure> {
     use sqlx::Connection;
     let before = WriteFailure::BeforeCommit;
+    let mut combined = combined_statement(conn, batch);
+    if batch.registry.is_empty() {
+        if let Some(statement) = combined.take() {
+            // One statement is one transaction: a broken connection leaves its outcome unknown.
+            return statement.run(conn, &batch.events).await.map_err(|error| {
+                if is_connection_failure(&error) {
+                    WriteFailure::DuringStatement(error)
+                } else {
+                    WriteFailure::BeforeCommit(error)
+                }
+            });
+        }
+    }
     let mut tx = conn.begin().await.map_err(|e| before(e.into()))?;
     for op in &batch.registry {
         op.apply(&mut tx).await.map_err(before)?;
     }
-    log::append(&mut tx, &batch.events).await.map_err(before)?;
-    tables::write_changes(&mut tx, &batch.rows, &batch.booking_moved).await.map_err(before)?;
+    match combined {
+        Some(statement) => statement.run(&mut tx, &batch.events).await.map_err(before)?,
+        None => {
+            log::append(&mut tx, &batch.events).await.map_err(before)?;
+            tables::write_changes(&mut tx, &batch.rows, &batch.booking_moved).await.map_err(before)?;
+        }
+    }
     tx.commit().await.map_err(|e| WriteFailure::DuringCommit(e.into()))
+}
+
+/// PostgreSQL: the batch's events, their index rows and its projection writes as one
+/// statement (`log::Combined`): one round trip instead of one per table. `None` on SQLite
+/// (an in-process database: statements cost no round trip), for a batch without events, one
+/// that moves a booking ID (cleared before it is set again) or one that gives a table two
+/// kinds of write.
+fn combined_statement(conn: &sqlx::AnyConnection, batch: &Batch) -> Option<log::Combined> {
+    if Backend::of(conn) != Backend::Postgres || batch.events.is_empty() || !batch.booking_moved.is_empty() {
+        return None;
+    }
+    let mut combined = log::Combined::events(&batch.events);
+    tables::combined_writes(&batch.rows, &mut combined).then_some(combined)
 }
 
 /// Turns a decision into stored events (position, version, hash) and folds them into the state.

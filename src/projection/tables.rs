@@ -10,7 +10,7 @@ use super::state::{CompletionRow, CriteriaRow, EnrolRow, ProjectionState, Recomp
 use super::writes::{self, Patch, Pending, PendingWrites};
 use crate::domain::event::{CourseCompletion, Grade};
 use crate::domain::recompletion::RecompletionType;
-use crate::store::log::push_placeholders_for;
+use crate::store::log::{push_placeholders_for, Combined};
 use crate::store::{Backend, StoreError};
 
 /// Rows per multi-row upsert statement.
@@ -321,6 +321,118 @@ pub async fn write_changes(
     }
     patch_rows(conn, &user_enrolment_patches).await?;
     patch_rows(conn, &booking_patches).await
+}
+
+/// PostgreSQL: the batch's row writes as parts of the writer's one statement
+/// (`store::log::Combined`), one part per table and kind, each row set one JSON parameter.
+/// Returns false (and adds nothing) when one table gets two kinds of write (deletes and
+/// upserts, or patches and either): the parts of one statement run in no set order, so such a
+/// batch keeps `write_changes`' statements in series.
+pub fn combined_writes(changes: &PendingWrites, combined: &mut Combined) -> bool {
+    let mut upserts: BTreeMap<&'static str, (&'static Table, Vec<Vec<SqlValue>>)> = BTreeMap::new();
+    let mut deletes: BTreeMap<&'static str, (&'static Table, Vec<Vec<SqlValue>>)> = BTreeMap::new();
+    let mut user_enrolment_patches = Vec::new();
+    let mut booking_patches = Vec::new();
+    for (key, change) in &changes.rows {
+        match change {
+            Pending::Put(row) => {
+                let (table, values) = row_values(row.into());
+                upserts.entry(table.name).or_insert((table, Vec::new())).1.push(values);
+            }
+            Pending::Delete => {
+                let (table, values) = key_values(key);
+                deletes.entry(table.name).or_insert((table, Vec::new())).1.push(values);
+            }
+            Pending::Patch(Patch::UserEnrolment { id, timestart, timeend, status, modifierid, timemodified }) => {
+                user_enrolment_patches.push(serde_json::json!({
+                    "id": id, "timestart": timestart, "timeend": timeend, "status": status,
+                    "modifierid": modifierid, "timemodified": timemodified,
+                }))
+            }
+            Pending::Patch(Patch::EnrolBooking { id, customchar1 }) => {
+                booking_patches.push(serde_json::json!({ "id": id, "customchar1": customchar1 }))
+            }
+        }
+    }
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for name in deletes.keys().chain(upserts.keys()) {
+        *kinds.entry(name).or_default() += 1;
+    }
+    if !user_enrolment_patches.is_empty() {
+        *kinds.entry(USER_ENROLMENTS.name).or_default() += 1;
+    }
+    if !booking_patches.is_empty() {
+        *kinds.entry(ENROL.name).or_default() += 1;
+    }
+    if kinds.values().any(|n| *n > 1) {
+        return false;
+    }
+    for (table, keys) in deletes.values() {
+        let key_names: Vec<&str> = table.columns[..table.key_len].iter().map(|(n, _)| *n).collect();
+        let on: Vec<String> = key_names.iter().map(|k| format!("{t}.{k} = k.{k}", t = table.name)).collect();
+        combined.part(
+            &format!(
+                "DELETE FROM {t} USING json_populate_recordset(NULL::{t}, {{json}}) AS k WHERE {on}",
+                t = table.name,
+                on = on.join(" AND ")
+            ),
+            rows_json(&key_names, keys),
+        );
+    }
+    for (table, rows) in upserts.values() {
+        let names: Vec<&str> = table.columns.iter().map(|(n, _)| *n).collect();
+        let updates: Vec<String> = names[table.key_len..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
+        combined.part(
+            &format!(
+                "INSERT INTO {t} ({cols}) SELECT {cols} FROM json_populate_recordset(NULL::{t}, {{json}}) \
+                 ON CONFLICT ({keys}) DO UPDATE SET {updates}",
+                t = table.name,
+                cols = names.join(", "),
+                keys = names[..table.key_len].join(", "),
+                updates = updates.join(", ")
+            ),
+            rows_json(&names, rows),
+        );
+    }
+    if !user_enrolment_patches.is_empty() {
+        combined.part(
+            "UPDATE user_enrolments SET timestart = COALESCE(v.timestart, user_enrolments.timestart), \
+             timeend = COALESCE(v.timeend, user_enrolments.timeend), \
+             status = COALESCE(v.status, user_enrolments.status), \
+             modifierid = v.modifierid, timemodified = v.timemodified \
+             FROM json_populate_recordset(NULL::user_enrolments, {json}) AS v WHERE user_enrolments.id = v.id",
+            serde_json::Value::from(user_enrolment_patches).to_string(),
+        );
+    }
+    if !booking_patches.is_empty() {
+        combined.part(
+            "UPDATE enrol SET customchar1 = v.customchar1 \
+             FROM json_populate_recordset(NULL::enrol, {json}) AS v WHERE enrol.id = v.id",
+            serde_json::Value::from(booking_patches).to_string(),
+        );
+    }
+    true
+}
+
+/// Rows as a JSON array of objects keyed by column name (the shape `json_populate_recordset`
+/// reads).
+fn rows_json(names: &[&str], rows: &[Vec<SqlValue>]) -> String {
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|row| {
+            let object = names.iter().zip(row).map(|(name, value)| ((*name).to_owned(), sql_json(value)));
+            serde_json::Value::Object(object.collect())
+        })
+        .collect();
+    serde_json::Value::from(rows).to_string()
+}
+
+fn sql_json(value: &SqlValue) -> serde_json::Value {
+    match value {
+        SqlValue::Int(v) => v.map_or(serde_json::Value::Null, serde_json::Value::from),
+        SqlValue::Real(v) => v.map_or(serde_json::Value::Null, serde_json::Value::from),
+        SqlValue::Text(v) => v.clone().map_or(serde_json::Value::Null, serde_json::Value::from),
+    }
 }
 
 /// Column patches of one kind as multi-row `UPDATE ... FROM (VALUES ...)` statements (both

@@ -219,11 +219,7 @@ pub fn stream_subject(event: &StoredEvent) -> Option<(Option<i64>, Option<i64>)>
 /// Records the subject of every stream that `events` open (their first event), in the
 /// append's transaction, so the history of a user or a course reads only its streams.
 pub async fn record_stream_subjects(conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<(), StoreError> {
-    let opened: Vec<(&str, Option<i64>, Option<i64>)> = events
-        .iter()
-        .filter(|e| e.stream_version == 1)
-        .filter_map(|e| stream_subject(e).map(|(user, course)| (e.stream_id.as_str(), user, course)))
-        .collect();
+    let opened = stream_subject_rows(events);
     let backend = Backend::of(conn);
     for chunk in opened.chunks(INSERT_ROWS_MAX) {
         let mut sql = "INSERT INTO stream_subject (stream_id, user_id, course_id) VALUES ".to_owned();
@@ -276,11 +272,7 @@ struct CourseOf {
 /// the append's transaction, so an as-of read of one course finds its streams by index. The
 /// log itself (and so its hash chain) is unchanged.
 async fn record_enrolment_courses(conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<(), StoreError> {
-    let opened: Vec<(&str, i64)> = events
-        .iter()
-        .filter(|e| opens_course_stream(e))
-        .filter_map(|e| Some((e.stream_id.as_str(), serde_json::from_str::<CourseOf>(&e.payload).ok()?.course_id)))
-        .collect();
+    let opened = enrolment_course_rows(events);
     let backend = Backend::of(conn);
     for chunk in opened.chunks(INSERT_ROWS_MAX) {
         let mut sql = "INSERT INTO enrolment_course (stream_id, course_id) VALUES ".to_owned();
@@ -293,6 +285,163 @@ async fn record_enrolment_courses(conn: &mut AnyConnection, events: &[StoredEven
         query.execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// The `stream_subject` rows of the streams that `events` open: (stream, user, course).
+fn stream_subject_rows(events: &[StoredEvent]) -> Vec<(&str, Option<i64>, Option<i64>)> {
+    events
+        .iter()
+        .filter(|e| e.stream_version == 1)
+        .filter_map(|e| stream_subject(e).map(|(user, course)| (e.stream_id.as_str(), user, course)))
+        .collect()
+}
+
+/// The `enrolment_course` rows of the streams that `events` open: (stream, course).
+fn enrolment_course_rows(events: &[StoredEvent]) -> Vec<(&str, i64)> {
+    events
+        .iter()
+        .filter(|e| opens_course_stream(e))
+        .filter_map(|e| Some((e.stream_id.as_str(), serde_json::from_str::<CourseOf>(&e.payload).ok()?.course_id)))
+        .collect()
+}
+
+/// One PostgreSQL statement made of data-modifying `WITH` parts, each fed by one JSON text
+/// parameter that the server expands with `json_populate_recordset`: a batch's events, the
+/// index rows they open and its projection writes in one round trip, with an SQL text that
+/// does not depend on the number of rows (so the prepared statement is reused).
+///
+/// The parts run on one snapshot in an unspecified order, so a caller puts at most one kind of
+/// write per table into one statement (`projection::tables::combined_writes`).
+#[derive(Debug, Default)]
+pub struct Combined {
+    parts: Vec<String>,
+    params: Vec<String>,
+}
+
+/// The events part's name: the statement's result reads it back.
+const COMBINED_EVENTS: &str = "appended";
+
+impl Combined {
+    /// Adds the part `sql`, where `{json}` stands for its JSON array `rows`.
+    pub fn part(&mut self, sql: &str, rows: String) {
+        self.params.push(rows);
+        let param = format!("${}::json", self.params.len());
+        let name = if self.parts.is_empty() { COMBINED_EVENTS.to_owned() } else { format!("w{}", self.parts.len()) };
+        self.parts.push(format!("{name} AS ({})", sql.replace("{json}", &param)));
+    }
+
+    /// The events (the first part, returning what it wrote) and the `enrolment_course` and
+    /// `stream_subject` rows of the streams they open.
+    pub fn events(events: &[StoredEvent]) -> Self {
+        #[derive(serde::Serialize)]
+        struct Row<'a> {
+            position: i64,
+            stream_id: &'a str,
+            stream_type: &'a str,
+            stream_key: &'a str,
+            stream_version: i64,
+            event_type: &'a str,
+            schema_version: i64,
+            recorded_at: i64,
+            actor_user_id: Option<i64>,
+            actor_token_id: Option<i64>,
+            request_id: &'a str,
+            booking_id: Option<&'a str>,
+            payload: &'a str,
+            hash: &'a str,
+        }
+        let rows: Vec<Row<'_>> = events
+            .iter()
+            .map(|e| Row {
+                position: e.position,
+                stream_id: &e.stream_id,
+                stream_type: &e.stream_type,
+                stream_key: &e.stream_key,
+                stream_version: e.stream_version,
+                event_type: &e.event_type,
+                schema_version: e.schema_version,
+                recorded_at: e.recorded_at,
+                actor_user_id: e.actor_user_id,
+                actor_token_id: e.actor_token_id,
+                request_id: &e.request_id,
+                booking_id: e.booking_id.as_deref(),
+                payload: &e.payload,
+                hash: &e.hash,
+            })
+            .collect();
+        let mut combined = Self::default();
+        combined.part(
+            &format!(
+                "INSERT INTO events ({COLUMNS}) SELECT {COLUMNS} FROM json_populate_recordset(NULL::events, {{json}}) \
+                 RETURNING position, hash"
+            ),
+            json_text(&rows),
+        );
+        let courses: Vec<serde_json::Value> = enrolment_course_rows(events)
+            .into_iter()
+            .map(|(stream_id, course_id)| serde_json::json!({ "stream_id": stream_id, "course_id": course_id }))
+            .collect();
+        if !courses.is_empty() {
+            combined.part(
+                "INSERT INTO enrolment_course (stream_id, course_id) SELECT stream_id, course_id \
+                 FROM json_populate_recordset(NULL::enrolment_course, {json}) ON CONFLICT (stream_id) DO NOTHING",
+                json_text(&courses),
+            );
+        }
+        let subjects: Vec<serde_json::Value> = stream_subject_rows(events)
+            .into_iter()
+            .map(|(stream_id, user_id, course_id)| {
+                serde_json::json!({ "stream_id": stream_id, "user_id": user_id, "course_id": course_id })
+            })
+            .collect();
+        if !subjects.is_empty() {
+            combined.part(
+                "INSERT INTO stream_subject (stream_id, user_id, course_id) SELECT stream_id, user_id, course_id \
+                 FROM json_populate_recordset(NULL::stream_subject, {json}) ON CONFLICT (stream_id) DO NOTHING",
+                json_text(&subjects),
+            );
+        }
+        combined
+    }
+
+    /// The statement's text. Its result is the number of events written; when that number or
+    /// the last event's hash is not the batch's (`$n+1`, `$n+2`), the result is an invalid
+    /// cast, so the statement fails as a whole and nothing of it is kept. The failing
+    /// expression depends on the rows, so the planner cannot fold it ahead of time.
+    pub fn sql(&self) -> String {
+        let n = self.params.len();
+        format!(
+            "WITH {parts} SELECT CASE WHEN COUNT(*) = ${count} \
+               AND (SELECT hash FROM {COMBINED_EVENTS} ORDER BY position DESC LIMIT 1) = ${hash} \
+             THEN COUNT(*) \
+             ELSE CAST('the append wrote ' || COUNT(*) || ' events, not the batch' AS BIGINT) END \
+             FROM {COMBINED_EVENTS}",
+            parts = self.parts.join(", "),
+            count = n + 1,
+            hash = n + 2,
+        )
+    }
+
+    /// Runs the statement on its own (one implicit transaction: all of it or nothing) and
+    /// checks what it wrote against the batch: as many events, ending with its last hash.
+    pub async fn run(self, conn: &mut AnyConnection, events: &[StoredEvent]) -> Result<(), StoreError> {
+        let Some(last) = events.last() else { return Ok(()) };
+        let sql = self.sql();
+        let mut query = sqlx::query::<Any>(&sql);
+        for param in self.params {
+            query = query.bind(param);
+        }
+        query = query.bind(events.len() as i64).bind(last.hash.clone());
+        let written: i64 = query.fetch_one(&mut *conn).await?.try_get(0)?;
+        if written != events.len() as i64 {
+            return Err(StoreError::AppendMismatch { expected: events.len(), written });
+        }
+        Ok(())
+    }
+}
+
+fn json_text<T: serde::Serialize>(rows: &[T]) -> String {
+    serde_json::to_string(rows).expect("rows of plain values always encode")
 }
 
 /// Writes `rows` groups of `columns` numbered placeholders: `($1, $2), ($3, $4)`.

@@ -89,6 +89,8 @@ pub enum StoreError {
     UnsafeDurability(Vec<String>),
     #[error("the log head is at position {found}, not at {expected} where this writer left it")]
     HeadMoved { expected: i64, found: i64 },
+    #[error("the batch append wrote {written} events instead of {expected}")]
+    AppendMismatch { expected: usize, written: i64 },
     #[error("gave up after {after_ms} ms of failed attempts: {last}")]
     GaveUp { after_ms: u64, last: String },
 }

@@ -379,7 +379,8 @@ async fn defect_7_postgres_fsync_off_starts_silently() {
 }
 
 /// A TCP proxy in front of PostgreSQL that, once armed, swallows the server's answer to the
-/// next COMMIT (its CommandComplete message) and cuts that connection: the transaction is
+/// next COMMIT or the next one-row SELECT (its CommandComplete message: the writer's batch is
+/// one statement whose result is a row) and cuts that connection: the transaction is
 /// committed but the client never hears it, as with a network cut at the worst moment.
 struct CommitCutter {
     port: u16,
@@ -415,7 +416,10 @@ impl CommitCutter {
                             return;
                         }
                         let chunk = &buffer[..n];
-                        let hit = chunk.windows(COMMIT_DONE.len()).any(|w| w == COMMIT_DONE);
+                        // The batch's one statement: 'C', length 13, "SELECT 1\0".
+                        const STATEMENT_DONE: &[u8] = b"C\x00\x00\x00\x0dSELECT 1\x00";
+                        let hit = chunk.windows(COMMIT_DONE.len()).any(|w| w == COMMIT_DONE)
+                            || chunk.windows(STATEMENT_DONE.len()).any(|w| w == STATEMENT_DONE);
                         if hit && armed.swap(false, Ordering::SeqCst) {
                             cuts.fetch_add(1, Ordering::SeqCst);
                             let _ = client_write.shutdown().await;
@@ -450,7 +454,7 @@ async fn defect_6_unknown_commit_outcome_answered_as_lost() {
 
     cutter.armed.store(true, Ordering::SeqCst);
     let answer = submit(&ledger, enrol_request(user, course, "CUT-1", 1, 5)).await;
-    assert_eq!(cutter.cuts.load(Ordering::SeqCst), 1, "the COMMIT's answer was cut");
+    assert_eq!(cutter.cuts.load(Ordering::SeqCst), 1, "the commit's answer was cut");
     assert!(answer.as_ref().is_ok_and(|o| o.enrolid > 0), "{answer:?}");
     let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE booking_id = 'CUT-1'")
         .fetch_one(&test.db.pool)
@@ -470,4 +474,101 @@ fn url_host_port(url: &str) -> (String, std::net::SocketAddr) {
     let host_port = after_at.split(['/', '?']).next().unwrap().to_owned();
     let address = std::net::ToSocketAddrs::to_socket_addrs(&host_port).unwrap().next().unwrap();
     (host_port, address)
+}
+
+/// A TCP proxy in front of PostgreSQL that counts the client's round trips: each extended
+/// query ends with a Sync message and each simple query is one Query message, and the client
+/// waits for the answer to each before it sends what depends on it.
+struct RoundTripCounter {
+    port: u16,
+    round_trips: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RoundTripCounter {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let round_trips = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = round_trips.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { continue };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                });
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    let mut pending: Vec<u8> = Vec::new();
+                    let mut started = false;
+                    loop {
+                        let Ok(n) = client_read.read(&mut buffer).await else { return };
+                        if n == 0 || server_write.write_all(&buffer[..n]).await.is_err() {
+                            return;
+                        }
+                        pending.extend_from_slice(&buffer[..n]);
+                        loop {
+                            if !started {
+                                // The untyped start-up message, after any SSL/GSS request.
+                                if pending.len() < 8 {
+                                    break;
+                                }
+                                let len = u32::from_be_bytes(pending[0..4].try_into().unwrap()) as usize;
+                                if pending.len() < len {
+                                    break;
+                                }
+                                let code = u32::from_be_bytes(pending[4..8].try_into().unwrap());
+                                pending.drain(..len);
+                                started = code != 80_877_103 && code != 80_877_104;
+                                continue;
+                            }
+                            if pending.len() < 5 {
+                                break;
+                            }
+                            let len = u32::from_be_bytes(pending[1..5].try_into().unwrap()) as usize + 1;
+                            if pending.len() < len {
+                                break;
+                            }
+                            if matches!(pending[0], b'S' | b'Q') {
+                                counted.fetch_add(1, Ordering::SeqCst);
+                            }
+                            pending.drain(..len);
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, round_trips }
+    }
+}
+
+/// Issue 7: the writer's commit of an enrolment batch made seven round trips in series on
+/// PostgreSQL (BEGIN, the events, `enrolment_course`, `stream_subject`, the `enrol` and
+/// `user_enrolments` upserts, COMMIT), so its rate was the batch size over seven network
+/// waits. Now the batch is one statement. PostgreSQL only: SQLite has no round trips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrol_batch_commit_made_seven_round_trips() {
+    use std::sync::atomic::Ordering;
+    let test = TestDb::new(Backend::Postgres).await;
+    let parsed = url_host_port(&test.url);
+    let counter = RoundTripCounter::start(parsed.1).await;
+    let mut through_counter = test.url.replacen(&parsed.0, &format!("127.0.0.1:{}", counter.port), 1);
+    through_counter.push_str(if through_counter.contains('?') { "&sslmode=disable" } else { "?sslmode=disable" });
+    let db = enrol_ledger::store::Db::connect(&through_counter).await.unwrap();
+    let ledger = Ledger::start(db).await.unwrap();
+    let course = create_course(&ledger, "TRIPS", false).await;
+    let user = create_user(&ledger, "trips").await;
+    // The first enrolment prepares the batch's statement; the next ones reuse it.
+    enrol(&ledger, user, course, "TRIPS-1", 1, 5).await;
+    let before = counter.round_trips.load(Ordering::SeqCst);
+    enrol(&ledger, user, course, "TRIPS-2", 10, 20).await;
+    let trips = counter.round_trips.load(Ordering::SeqCst) - before;
+    assert_eq!(trips, 1, "one enrolment's batch: round trips to PostgreSQL");
+    ledger.shutdown().await;
+    let report = audit::verify(&test.db).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
 }
