@@ -8,10 +8,12 @@ use axum::routing::get;
 use axum::Router;
 
 pub mod audit_api;
+pub mod audit_integrity;
 pub mod client_addr;
 pub mod errors;
 pub mod functions;
 pub mod install;
+pub mod openapi;
 pub mod rest;
 pub mod server;
 pub mod services;
