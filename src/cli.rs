@@ -580,6 +580,7 @@ async fn run(cli: Cli) -> CliResult {
             unreachable!("write subcommands return above")
         }
         Command::Verify { checkpoint, public_key } => {
+            let started = std::time::Instant::now();
             let mut report = audit::verify(&db).await?;
             let public = public_key_for(public_key.as_deref(), &key_path)?;
             let mut checkpoints: Vec<crate::proof::check::Sourced> = Vec::new();
@@ -603,6 +604,11 @@ async fn run(cli: Cli) -> CliResult {
             drop(conn);
             for problem in &report.problems {
                 println!("MISMATCH: {problem}");
+            }
+            let (head, _) = log::head(&db).await?;
+            let outcome = crate::app::verification::VerifyOutcome::of(&report, head, started, "cli");
+            if let Err(error) = crate::app::verification::record_verification(&db, &outcome).await {
+                eprintln!("warning: the run could not be recorded for the health check: {error}");
             }
             if !report.is_ok() {
                 let chain = if report.chain_intact { "hash chain intact" } else { "hash chain BROKEN" };

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::audit_api::{json_of, parse_i64, ApiError, ApiErrorBody, Caller};
 use super::AppState;
-use crate::app::verification_runs::{self, VerificationRun};
+use crate::app::verification::{self, VerifyOutcome};
+use crate::app::verify_run;
 use crate::proof::check::{self, ConsistencyProof, InclusionProof};
 use crate::proof::{store as proof_store, Checkpoint, ProofError};
 
@@ -57,13 +58,72 @@ fn proof_error(error: ProofError) -> ApiError {
     }
 }
 
+/// A recorded verification run (`app::verification`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VerificationRecord {
+    /// When the run finished, RFC 3339 (UTC).
+    pub finished_at: String,
+    /// The same in microseconds since the epoch.
+    pub finished_at_us: i64,
+    /// How long ago it finished, in seconds (at the time of the answer).
+    pub age_seconds: i64,
+    /// No problem at all (hash chain, positions, versions, projections, checkpoints).
+    pub ok: bool,
+    /// `ok` or `failed`.
+    pub result: String,
+    /// How many problems it found.
+    pub mismatches: i64,
+    /// How many events it read.
+    pub log_length: i64,
+    /// The log's head position when it finished.
+    pub head_position: i64,
+    pub duration_ms: i64,
+    /// Who ran it: `cli` (`enrol-ledger verify`), `api` (`POST /api/v1/verify`), `web`.
+    pub source: String,
+}
+
+impl VerificationRecord {
+    pub fn of(outcome: &VerifyOutcome) -> Self {
+        let now = crate::store::Db::now_micros();
+        Self {
+            finished_at: crate::app::audit::rfc3339(outcome.time_us),
+            finished_at_us: outcome.time_us,
+            age_seconds: (now - outcome.time_us).max(0) / 1_000_000,
+            ok: outcome.ok,
+            result: outcome.result().to_owned(),
+            mismatches: outcome.mismatches,
+            log_length: outcome.log_length,
+            head_position: outcome.head_position,
+            duration_ms: outcome.duration_ms,
+            source: outcome.source.clone(),
+        }
+    }
+}
+
+/// What `POST /api/v1/verify` answers: the run as recorded and what it found.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VerificationRun {
+    pub record: VerificationRecord,
+    /// Every event's hash matches its content and its predecessor's hash.
+    pub chain_intact: bool,
+    /// Stored checkpoints the log was compared with.
+    pub checkpoints_checked: i64,
+    /// The first 100 problems, one line each (`mismatches` counts them all).
+    pub problems: Vec<String>,
+}
+
+/// At most this many problems are answered.
+pub const PROBLEMS_SHOWN: usize = 100;
+
 /// `GET /api/v1/verification`: the last recorded verification run.
 #[utoipa::path(
     get,
     path = "/api/v1/verification",
     tag = "integrity",
+    description = "The newest recorded verification run, whoever ran it (`enrol-ledger verify`, \
+                   `POST /api/v1/verify`, the integrity page).",
     responses(
-        (status = 200, description = "The newest recorded run", body = VerificationRun),
+        (status = 200, description = "The newest recorded run", body = VerificationRecord),
         (status = 404, description = "No verification was recorded yet", body = ApiErrorBody),
         (status = 401, description = "No or unknown token", body = ApiErrorBody),
         (status = 403, description = "A token of another service", body = ApiErrorBody),
@@ -71,16 +131,16 @@ fn proof_error(error: ProofError) -> ApiError {
 )]
 pub async fn verification(State(state): State<AppState>, request: axum::extract::Request) -> Result<Response, ApiError> {
     Caller::of(&state, request).authorise(&state).await?;
-    match verification_runs::last_verification(&state.ledger.db).await.map_err(ApiError::store)? {
-        Some(run) => Ok(json_of(StatusCode::OK, &run)),
+    match verification::last_verification(&state.ledger.db).await.map_err(ApiError::store)? {
+        Some(outcome) => Ok(json_of(StatusCode::OK, &VerificationRecord::of(&outcome))),
         None => Err(ApiError::new(StatusCode::NOT_FOUND, "notfound", "No verification has been recorded yet")),
     }
 }
 
-/// Runs one verification of the ledger and records it (trigger `trigger`); `Conflict` when one
+/// Runs one verification of the ledger and records it (with `source`); `Conflict` when one
 /// already runs for this ledger in this process. The run goes on to its record even when the
 /// caller goes away.
-pub async fn verify_now(state: &AppState, trigger: &'static str) -> Result<VerificationRun, ApiError> {
+pub async fn verify_now(state: &AppState, source: &'static str) -> Result<VerificationRun, ApiError> {
     let db = state.ledger.db.clone();
     let Some(slot) = VerifySlot::take(&db.url) else {
         return Err(ApiError::new(
@@ -95,11 +155,16 @@ pub async fn verify_now(state: &AppState, trigger: &'static str) -> Result<Verif
     let task = tokio::task::spawn_blocking(move || {
         runtime.block_on(async move {
             let _slot = slot;
-            let outcome = verification_runs::run(&db).await.map_err(proof_error)?;
-            verification_runs::record_verification(&db, &outcome, trigger).await.map_err(ApiError::store)
+            verify_run::verify_and_record(&db, source).await
         })
     });
-    task.await.map_err(ApiError::store)?
+    let run = task.await.map_err(ApiError::store)?.map_err(proof_error)?;
+    Ok(VerificationRun {
+        record: VerificationRecord::of(&run.outcome),
+        chain_intact: run.report.chain_intact,
+        checkpoints_checked: run.checkpoints_checked,
+        problems: run.report.problems.into_iter().take(PROBLEMS_SHOWN).collect(),
+    })
 }
 
 /// `POST /api/v1/verify`: runs a verification now and records it.

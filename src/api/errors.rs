@@ -73,6 +73,8 @@ pub fn domain_error(error: &DomainError, base_url: &str) -> WsError {
         InvalidSettingValue { name, value } => {
             WsError::invalid_parameter(format!("Invalid value \"{value}\" for {name}"))
         }
+        UnknownHealthCheck(check) => WsError::invalid_parameter(format!("Unknown health check: {check}")),
+        MuteReasonInvalid => WsError::invalid_parameter("A muted check needs a reason (at most 500 characters)"),
         Manual(error) => manual_error(error),
         NotUndoable { position, why } => WsError::invalid_parameter(format!(
             "The event at position {position} cannot be undone: {why}"

@@ -69,6 +69,17 @@ pub enum Request {
     /// Gives every course of the registry that lacks one its manual instance (at start-up, for
     /// logs written before manual instances existed).
     EnsureManualInstances,
+    /// A manager mutes one health check (`app::health`), with a reason.
+    MuteCheck {
+        check: String,
+        reason: String,
+        by: crate::domain::event::ChangedBy,
+    },
+    /// A manager unmutes one health check.
+    UnmuteCheck {
+        check: String,
+        by: crate::domain::event::ChangedBy,
+    },
     /// Undo an unenrolment by mistake (`ledger_reinstate_enrolment`, `enrol-ledger undo`): the
     /// enrolment as it was before the `Unenrolled` event at `undoes` (read from its stream by
     /// the shell, `domain::undo::unenrolled_enrolment`), enrolled again under today's rules.

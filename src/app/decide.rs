@@ -15,6 +15,7 @@ use crate::domain::criteria::{CompletionCriteria, SetCriteria};
 use crate::domain::enrolment::{EditEnrolment, EnrolUser, Enrolment, EnrolmentCommand, EnrolmentState};
 use crate::domain::event::ManualEvent;
 use crate::domain::event::{CompletionEvent, UndoEvent};
+use crate::domain::health::{HealthMutes, MuteCommand};
 use crate::domain::ids::{CourseId, InstanceId, RoleId, UserEnrolmentId, UserId};
 use crate::domain::manual::{ManualCommand, ManualEnrol, ManualEnrolment, ManualState, ManualUnenrol, DEFAULT_ROLE};
 use crate::domain::recompletion::RecompletionFacts;
@@ -74,6 +75,10 @@ pub const USER_STREAM: &str = "user";
 pub const INSTALL_STREAM: &str = "install";
 pub fn user_stream(user: i64) -> StreamRef {
     StreamRef::new(USER_STREAM, user.to_string())
+}
+/// The stream of the muted health checks (`health/site`).
+pub fn health_stream() -> StreamRef {
+    StreamRef::new(HealthMutes::NAME, "site")
 }
 pub fn install_stream() -> StreamRef {
     StreamRef::new(INSTALL_STREAM, "site")
@@ -209,6 +214,16 @@ pub fn decide(
             };
             let events = Course::handle_command(&current, command)?;
             Ok(Decision::one(course_stream(course_id), None, wrap(events), Outcome::Done))
+        }
+        Request::MuteCheck { check, reason, by } => {
+            let known_checks = crate::domain::health::CHECK_IDS.iter().map(|c| (*c).to_owned()).collect();
+            let command = MuteCommand::Mute { check, reason, by, known_checks };
+            let events = HealthMutes::handle_command(&state.health.state, command)?;
+            Ok(Decision::one(health_stream(), None, wrap(events), Outcome::Done))
+        }
+        Request::UnmuteCheck { check, by } => {
+            let events = HealthMutes::handle_command(&state.health.state, MuteCommand::Unmute { check, by })?;
+            Ok(Decision::one(health_stream(), None, wrap(events), Outcome::Done))
         }
         Request::SetConfig { name, value } => {
             let command = SetConfig { name, value, known_roles: KNOWN_ROLES.iter().map(|r| RoleId(*r)).collect() };

@@ -12,6 +12,7 @@ pub mod snapshot;
 pub mod state;
 pub mod token_events;
 pub mod undo;
+pub mod verification;
 pub mod verify_run;
 pub mod writer;
 

@@ -80,6 +80,8 @@ pub fn rows_for(stored: &StoredEvent, event: &LedgerEvent, after: &LedgerState) 
         }
         // Registry and installer events: their rows are the registry's, written with them.
         LedgerEvent::User(_) | LedgerEvent::CourseRecord(_) | LedgerEvent::Install(_) => Vec::new(),
+        // Muted health checks are small state of the health check (`app::health`), not a projection.
+        LedgerEvent::Health(_) => Vec::new(),
         // A compensating event writes the rows of the event it mirrors.
         LedgerEvent::Undo(e) => rows_for(stored, &e.as_effect(), after),
     }

@@ -64,6 +64,9 @@ struct Payload {
     /// Course completion criteria (format 3).
     #[serde(default)]
     criteria: Vec<(i64, Versioned<Criteria>)>,
+    /// The muted health checks (absent in snapshots older than them: none muted).
+    #[serde(default)]
+    health: Versioned<crate::domain::health::Muted>,
 }
 
 fn sorted<K: Ord + Copy, V: Clone>(map: &std::collections::HashMap<K, V>) -> Vec<(K, V)> {
@@ -94,6 +97,7 @@ impl Payload {
             manual_instances: sorted(&state.manual_instances),
             manual: state.manual.iter().map(|(k, v)| (*k, v.clone())).collect(),
             criteria: sorted(&state.criteria),
+            health: state.health.clone(),
         }
     }
 
@@ -114,6 +118,7 @@ impl Payload {
             manual_instances: self.manual_instances.into_iter().collect(),
             manual: self.manual.into_iter().collect(),
             criteria: self.criteria.into_iter().collect(),
+            health: self.health,
             ..LedgerState::default()
         };
         for (instance, sortorder, stream) in self.enrolments {

@@ -56,6 +56,8 @@ pub struct LedgerState {
     pub completions: HashMap<(i64, i64), Versioned<CompletionState>>,
     pub courses: HashMap<i64, Versioned<CourseState>>,
     pub config: Versioned<Settings>,
+    /// The muted health checks (stream `health/site`): a handful of ids and reasons.
+    pub health: Versioned<crate::domain::health::Muted>,
     /// user id → the version of the user's registry stream (`user/{id}`): only what the next
     /// event needs, no registry values.
     pub user_versions: HashMap<i64, i64>,
@@ -107,6 +109,7 @@ impl Default for LedgerState {
             completions: HashMap::new(),
             courses: HashMap::new(),
             config: Versioned::default(),
+            health: Versioned::default(),
             user_versions: HashMap::new(),
             install_version: 0,
             next_instance_id: 1,
@@ -216,6 +219,7 @@ impl LedgerState {
                 key.parse().ok().and_then(|id: i64| self.user_versions.get(&id)).copied().unwrap_or(0)
             }
             super::decide::INSTALL_STREAM => self.install_version,
+            crate::domain::health::HealthMutes::NAME => self.health.version,
             _ => self.config.version,
         }
     }
@@ -300,6 +304,12 @@ impl LedgerState {
                 self.courses.entry(course_id.0).or_default().version = version;
             }
             LedgerEvent::Install(_) => self.install_version = version,
+            LedgerEvent::Health(e) => {
+                use esrs::Aggregate;
+                self.health.state =
+                    crate::domain::health::HealthMutes::apply_event(std::mem::take(&mut self.health.state), e.clone());
+                self.health.version = version;
+            }
             // A compensating event changes its stream as the event it mirrors.
             LedgerEvent::Undo(e) => {
                 let effect = e.as_effect();

@@ -12,7 +12,7 @@ use crate::proof::{self, check, store as proof_store, ProofError};
 use crate::store::{log, Db, StoreError};
 
 /// What a run found: the report (problems in full) and how many checkpoints it compared.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Run {
     pub report: VerifyReport,
     pub checkpoints_checked: i64,

@@ -44,6 +44,12 @@ pub enum DomainError {
     UnknownSetting(String),
     #[error("invalid value {value:?} for setting {name}")]
     InvalidSettingValue { name: String, value: String },
+    /// Mute of a health check id that does not exist (`app::health`).
+    #[error("unknown health check {0}")]
+    UnknownHealthCheck(String),
+    /// A mute needs a reason of 1 to `health::MUTE_REASON_MAX` characters.
+    #[error("a muted check needs a reason (at most 500 characters)")]
+    MuteReasonInvalid,
     /// A manual enrolment refused (`enrol_manual_*`), in that plugin's own order.
     #[error(transparent)]
     Manual(#[from] super::manual::ManualError),

@@ -419,6 +419,35 @@ pub enum CriteriaEvent {
     CompletionCriteriaSet { course_id: CourseId, old: super::criteria::Criteria, new: super::criteria::Criteria },
 }
 
+/// Who changed something from a page or the CLI (not through a web-service token): `via`
+/// says where (`web`, `cli`), `account_id` and `account` name the web account (none from the
+/// CLI, where `account` is the OS user where known).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangedBy {
+    pub via: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<i64>,
+    pub account: String,
+}
+
+/// A manager muted or unmuted one health check (stream `health/site`): a muted check still
+/// shows its status, greyed, and does not make the overall result an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum HealthEvent {
+    CheckMuted { check: String, reason: String, by: ChangedBy },
+    CheckUnmuted { check: String, by: ChangedBy },
+}
+
+impl HealthEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Self::CheckMuted { .. } => "CheckMuted",
+            Self::CheckUnmuted { .. } => "CheckUnmuted",
+        }
+    }
+}
+
 /// Any event of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -434,6 +463,7 @@ pub enum LedgerEvent {
     CourseRecord(CourseRecordEvent),
     Install(InstallEvent),
     Undo(UndoEvent),
+    Health(HealthEvent),
 }
 
 impl EnrolmentEvent {
@@ -475,6 +505,7 @@ impl LedgerEvent {
             Self::Install(InstallEvent::InstallStepDone { .. }) => "InstallStepDone",
             Self::Undo(UndoEvent::EnrolmentReinstated { .. }) => "EnrolmentReinstated",
             Self::Undo(UndoEvent::CompletionRestored { .. }) => "CompletionRestored",
+            Self::Health(e) => e.event_type(),
         }
     }
 
@@ -554,5 +585,10 @@ impl From<UndoEvent> for LedgerEvent {
 impl From<InstallEvent> for LedgerEvent {
     fn from(e: InstallEvent) -> Self {
         Self::Install(e)
+    }
+}
+impl From<HealthEvent> for LedgerEvent {
+    fn from(e: HealthEvent) -> Self {
+        Self::Health(e)
     }
 }

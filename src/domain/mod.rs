@@ -12,6 +12,7 @@ pub mod criteria;
 pub mod enrolment;
 pub mod error;
 pub mod event;
+pub mod health;
 pub mod ids;
 pub mod manual;
 pub mod period;

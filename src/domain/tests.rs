@@ -1913,6 +1913,7 @@ fn config_history_folds_into_the_settings() {
             recompletion: false,
             overlap_rule: OverlapRule::Strict,
             allow_accounts_same_email: true,
+            ..Settings::default()
         }
     );
 }

@@ -205,7 +205,7 @@ impl ProjectionState {
                 };
             }
             // Registry and installer events: their rows are the registry's, written with them.
-            LedgerEvent::User(_) | LedgerEvent::CourseRecord(_) | LedgerEvent::Install(_) => {}
+            LedgerEvent::User(_) | LedgerEvent::CourseRecord(_) | LedgerEvent::Install(_) | LedgerEvent::Health(_) => {}
             // A compensating event writes the rows of the event it mirrors.
             LedgerEvent::Undo(e) => self.apply(stored, &e.as_effect(), touched),
         }

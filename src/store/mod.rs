@@ -260,6 +260,7 @@ fn migrations(backend: Backend) -> &'static [Migration] {
             (10, "stream_subject", include_str!("../../migrations/sqlite/0010_stream_subject.sql")),
             (11, "stream_user", include_str!("../../migrations/sqlite/0011_stream_user.sql")),
             (12, "one_subject_index", include_str!("../../migrations/sqlite/0012_one_subject_index.sql")),
+            (14, "verification_runs", include_str!("../../migrations/sqlite/0014_verification_runs.sql")),
             (16, "audit_api", include_str!("../../migrations/sqlite/0016_audit_api.sql")),
         ],
         Backend::Postgres => &[
@@ -279,6 +280,7 @@ fn migrations(backend: Backend) -> &'static [Migration] {
             (10, "stream_subject", include_str!("../../migrations/postgres/0010_stream_subject.sql")),
             (11, "stream_user", include_str!("../../migrations/postgres/0011_stream_user.sql")),
             (12, "one_subject_index", include_str!("../../migrations/postgres/0012_one_subject_index.sql")),
+            (14, "verification_runs", include_str!("../../migrations/postgres/0014_verification_runs.sql")),
             (16, "audit_api", include_str!("../../migrations/postgres/0016_audit_api.sql")),
         ],
     }

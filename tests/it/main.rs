@@ -14,6 +14,7 @@ mod erasure;
 mod faults;
 mod faults_support;
 mod fntable;
+mod health;
 mod history;
 mod hr;
 mod hr_doc;
