@@ -129,7 +129,10 @@ pub const PROBLEMS_SHOWN: usize = 100;
         (status = 403, description = "A token of another service", body = ApiErrorBody),
     )
 )]
-pub async fn verification(State(state): State<AppState>, request: axum::extract::Request) -> Result<Response, ApiError> {
+pub async fn verification(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
     Caller::of(&state, request).authorise(&state).await?;
     match verification::last_verification(&state.ledger.db).await.map_err(ApiError::store)? {
         Some(outcome) => Ok(json_of(StatusCode::OK, &VerificationRecord::of(&outcome))),
@@ -293,10 +296,9 @@ pub async fn public_key(State(state): State<AppState>, request: axum::extract::R
     let mut conn = state.ledger.db.pool.acquire().await.map_err(ApiError::store)?;
     let Some(latest) = proof_store::latest(&mut conn).await.map_err(proof_error)? else { return Err(no_checkpoint()) };
     match proof_store::public_key(&mut conn, &latest.key_id).await.map_err(proof_error)? {
-        Some(public_key) => Ok(json_of(
-            StatusCode::OK,
-            &PublicKey { key_id: latest.key_id, public_key, algorithm: "ed25519".into() },
-        )),
+        Some(public_key) => {
+            Ok(json_of(StatusCode::OK, &PublicKey { key_id: latest.key_id, public_key, algorithm: "ed25519".into() }))
+        }
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "notfound",

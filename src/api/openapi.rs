@@ -63,7 +63,9 @@ impl Modify for BearerToken {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("A token of the ledger_audit or ledger_admin service (enrol-ledger token create)"))
+                    .description(Some(
+                        "A token of the ledger_audit or ledger_admin service (enrol-ledger token create)",
+                    ))
                     .build(),
             ),
         );
@@ -265,8 +267,11 @@ fn operation(path: &str, method: &str, op: &Value) -> Markup {
 fn schema_section(name: &str, schema: &Value) -> Markup {
     let empty = serde_json::Map::new();
     let properties = schema.get("properties").and_then(Value::as_object).unwrap_or(&empty);
-    let required: Vec<&str> =
-        schema.get("required").and_then(Value::as_array).map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
     html! {
         section aria-labelledby={ "schema-" (name) } {
             h3 id={ "schema-" (name) } { (name) }
@@ -291,6 +296,19 @@ fn schema_section(name: &str, schema: &Value) -> Markup {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_document_is_openapi_3_1_with_bearer_security() {
+        let doc = super::document();
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert_eq!(doc["security"][0]["bearer"], serde_json::json!([]));
+        if let Ok(path) = std::env::var("DUMP_OPENAPI") {
+            std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
         }
     }
 }
