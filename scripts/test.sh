@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on both backends: SQLite (temporary files) and PostgreSQL.
-# Installs and starts PostgreSQL from Debian's packages when it is not there yet, creates the
+# Installs and starts PostgreSQL from Debian's packages when it is not there yet (and chromium
+# with its WebDriver for the browser tests), creates the
 # test role and database, then runs `cargo test`. Extra arguments go to `cargo test`.
 # With `--bench-smoke` (first argument) it then runs the benchmark harness once per backend at
 # `--scale tiny` in the debug build, to check that it works (docs/PERFORMANCE.md).
@@ -17,6 +18,12 @@ if ! command -v pg_ctlcluster >/dev/null 2>&1 || [ ! -x /usr/lib/postgresql/$PG_
     echo "== installing PostgreSQL $PG_VERSION from Debian packages"
     as_root apt-get update
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "postgresql-$PG_VERSION" postgresql-client-$PG_VERSION
+fi
+# The browser tests (tests/it/browser.rs) drive Debian's headless chromium over WebDriver.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    echo "== installing chromium and chromium-driver from Debian packages (browser tests)"
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver
 fi
 if ! pg_lsclusters -h 2>/dev/null | awk '{print $1" "$2}' | grep -qx "$PG_VERSION main"; then
     as_root pg_createcluster "$PG_VERSION" main -p "$PG_PORT"

@@ -194,6 +194,11 @@ pub enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Web sign-in accounts (roles manager and auditor) for the pages.
+    Account {
+        #[command(subcommand)]
+        action: crate::web::accounts::AccountAction,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -438,9 +443,11 @@ async fn run(cli: Cli) -> CliResult {
             let base_url = base_url.unwrap_or_else(|| format!("http://{listen}"));
             let cleanup = tokio::spawn(hourly_orphan_cleanup(ledger.clone()));
             let token_events = tokio::spawn(crate::app::token_events::drain_periodically(ledger.clone()));
+            let account_events = tokio::spawn(crate::web::accounts::drain_periodically(ledger.clone()));
             crate::api::serve(ledger.clone(), &listen, crate::api::Settings { base_url, debug }, edge).await?;
             cleanup.abort();
             token_events.abort();
+            account_events.abort();
             ledger.shutdown().await;
             return Ok(ExitCode::SUCCESS);
         }
@@ -734,6 +741,7 @@ async fn run(cli: Cli) -> CliResult {
             println!("created a token for service {service} (user {user}); it is shown only now:");
             println!("{token}");
         }
+        Command::Account { action } => return crate::web::accounts::run(&db, action).await,
         Command::Token { action } => {
             let code = token_admin(&db, action).await;
             drain_token_outbox_unless_serving(&db).await?;

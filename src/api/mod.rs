@@ -57,6 +57,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub edge: Arc<EdgeSettings>,
     pub tokens: Arc<tokens::TokenCache>,
+    /// The pages' in-memory state (sign-in throttle).
+    pub web: Arc<crate::web::WebState>,
 }
 
 pub fn router(ledger: Ledger, settings: Settings) -> Router {
@@ -65,12 +67,19 @@ pub fn router(ledger: Ledger, settings: Settings) -> Router {
 
 /// The router with explicit edge settings (CORS origin, trusted proxies, body timeout).
 pub fn router_with_edge(ledger: Ledger, settings: Settings, edge: EdgeSettings) -> Router {
-    let state = AppState { ledger, settings: Arc::new(settings), edge: Arc::new(edge), tokens: Arc::default() };
+    let state = AppState {
+        ledger,
+        settings: Arc::new(settings),
+        edge: Arc::new(edge),
+        tokens: Arc::default(),
+        web: Arc::default(),
+    };
     Router::new()
         .route(rest::PATH, get(rest::handle).post(rest::handle))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(audit_api::routes())
+        .merge(crate::web::routes())
         .with_state(state)
 }
 

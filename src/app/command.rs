@@ -57,6 +57,9 @@ pub enum Request {
     /// Appends queued token changes (the token outbox, in id order) as token events and deletes
     /// their outbox rows in the same transaction.
     AppendTokenEvents(Vec<crate::app::token_events::OutboxRow>),
+    /// Appends queued web account changes (`account_outbox`, in id order) as account events and
+    /// deletes their outbox rows in the same transaction (src/web/accounts.rs).
+    AppendAccountEvents(Vec<crate::web::accounts::OutboxRow>),
     /// `enrol_manual_enrol_users`: all or nothing, each item seeing the ones before it.
     ManualEnrol(Vec<ManualEnrolItem>),
     /// `enrol_manual_unenrol_users`: all or nothing.

@@ -236,6 +236,7 @@ pub fn decide(
         Request::CreateCourses(courses) => create_courses(state, courses, now),
         Request::UpdateCourses(updates) => update_courses(state, updates, now),
         Request::AppendTokenEvents(rows) => Ok(super::token_events::decide(rows)),
+        Request::AppendAccountEvents(rows) => Ok(crate::web::accounts::decide(rows)),
         Request::ManualEnrol(items) => manual_enrol(state, items),
         Request::ManualUnenrol(items) => manual_unenrol(state, items),
         Request::SetCompletionCriteria { course_id, gradepass } => {

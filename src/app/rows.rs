@@ -21,6 +21,8 @@ pub fn rows_for(stored: &StoredEvent, event: &LedgerEvent, after: &LedgerState) 
     match event {
         // Tokens live in `external_tokens`, not in a projection.
         LedgerEvent::Token(_) => Vec::new(),
+        // Web accounts live in `web_accounts`, not in a projection.
+        LedgerEvent::Account(_) => Vec::new(),
         LedgerEvent::Enrolment(e) => enrolment_rows(stored, e, after, now, modifier),
         LedgerEvent::Completion(CompletionEvent::CompletionRecorded { user_id, course_id, completion }) => {
             vec![RowWrite::Put(Row::Completion(CompletionRow {

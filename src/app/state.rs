@@ -81,6 +81,9 @@ pub struct LedgerState {
     pub manual: BTreeMap<(i64, i64), Versioned<ManualState>>,
     /// course → its completion criteria (courses that never had any have no entry).
     pub criteria: HashMap<i64, Versioned<Criteria>>,
+    /// web account id → the version of its stream (`account/{id}`); removed accounts keep
+    /// theirs (a handful of rows: accounts are people who sign in to the pages).
+    pub accounts: HashMap<i64, i64>,
 }
 
 /// A course's manual enrolment instance.
@@ -92,6 +95,9 @@ pub struct ManualInstance {
 
 /// The stream of a course's manual instance (one event: its creation).
 pub const MANUAL_INSTANCE_STREAM: &str = "manual_instance";
+
+/// The stream type of web account events (`account/{id}`).
+pub const ACCOUNT_STREAM: &str = "account";
 
 /// The stream type of token events (`token-{id}`).
 pub const TOKEN_STREAM: &str = "token";
@@ -122,6 +128,7 @@ impl Default for LedgerState {
             manual_instances: HashMap::new(),
             manual: BTreeMap::new(),
             criteria: HashMap::new(),
+            accounts: HashMap::new(),
         }
     }
 }
@@ -219,7 +226,11 @@ impl LedgerState {
                 key.parse().ok().and_then(|id: i64| self.user_versions.get(&id)).copied().unwrap_or(0)
             }
             super::decide::INSTALL_STREAM => self.install_version,
+<<<<<<< HEAD
             crate::domain::health::HealthMutes::NAME => self.health.version,
+=======
+            ACCOUNT_STREAM => key.parse().ok().and_then(|id: i64| self.accounts.get(&id)).copied().unwrap_or(0),
+>>>>>>> web
             _ => self.config.version,
         }
     }
@@ -304,11 +315,16 @@ impl LedgerState {
                 self.courses.entry(course_id.0).or_default().version = version;
             }
             LedgerEvent::Install(_) => self.install_version = version,
+<<<<<<< HEAD
             LedgerEvent::Health(e) => {
                 use esrs::Aggregate;
                 self.health.state =
                     crate::domain::health::HealthMutes::apply_event(std::mem::take(&mut self.health.state), e.clone());
                 self.health.version = version;
+=======
+            LedgerEvent::Account(e) => {
+                self.accounts.insert(e.account_id(), version);
+>>>>>>> web
             }
             // A compensating event changes its stream as the event it mirrors.
             LedgerEvent::Undo(e) => {

@@ -419,6 +419,7 @@ pub enum CriteriaEvent {
     CompletionCriteriaSet { course_id: CourseId, old: super::criteria::Criteria, new: super::criteria::Criteria },
 }
 
+<<<<<<< HEAD
 /// Who changed something from a page or the CLI (not through a web-service token): `via`
 /// says where (`web`, `cli`), `account_id` and `account` name the web account (none from the
 /// CLI, where `account` is the OS user where known).
@@ -444,10 +445,65 @@ impl HealthEvent {
         match self {
             Self::CheckMuted { .. } => "CheckMuted",
             Self::CheckUnmuted { .. } => "CheckUnmuted",
+=======
+/// A web sign-in account changed (stream `account/{id}`; src/web, docs/EVENTS.md). Written by
+/// any process to `account_outbox` with the `web_accounts` row and appended by the writer.
+/// `actor` says who made the change (`cli:account add`, or `web:<id>:<username>` for a web
+/// account); sign-ins and failed sign-ins are log lines, not events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum AccountEvent {
+    AccountAdded {
+        account_id: i64,
+        username: String,
+        role: String,
+        actor: String,
+        reason: String,
+    },
+    /// The account and every session of it were deleted.
+    AccountRemoved {
+        account_id: i64,
+        username: String,
+        actor: String,
+        reason: String,
+    },
+    /// A new password hash was stored and every session of the account ended.
+    AccountPasswordChanged {
+        account_id: i64,
+        username: String,
+        actor: String,
+        reason: String,
+    },
+}
+
+impl AccountEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Self::AccountAdded { .. } => "AccountAdded",
+            Self::AccountRemoved { .. } => "AccountRemoved",
+            Self::AccountPasswordChanged { .. } => "AccountPasswordChanged",
+        }
+    }
+
+    pub fn account_id(&self) -> i64 {
+        match self {
+            Self::AccountAdded { account_id, .. }
+            | Self::AccountRemoved { account_id, .. }
+            | Self::AccountPasswordChanged { account_id, .. } => *account_id,
+>>>>>>> web
         }
     }
 }
 
+<<<<<<< HEAD
+=======
+impl From<AccountEvent> for LedgerEvent {
+    fn from(e: AccountEvent) -> Self {
+        Self::Account(e)
+    }
+}
+
+>>>>>>> web
 /// Any event of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -463,7 +519,11 @@ pub enum LedgerEvent {
     CourseRecord(CourseRecordEvent),
     Install(InstallEvent),
     Undo(UndoEvent),
+<<<<<<< HEAD
     Health(HealthEvent),
+=======
+    Account(AccountEvent),
+>>>>>>> web
 }
 
 impl EnrolmentEvent {
@@ -505,7 +565,11 @@ impl LedgerEvent {
             Self::Install(InstallEvent::InstallStepDone { .. }) => "InstallStepDone",
             Self::Undo(UndoEvent::EnrolmentReinstated { .. }) => "EnrolmentReinstated",
             Self::Undo(UndoEvent::CompletionRestored { .. }) => "CompletionRestored",
+<<<<<<< HEAD
             Self::Health(e) => e.event_type(),
+=======
+            Self::Account(e) => e.event_type(),
+>>>>>>> web
         }
     }
 

@@ -168,6 +168,8 @@ impl ProjectionState {
             }
             // Tokens live in `external_tokens`, not in a projection.
             LedgerEvent::Token(_) => {}
+            // Web accounts live in `web_accounts`, not in a projection.
+            LedgerEvent::Account(_) => {}
             LedgerEvent::Manual(e) => {
                 for write in manual_rows(e, now, modifier) {
                     match write {

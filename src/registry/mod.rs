@@ -387,6 +387,10 @@ pub enum RegistryOp {
     DrainTokenOutbox {
         ids: Vec<i64>,
     },
+    /// Deletes web account outbox rows whose events this batch appends.
+    DrainAccountOutbox {
+        ids: Vec<i64>,
+    },
 }
 
 impl RegistryOp {
@@ -551,6 +555,14 @@ impl RegistryOp {
                     sqlx::query::<Any>("DELETE FROM token_outbox WHERE id = $1").bind(*id).execute(&mut *conn).await?;
                 }
             }
+            Self::DrainAccountOutbox { ids } => {
+                for id in ids {
+                    sqlx::query::<Any>("DELETE FROM account_outbox WHERE id = $1")
+                        .bind(*id)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+            }
         }
         Ok(())
     }
@@ -583,7 +595,7 @@ impl RegistryOp {
                 user.username = format!("deleted-{id}");
                 user.email.clear();
             }),
-            Self::DrainTokenOutbox { .. } => {}
+            Self::DrainTokenOutbox { .. } | Self::DrainAccountOutbox { .. } => {}
         }
     }
 }

@@ -63,6 +63,12 @@ pub fn grants_sql(schema: &str, role: &str) -> Option<String> {
         "-- Token changes waiting to become events: written by any process, drained by the writer.".to_owned(),
         format!("GRANT SELECT, INSERT, DELETE ON {schema}.token_outbox TO {role};"),
         format!("GRANT USAGE ON SEQUENCE {schema}.token_outbox_id_seq TO {role};"),
+        "-- Web sign-in (src/web): accounts (CLI), sessions (server), account changes waiting to become events."
+            .to_owned(),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.web_accounts, {schema}.web_sessions TO {role};"),
+        format!("GRANT USAGE ON SEQUENCE {schema}.web_accounts_id_seq TO {role};"),
+        format!("GRANT SELECT, INSERT, DELETE ON {schema}.account_outbox TO {role};"),
+        format!("GRANT USAGE ON SEQUENCE {schema}.account_outbox_id_seq TO {role};"),
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {role};", qualified(schema, &PROJECTIONS)),
         format!("GRANT SELECT ON {schema}.semco_enrolment_report TO {role};"),
         "-- The writer's snapshots (not the truth: the log is): written, read and pruned.".to_owned(),

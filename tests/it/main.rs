@@ -6,6 +6,7 @@ mod support;
 mod api_doc;
 mod as_of;
 mod audit_api;
+mod browser;
 mod cli;
 mod concurrency;
 mod db_roles;
