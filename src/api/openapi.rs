@@ -6,11 +6,11 @@
 //! To add a path: give its handler a `#[utoipa::path(...)]` and add the handler to `paths(...)`
 //! below (one line); its schemas are collected from it.
 
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use maud::{html, Markup, DOCTYPE};
+use maud::{html, Markup};
 use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -86,8 +86,7 @@ async fn openapi_json() -> Response {
 }
 
 async fn docs() -> Response {
-    let page = render(&document());
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], page.into_string()).into_response()
+    crate::web::layout::html_response(StatusCode::OK, render(&document()))
 }
 
 /// A schema's type in words: `$ref`s link to their section, arrays name their items.
@@ -155,50 +154,40 @@ pub fn render(doc: &Value) -> Markup {
     let empty = serde_json::Map::new();
     let paths = doc["paths"].as_object().unwrap_or(&empty);
     let schemas = doc["components"]["schemas"].as_object().unwrap_or(&empty);
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (text(info.get("title"))) " — reference" }
-                link rel="stylesheet" href="/static/app.css";
+    let title = format!("{} — reference", text(info.get("title")));
+    crate::web::layout::bare(
+        &title,
+        html! {
+            h1 { (text(info.get("title"))) " " small { "version " (text(info.get("version"))) } }
+            p { (text(info.get("description"))) }
+            p {
+                "OpenAPI " (text(doc.get("openapi"))) " document: "
+                a href="/api/v1/openapi.json" { "/api/v1/openapi.json" }
+                ". Authentication: " code { "Authorization: Bearer TOKEN" } "."
             }
-            body {
-                a class="skip-link" href="#main" { "Skip to content" }
-                main id="main" {
-                    h1 { (text(info.get("title"))) " " small { "version " (text(info.get("version"))) } }
-                    p { (text(info.get("description"))) }
-                    p {
-                        "OpenAPI " (text(doc.get("openapi"))) " document: "
-                        a href="/api/v1/openapi.json" { "/api/v1/openapi.json" }
-                        ". Authentication: " code { "Authorization: Bearer TOKEN" } "."
-                    }
-                    nav aria-label="Paths" {
-                        h2 { "Paths" }
-                        ul {
-                            @for (path, item) in paths {
-                                @for (method, op) in item.as_object().unwrap_or(&empty) {
-                                    li { a href={ "#" (op_id(method, op, path)) } { code { (method.to_uppercase()) " " (path) } } }
-                                }
-                            }
-                        }
-                    }
+            nav aria-label="Paths" {
+                h2 { "Paths" }
+                ul {
                     @for (path, item) in paths {
                         @for (method, op) in item.as_object().unwrap_or(&empty) {
-                            (operation(path, method, op))
-                        }
-                    }
-                    section aria-labelledby="schemas" {
-                        h2 id="schemas" { "Schemas" }
-                        @for (name, schema) in schemas {
-                            (schema_section(name, schema))
+                            li { a href={ "#" (op_id(method, op, path)) } { code { (method.to_uppercase()) " " (path) } } }
                         }
                     }
                 }
             }
-        }
-    }
+            @for (path, item) in paths {
+                @for (method, op) in item.as_object().unwrap_or(&empty) {
+                    (operation(path, method, op))
+                }
+            }
+            section aria-labelledby="schemas" {
+                h2 id="schemas" { "Schemas" }
+                @for (name, schema) in schemas {
+                    (schema_section(name, schema))
+                }
+            }
+        },
+    )
 }
 
 fn op_id(method: &str, op: &Value, path: &str) -> String {

@@ -64,15 +64,12 @@ struct Payload {
     /// Course completion criteria (format 3).
     #[serde(default)]
     criteria: Vec<(i64, Versioned<Criteria>)>,
-<<<<<<< HEAD
-    /// The muted health checks (absent in snapshots older than them: none muted).
-    #[serde(default)]
-    health: Versioned<crate::domain::health::Muted>,
-=======
     /// (web account, version) of the account streams (absent before migration 13).
     #[serde(default)]
     accounts: Vec<(i64, i64)>,
->>>>>>> web
+    /// The muted health checks (absent in snapshots older than them: none muted).
+    #[serde(default)]
+    health: Versioned<crate::domain::health::Muted>,
 }
 
 fn sorted<K: Ord + Copy, V: Clone>(map: &std::collections::HashMap<K, V>) -> Vec<(K, V)> {
@@ -103,11 +100,8 @@ impl Payload {
             manual_instances: sorted(&state.manual_instances),
             manual: state.manual.iter().map(|(k, v)| (*k, v.clone())).collect(),
             criteria: sorted(&state.criteria),
-<<<<<<< HEAD
-            health: state.health.clone(),
-=======
             accounts: sorted(&state.accounts),
->>>>>>> web
+            health: state.health.clone(),
         }
     }
 
@@ -128,11 +122,8 @@ impl Payload {
             manual_instances: self.manual_instances.into_iter().collect(),
             manual: self.manual.into_iter().collect(),
             criteria: self.criteria.into_iter().collect(),
-<<<<<<< HEAD
-            health: self.health,
-=======
             accounts: self.accounts.into_iter().collect(),
->>>>>>> web
+            health: self.health,
             ..LedgerState::default()
         };
         for (instance, sortorder, stream) in self.enrolments {

@@ -226,11 +226,8 @@ impl LedgerState {
                 key.parse().ok().and_then(|id: i64| self.user_versions.get(&id)).copied().unwrap_or(0)
             }
             super::decide::INSTALL_STREAM => self.install_version,
-<<<<<<< HEAD
-            crate::domain::health::HealthMutes::NAME => self.health.version,
-=======
             ACCOUNT_STREAM => key.parse().ok().and_then(|id: i64| self.accounts.get(&id)).copied().unwrap_or(0),
->>>>>>> web
+            crate::domain::health::HealthMutes::NAME => self.health.version,
             _ => self.config.version,
         }
     }
@@ -315,16 +312,14 @@ impl LedgerState {
                 self.courses.entry(course_id.0).or_default().version = version;
             }
             LedgerEvent::Install(_) => self.install_version = version,
-<<<<<<< HEAD
+            LedgerEvent::Account(e) => {
+                self.accounts.insert(e.account_id(), version);
+            }
             LedgerEvent::Health(e) => {
                 use esrs::Aggregate;
                 self.health.state =
                     crate::domain::health::HealthMutes::apply_event(std::mem::take(&mut self.health.state), e.clone());
                 self.health.version = version;
-=======
-            LedgerEvent::Account(e) => {
-                self.accounts.insert(e.account_id(), version);
->>>>>>> web
             }
             // A compensating event changes its stream as the event it mirrors.
             LedgerEvent::Undo(e) => {

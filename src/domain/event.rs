@@ -419,7 +419,6 @@ pub enum CriteriaEvent {
     CompletionCriteriaSet { course_id: CourseId, old: super::criteria::Criteria, new: super::criteria::Criteria },
 }
 
-<<<<<<< HEAD
 /// Who changed something from a page or the CLI (not through a web-service token): `via`
 /// says where (`web`, `cli`), `account_id` and `account` name the web account (none from the
 /// CLI, where `account` is the OS user where known).
@@ -445,7 +444,10 @@ impl HealthEvent {
         match self {
             Self::CheckMuted { .. } => "CheckMuted",
             Self::CheckUnmuted { .. } => "CheckUnmuted",
-=======
+        }
+    }
+}
+
 /// A web sign-in account changed (stream `account/{id}`; src/web, docs/EVENTS.md). Written by
 /// any process to `account_outbox` with the `web_accounts` row and appended by the writer.
 /// `actor` says who made the change (`cli:account add`, or `web:<id>:<username>` for a web
@@ -490,20 +492,16 @@ impl AccountEvent {
             Self::AccountAdded { account_id, .. }
             | Self::AccountRemoved { account_id, .. }
             | Self::AccountPasswordChanged { account_id, .. } => *account_id,
->>>>>>> web
         }
     }
 }
 
-<<<<<<< HEAD
-=======
 impl From<AccountEvent> for LedgerEvent {
     fn from(e: AccountEvent) -> Self {
         Self::Account(e)
     }
 }
 
->>>>>>> web
 /// Any event of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -519,11 +517,8 @@ pub enum LedgerEvent {
     CourseRecord(CourseRecordEvent),
     Install(InstallEvent),
     Undo(UndoEvent),
-<<<<<<< HEAD
-    Health(HealthEvent),
-=======
     Account(AccountEvent),
->>>>>>> web
+    Health(HealthEvent),
 }
 
 impl EnrolmentEvent {
@@ -565,11 +560,8 @@ impl LedgerEvent {
             Self::Install(InstallEvent::InstallStepDone { .. }) => "InstallStepDone",
             Self::Undo(UndoEvent::EnrolmentReinstated { .. }) => "EnrolmentReinstated",
             Self::Undo(UndoEvent::CompletionRestored { .. }) => "CompletionRestored",
-<<<<<<< HEAD
-            Self::Health(e) => e.event_type(),
-=======
             Self::Account(e) => e.event_type(),
->>>>>>> web
+            Self::Health(e) => e.event_type(),
         }
     }
 

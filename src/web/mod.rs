@@ -13,6 +13,7 @@ use maud::html;
 use crate::api::AppState;
 
 pub mod accounts;
+pub mod audit;
 pub mod auth;
 pub mod layout;
 
@@ -24,7 +25,11 @@ pub struct WebState {
 
 /// Every page route: one `.merge(x::routes())` line per page area.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/", get(home)).route("/static/app.css", get(stylesheet)).merge(auth::routes())
+    Router::new()
+        .route("/", get(home))
+        .route("/static/app.css", get(stylesheet))
+        .merge(auth::routes())
+        .merge(audit::routes())
 }
 
 /// Why a page cannot be shown, as a page with the matching status. Never a 500 with a panic:
