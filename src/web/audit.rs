@@ -54,7 +54,6 @@ async fn audit_start(signed: SignedIn) -> Result<Response, WebError> {
         "Audit",
         &signed,
         html! {
-            h1 { "Audit" }
             p { "Who was enrolled when, who changed what, and whether the log is intact." }
             form method="get" action="/audit/find" {
                 input type="hidden" name="kind" value="booking";
@@ -226,7 +225,6 @@ async fn history_page(
         &title,
         signed,
         html! {
-            h1 { (title) }
             (intro)
             (history_table(&found))
         },
@@ -343,7 +341,7 @@ async fn course_as_of_page(
         &title,
         &signed,
         html! {
-            h1 { "Course " (id) ": " (fullname) " " small { "(" (shortname) ")" } }
+            h2 { "Course " (id) ": " (fullname) " " small { "(" (shortname) ")" } }
             p { a href={ "/courses/" (id) "/history" } { "The course's history" } }
             form method="get" action={ "/courses/" (id) } class="as-of" {
                 p {
@@ -437,7 +435,6 @@ async fn integrity_page(State(state): State<AppState>, signed: SignedIn) -> Resu
         "Integrity",
         &signed,
         html! {
-            h1 { "Integrity" }
             section aria-labelledby="verification" {
                 h2 id="verification" { "Last verification" }
                 @match &last {
@@ -566,7 +563,7 @@ async fn proof_page(
         "Inclusion proof",
         &signed,
         html! {
-            h1 { "Inclusion proof of position " (proof.position) }
+            h2 { "Inclusion proof of position " (proof.position) }
             p {
                 "The event at position " (proof.position) " (" code class="hash" { (proof.event_hash) } ") is leaf "
                 (proof.leaf_index) " of the " (proof.tree_size) "-event log signed " (proof.checkpoint.time)
