@@ -10,20 +10,24 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::services::{LEDGER_ADMIN, LEDGER_AUDIT};
 use super::tokens::TokenRefusal;
 use super::AppState;
-use crate::app::history::{self, Subject};
+use crate::app::history::{self, History, Subject};
 use crate::app::{asof, audit};
 use crate::store::log;
+
+use super::audit_integrity as integrity;
 
 /// Events per page of `/api/v1/events` unless `limit` says fewer.
 pub const EVENTS_PAGE_MAX: i64 = 1000;
 const EVENTS_PAGE_DEFAULT: i64 = 100;
 
 /// The routes, mounted by `api::router_with_edge`.
+/// The OpenAPI document (`super::openapi::ApiDoc`) lists the same handlers: a new route is
+/// one line here and one in its `paths(...)`.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/events", get(events))
@@ -32,6 +36,24 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/history/courses/{id}", get(course_history))
         .route("/api/v1/as-of", get(as_of))
         .merge(super::report_api::routes())
+        .route("/api/v1/verification", get(integrity::verification))
+        .route("/api/v1/verify", axum::routing::post(integrity::verify))
+        .route("/api/v1/checkpoints", get(integrity::checkpoints))
+        .route("/api/v1/checkpoints/latest", get(integrity::latest_checkpoint))
+        .route("/api/v1/checkpoints/public-key", get(integrity::public_key))
+        .route("/api/v1/proofs/inclusion", get(integrity::inclusion))
+        .route("/api/v1/proofs/consistency", get(integrity::consistency))
+        .merge(super::openapi::routes())
+}
+
+/// Every error answer of the audit API.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApiErrorBody {
+    /// A stable code: `invalidtoken`, `accessexception`, `invalidiptoken`, `invalidparameter`,
+    /// `notfound`, `verificationrunning`, `checkpointmismatch`, `dmlreadexception`.
+    pub error: String,
+    /// One sentence for people.
+    pub message: String,
 }
 
 /// An audit API failure: its HTTP status, a stable code and a sentence.
@@ -59,8 +81,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.code, "message": self.message });
-        let mut response = json(self.status, &body);
+        let body = ApiErrorBody { error: self.code.to_owned(), message: self.message };
+        let mut response = json_of(self.status, &body);
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         }
@@ -122,16 +144,30 @@ pub fn peer_ip(state: &AppState, extensions: &axum::http::Extensions, headers: &
     Some(state.edge.trusted_proxies.client_ip(peer, forwarded))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Events after this position (0: from the first).
+    /// Events after this position (0: from the first); give the previous page's `next_after`.
     #[serde(default)]
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub after: Option<String>,
+    /// At most this many events (1 to 1000, default 100).
     #[serde(default)]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
 }
 
-fn parse_i64(
+/// A page of the events feed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventsPage {
+    pub after: i64,
+    /// The last position of this page (or `after` when it is empty): the next page's `after`.
+    pub next_after: i64,
+    /// In position order, without gaps.
+    pub events: Vec<audit::ExportedEvent>,
+}
+
+pub(crate) fn parse_i64(
     name: &str,
     value: Option<&str>,
     default: i64,
@@ -148,7 +184,24 @@ fn parse_i64(
 
 /// `GET /api/v1/events?after=P&limit=N`: events in position order. Positions are gap-free and
 /// commit in order (one writer), so paging by `after = next_after` never skips a late commit.
-async fn events(
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    tag = "log",
+    description = "The log in position order, paged and resumable: give each page's `next_after` as the next \
+                   `after`. Positions are assigned by the single writer in commit order and a position is \
+                   never visible before a smaller one, so paging while writes go on sees every event exactly \
+                   once.",
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "A page of events", body = EventsPage),
+        (status = 400, description = "A bad parameter", body = ApiErrorBody),
+        (status = 401, description = "No or unknown token", body = ApiErrorBody),
+        (status = 403, description = "A token of another service", body = ApiErrorBody),
+        (status = 429, description = "Too many unknown tokens from this address", body = ApiErrorBody),
+    )
+)]
+pub async fn events(
     State(state): State<AppState>,
     Query(query): Query<EventsQuery>,
     request: axum::extract::Request,
@@ -160,14 +213,21 @@ async fn events(
     let mut conn = state.ledger.db.pool.acquire().await.map_err(ApiError::store)?;
     let page = log::read_after(&mut conn, after, limit).await.map_err(ApiError::store)?;
     let next_after = page.last().map_or(after, |e| e.position);
-    let events: Vec<serde_json::Value> = page.iter().map(audit::export_line).collect();
-    let body = serde_json::json!({ "after": after, "next_after": next_after, "events": events });
-    Ok(json(StatusCode::OK, &body))
+    let events = page.iter().map(audit::ExportedEvent::of).collect();
+    Ok(json_of(StatusCode::OK, &EventsPage { after, next_after, events }))
 }
 
 /// A JSON answer with its content type.
 pub fn json(status: StatusCode, body: &serde_json::Value) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], format!("{body}\n")).into_response()
+    json_of(status, body)
+}
+
+/// Any `Serialize` answer as JSON with its content type.
+pub fn json_of<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_string(body) {
+        Ok(text) => (status, [(header::CONTENT_TYPE, "application/json")], text + "\n").into_response(),
+        Err(error) => ApiError::store(error).into_response(),
+    }
 }
 
 /// The history of one subject (`app::history`, the same answer as `enrol-ledger history
@@ -178,20 +238,23 @@ async fn history_of(state: &AppState, caller: Caller, subject: Subject) -> Resul
     if found.entries.is_empty() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "notfound", "The ledger has no event about this subject"));
     }
-    let body = serde_json::to_value(&found).map_err(ApiError::store)?;
-    Ok(json(StatusCode::OK, &body))
+    Ok(json_of(StatusCode::OK, &found))
 }
 
 /// The caller's headers and address, taken from the request before any await.
-struct Caller {
+pub(crate) struct Caller {
     headers: HeaderMap,
     ip: Option<std::net::IpAddr>,
 }
 
 impl Caller {
-    fn of(state: &AppState, request: axum::extract::Request) -> Self {
+    pub(crate) fn of(state: &AppState, request: axum::extract::Request) -> Self {
         let ip = peer_ip(state, request.extensions(), request.headers());
         Self { headers: request.into_parts().0.headers, ip }
+    }
+
+    pub(crate) async fn authorise(&self, state: &AppState) -> Result<(), ApiError> {
+        authorise(state, &self.headers, self.ip).await
     }
 }
 
@@ -203,7 +266,22 @@ fn id_of(text: &str) -> Result<i64, ApiError> {
 }
 
 /// `GET /api/v1/history/bookings/{booking ID}`.
-async fn booking_history(
+#[utoipa::path(
+    get,
+    path = "/api/v1/history/bookings/{id}",
+    tag = "history",
+    description = "Every event about a SEMCO booking ID (the same answer as `enrol-ledger history --booking ID \
+                   --format json`, its lines as `entries`): time, actor, reason, old and new values.",
+    params(("id" = String, Path, description = "The SEMCO booking ID")),
+    responses(
+        (status = 200, description = "Every event about it, in log order", body = History),
+        (status = 400, description = "A bad id", body = ApiErrorBody),
+        (status = 404, description = "The ledger has no event about it", body = ApiErrorBody),
+        (status = 401, description = "No or unknown token", body = ApiErrorBody),
+        (status = 403, description = "A token of another service", body = ApiErrorBody),
+    )
+)]
+pub async fn booking_history(
     State(state): State<AppState>,
     Path(id): Path<String>,
     request: axum::extract::Request,
@@ -212,7 +290,21 @@ async fn booking_history(
 }
 
 /// `GET /api/v1/history/users/{id}`.
-async fn user_history(
+#[utoipa::path(
+    get,
+    path = "/api/v1/history/users/{id}",
+    tag = "history",
+    description = "Every event about a user: their registry changes, enrolments and completions.",
+    params(("id" = i64, Path, description = "The user id", minimum = 1)),
+    responses(
+        (status = 200, description = "Every event about it, in log order", body = History),
+        (status = 400, description = "A bad id", body = ApiErrorBody),
+        (status = 404, description = "The ledger has no event about it", body = ApiErrorBody),
+        (status = 401, description = "No or unknown token", body = ApiErrorBody),
+        (status = 403, description = "A token of another service", body = ApiErrorBody),
+    )
+)]
+pub async fn user_history(
     State(state): State<AppState>,
     Path(id): Path<String>,
     request: axum::extract::Request,
@@ -222,7 +314,22 @@ async fn user_history(
 }
 
 /// `GET /api/v1/history/courses/{id}`.
-async fn course_history(
+#[utoipa::path(
+    get,
+    path = "/api/v1/history/courses/{id}",
+    tag = "history",
+    description = "Every event about a course: its registry changes, enrolment instances, enrolments and \
+                   completions.",
+    params(("id" = i64, Path, description = "The course id", minimum = 1)),
+    responses(
+        (status = 200, description = "Every event about it, in log order", body = History),
+        (status = 400, description = "A bad id", body = ApiErrorBody),
+        (status = 404, description = "The ledger has no event about it", body = ApiErrorBody),
+        (status = 401, description = "No or unknown token", body = ApiErrorBody),
+        (status = 403, description = "A token of another service", body = ApiErrorBody),
+    )
+)]
+pub async fn course_history(
     State(state): State<AppState>,
     Path(id): Path<String>,
     request: axum::extract::Request,
@@ -231,15 +338,23 @@ async fn course_history(
     history_of(&state, Caller::of(&state, request), Subject::Course(id)).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AsOfQuery {
+    /// One course's enrolments (give exactly one of `course` and `user`).
+    #[param(value_type = Option<i64>, minimum = 1)]
     pub course: Option<String>,
+    /// One user's enrolments.
+    #[param(value_type = Option<i64>, minimum = 1)]
     pub user: Option<String>,
-    /// RFC 3339: what the ledger knew then.
+    /// RFC 3339: what the ledger knew then (not with `position`); default now.
+    #[param(format = DateTime)]
     pub known_at: Option<String>,
-    /// A log position: what the ledger knew after it.
+    /// A log position: what the ledger knew after it (0: nothing).
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub position: Option<String>,
-    /// RFC 3339: who was enrolled and active then (Moodle's rule).
+    /// RFC 3339: only who was enrolled and active then (Moodle's rule).
+    #[param(format = DateTime)]
     pub active_on: Option<String>,
 }
 
@@ -267,7 +382,22 @@ pub fn as_of_question(query: &AsOfQuery) -> Result<asof::Question, ApiError> {
 
 /// `GET /api/v1/as-of?course=C|user=U[&known_at=T|&position=P][&active_on=T]`: the same answer
 /// as `enrol-ledger as-of --format json`.
-async fn as_of(
+#[utoipa::path(
+    get,
+    path = "/api/v1/as-of",
+    tag = "as-of",
+    description = "The enrolments of one course or one user as the ledger knew them at a time or log position, \
+                   optionally only those enrolled and active on a date (docs/AUDIT.md): the same answer as \
+                   `enrol-ledger as-of --format json`.",
+    params(AsOfQuery),
+    responses(
+        (status = 200, description = "The question, the positions read and the enrolments", body = asof::Answer),
+        (status = 400, description = "A bad parameter", body = ApiErrorBody),
+        (status = 401, description = "No or unknown token", body = ApiErrorBody),
+        (status = 403, description = "A token of another service", body = ApiErrorBody),
+    )
+)]
+pub async fn as_of(
     State(state): State<AppState>,
     Query(query): Query<AsOfQuery>,
     request: axum::extract::Request,
@@ -276,6 +406,5 @@ async fn as_of(
     authorise(&state, request.headers(), ip).await?;
     let question = as_of_question(&query)?;
     let answer = asof::as_of(&state.ledger.db, &question).await.map_err(ApiError::store)?;
-    let body = serde_json::to_value(&answer).map_err(ApiError::store)?;
-    Ok(json(StatusCode::OK, &body))
+    Ok(json_of(StatusCode::OK, &answer))
 }

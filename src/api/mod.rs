@@ -8,6 +8,7 @@ use axum::routing::get;
 use axum::Router;
 
 pub mod audit_api;
+pub mod audit_integrity;
 pub mod client_addr;
 pub mod errors;
 pub mod functions;
@@ -16,6 +17,7 @@ pub mod install;
 pub mod metrics;
 pub mod observe;
 pub mod report_api;
+pub mod openapi;
 pub mod rest;
 pub mod server;
 pub mod services;

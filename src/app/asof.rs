@@ -25,7 +25,7 @@ use crate::store::log;
 use crate::store::{Backend, Db, StoreError};
 
 /// The knowledge axis: which prefix of the log the answer reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "value")]
 pub enum KnownAt {
     /// The whole log.
@@ -37,7 +37,7 @@ pub enum KnownAt {
 }
 
 /// Whose enrolments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "id")]
 pub enum Scope {
     All,
@@ -45,7 +45,7 @@ pub enum Scope {
     User(i64),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Question {
     pub known: KnownAt,
     /// Unix seconds (Moodle's time unit): only the enrolments active then.
@@ -54,7 +54,7 @@ pub struct Question {
 }
 
 /// One user enrolment as the answer sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct EnrolmentState {
     pub enrolid: i64,
     pub userid: i64,
@@ -72,7 +72,7 @@ pub struct EnrolmentState {
     pub active: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Answer {
     pub question: Question,
     /// The last log position the ledger knew (`known`).

@@ -211,25 +211,57 @@ pub fn describe(stored: &StoredEvent) -> serde_json::Value {
     })
 }
 
-/// The export form of an event: every column, the payload as JSON.
+/// The export form of an event: every column, the payload as JSON (what `export` prints per
+/// line, `/api/v1/events` pages and a proof carries).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct ExportedEvent {
+    /// The event's place in the log: 1, 2, 3, ... without gaps, in commit order.
+    pub position: i64,
+    pub stream_id: String,
+    pub stream_type: String,
+    pub stream_key: String,
+    pub stream_version: i64,
+    pub event_type: String,
+    pub schema_version: i64,
+    /// RFC 3339 with microseconds (UTC).
+    pub recorded_at: String,
+    /// Microseconds since the epoch.
+    pub recorded_at_us: i64,
+    pub actor_user_id: Option<i64>,
+    pub actor_token_id: Option<i64>,
+    pub request_id: String,
+    pub booking_id: Option<String>,
+    /// The stored payload (ids only, no personal data; docs/EVENTS.md); `null` if unreadable.
+    pub payload: serde_json::Value,
+    /// The chain hash (hex SHA-256 over the previous hash and this row).
+    pub hash: String,
+}
+
+impl ExportedEvent {
+    pub fn of(stored: &StoredEvent) -> Self {
+        Self {
+            position: stored.position,
+            stream_id: stored.stream_id.clone(),
+            stream_type: stored.stream_type.clone(),
+            stream_key: stored.stream_key.clone(),
+            stream_version: stored.stream_version,
+            event_type: stored.event_type.clone(),
+            schema_version: stored.schema_version,
+            recorded_at: rfc3339(stored.recorded_at),
+            recorded_at_us: stored.recorded_at,
+            actor_user_id: stored.actor_user_id,
+            actor_token_id: stored.actor_token_id,
+            request_id: stored.request_id.clone(),
+            booking_id: stored.booking_id.clone(),
+            payload: serde_json::from_str::<serde_json::Value>(&stored.payload).unwrap_or(serde_json::Value::Null),
+            hash: stored.hash.clone(),
+        }
+    }
+}
+
+/// `ExportedEvent::of` as a JSON value.
 pub fn export_line(stored: &StoredEvent) -> serde_json::Value {
-    json!({
-        "position": stored.position,
-        "stream_id": stored.stream_id,
-        "stream_type": stored.stream_type,
-        "stream_key": stored.stream_key,
-        "stream_version": stored.stream_version,
-        "event_type": stored.event_type,
-        "schema_version": stored.schema_version,
-        "recorded_at": rfc3339(stored.recorded_at),
-        "recorded_at_us": stored.recorded_at,
-        "actor_user_id": stored.actor_user_id,
-        "actor_token_id": stored.actor_token_id,
-        "request_id": stored.request_id,
-        "booking_id": stored.booking_id,
-        "payload": serde_json::from_str::<serde_json::Value>(&stored.payload).unwrap_or(serde_json::Value::Null),
-        "hash": stored.hash,
-    })
+    serde_json::to_value(ExportedEvent::of(stored)).expect("an exported event serialises")
 }
 
 pub fn rfc3339(micros: i64) -> String {

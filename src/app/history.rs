@@ -22,7 +22,7 @@ use crate::store::log::{self, StoredEvent, SubjectColumn};
 use crate::store::{Db, StoreError};
 
 /// What a history is about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "kind", content = "id", rename_all = "snake_case")]
 pub enum Subject {
     Booking(String),
@@ -37,7 +37,7 @@ pub enum Subject {
 }
 
 /// Who caused an event: the service user and the token (never the token itself).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HistoryActor {
     pub user_id: Option<i64>,
     /// The user's username now (`deleted-N` once erased); `None` from the CLI or the installer.
@@ -49,7 +49,7 @@ pub struct HistoryActor {
 
 /// One changed field of an event: its old and new value (`null` where there is none), or,
 /// for a personal field, only its name (`personal`: the values stay in the registry).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct FieldChange {
     pub field: String,
     pub old: Value,
@@ -59,7 +59,7 @@ pub struct FieldChange {
 }
 
 /// One event of a history.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     pub position: i64,
     pub recorded_at: String,
@@ -85,7 +85,7 @@ pub struct HistoryEntry {
 }
 
 /// The history of one subject.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct History {
     pub subject: Subject,
     pub entries: Vec<HistoryEntry>,

@@ -15,6 +15,7 @@ pub mod state;
 pub mod token_events;
 pub mod undo;
 pub mod verification;
+pub mod verify_run;
 pub mod writer;
 
 pub use command::{LedgerError, Outcome, Request};

@@ -136,7 +136,7 @@ fn settle<'a>(
 
 /// `prove --position P --checkpoint FILE`: the event at P is the (P-1)-th leaf of the tree the
 /// checkpoint signed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InclusionProof {
     pub proof: String,
     pub checkpoint: Checkpoint,
@@ -146,13 +146,14 @@ pub struct InclusionProof {
     /// The event's chain hash (the leaf bytes, hex).
     pub event_hash: String,
     /// The event as `export` prints it, so its chain hash can be recomputed too.
+    #[schema(value_type = crate::app::audit::ExportedEvent)]
     pub event: serde_json::Value,
     /// Sibling hashes from the leaf up (RFC 9162 §2.1.3).
     pub audit_path: Vec<String>,
 }
 
 /// `prove --from CP1 --to CP2`: the tree of CP1 is a prefix of the tree of CP2.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConsistencyProof {
     pub proof: String,
     pub from: Checkpoint,

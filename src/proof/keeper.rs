@@ -80,7 +80,7 @@ impl Keeper {
         let frontier = if frontier.size() as i64 > head.0 { Frontier::default() } else { frontier };
         let frontier = store::extend(&mut conn, frontier, head.0, &head.1).await?;
         let checkpoint = self.options.key.sign(head.0, &head.1, &frontier.root(), Db::now_micros());
-        store::insert(&mut conn, &checkpoint, &frontier).await?;
+        store::insert(&mut conn, &checkpoint, &frontier, &self.options.key.public_hex()).await?;
         checkpoint.append_to(&self.options.file)?;
         tracing::info!(why, position = head.0, root = %checkpoint.merkle_root, file = %self.options.file.display(), "checkpoint signed");
         self.signed = head.0;

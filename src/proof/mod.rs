@@ -192,7 +192,7 @@ pub fn default_checkpoint_file(key_path: &Path) -> PathBuf {
 
 /// A signed statement: the log had `position` events, the last with `head_hash`, and its
 /// Merkle tree had `merkle_root`. One JSON line in the export file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Checkpoint {
     pub position: i64,
     pub head_hash: String,

@@ -64,8 +64,23 @@ pub async fn leaf_hashes(conn: &mut AnyConnection, size: i64) -> Result<Vec<Hash
     Ok(out)
 }
 
-/// Stores a checkpoint with the frontier it was computed from (so the next one extends it).
-pub async fn insert(conn: &mut AnyConnection, checkpoint: &Checkpoint, frontier: &Frontier) -> Result<(), ProofError> {
+/// Stores a checkpoint with the frontier it was computed from (so the next one extends it),
+/// and the public key that signed it (`checkpoint_keys`, migration 16) when it is new.
+pub async fn insert(
+    conn: &mut AnyConnection,
+    checkpoint: &Checkpoint,
+    frontier: &Frontier,
+    public_key_hex: &str,
+) -> Result<(), ProofError> {
+    sqlx::query(
+        "INSERT INTO checkpoint_keys (key_id, public_key, recorded_at_us) VALUES ($1, $2, $3) \
+         ON CONFLICT (key_id) DO NOTHING",
+    )
+    .bind(checkpoint.key_id.clone())
+    .bind(public_key_hex.to_owned())
+    .bind(checkpoint.time_us)
+    .execute(&mut *conn)
+    .await?;
     let peaks = frontier.peaks().iter().map(merkle::to_hex).collect::<Vec<_>>().join(",");
     sqlx::query(
         "INSERT INTO checkpoints (position, head_hash, merkle_root, time_us, key_id, signature, frontier) \
@@ -105,6 +120,55 @@ pub async fn all(conn: &mut AnyConnection) -> Result<Vec<Checkpoint>, ProofError
     .fetch_all(conn)
     .await?;
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
+
+/// Stored checkpoints after position `after`, oldest first, at most `limit` (the audit API's pages).
+pub async fn page(conn: &mut AnyConnection, after: i64, limit: i64) -> Result<Vec<Checkpoint>, ProofError> {
+    let rows = sqlx::query(
+        "SELECT position, head_hash, merkle_root, time_us, key_id, signature FROM checkpoints \
+         WHERE position > $1 ORDER BY position, time_us LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
+
+/// The newest stored checkpoint of `position` (the audit API names a checkpoint by its position).
+pub async fn at(conn: &mut AnyConnection, position: i64) -> Result<Option<Checkpoint>, ProofError> {
+    let row = sqlx::query(
+        "SELECT position, head_hash, merkle_root, time_us, key_id, signature FROM checkpoints \
+         WHERE position = $1 ORDER BY time_us DESC LIMIT 1",
+    )
+    .bind(position)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
+}
+
+/// The newest stored checkpoint (largest position, then newest).
+pub async fn latest(conn: &mut AnyConnection) -> Result<Option<Checkpoint>, ProofError> {
+    let row = sqlx::query(
+        "SELECT position, head_hash, merkle_root, time_us, key_id, signature FROM checkpoints \
+         ORDER BY position DESC, time_us DESC LIMIT 1",
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
+}
+
+/// How many checkpoints are stored.
+pub async fn count(conn: &mut AnyConnection) -> Result<i64, ProofError> {
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM checkpoints").fetch_one(conn).await?)
+}
+
+/// The public key (64 hex digits) recorded for `key_id`, if any.
+pub async fn public_key(conn: &mut AnyConnection, key_id: &str) -> Result<Option<String>, ProofError> {
+    Ok(sqlx::query_scalar("SELECT public_key FROM checkpoint_keys WHERE key_id = $1")
+        .bind(key_id.to_owned())
+        .fetch_optional(conn)
+        .await?)
 }
 
 /// The key ids that signed stored checkpoints.
@@ -191,7 +255,7 @@ pub async fn checkpoint_now(
     let frontier = if frontier.size() as i64 > position { Frontier::default() } else { frontier };
     let frontier = extend(&mut conn, frontier, position, &head_hash).await?;
     let checkpoint = key.sign(position, &head_hash, &frontier.root(), crate::store::Db::now_micros());
-    insert(&mut conn, &checkpoint, &frontier).await?;
+    insert(&mut conn, &checkpoint, &frontier, &key.public_hex()).await?;
     checkpoint.append_to(file)?;
     Ok(checkpoint)
 }

@@ -265,6 +265,7 @@ fn migrations(backend: Backend) -> &'static [Migration] {
             (13, "web_accounts", include_str!("../../migrations/sqlite/0013_web_accounts.sql")),
             (14, "verification_runs", include_str!("../../migrations/sqlite/0014_verification_runs.sql")),
             (15, "report_sorts", include_str!("../../migrations/sqlite/0015_report_sorts.sql")),
+            (16, "audit_api", include_str!("../../migrations/sqlite/0016_audit_api.sql")),
         ],
         Backend::Postgres => &[
             (1, "event_log", include_str!("../../migrations/postgres/0001_event_log.sql")),
@@ -286,6 +287,7 @@ fn migrations(backend: Backend) -> &'static [Migration] {
             (13, "web_accounts", include_str!("../../migrations/postgres/0013_web_accounts.sql")),
             (14, "verification_runs", include_str!("../../migrations/postgres/0014_verification_runs.sql")),
             (15, "report_sorts", include_str!("../../migrations/postgres/0015_report_sorts.sql")),
+            (16, "audit_api", include_str!("../../migrations/postgres/0016_audit_api.sql")),
         ],
     }
 }

@@ -75,6 +75,7 @@ pub fn grants_sql(schema: &str, role: &str) -> Option<String> {
         format!("GRANT SELECT, INSERT, DELETE ON {schema}.writer_snapshots TO {role};"),
         "-- Signed checkpoints (src/proof): appended and read, never changed.".to_owned(),
         format!("GRANT SELECT, INSERT ON {schema}.checkpoints TO {role};"),
+        format!("GRANT SELECT, INSERT ON {schema}.checkpoint_keys TO {role};"),
         "-- The record of verify runs (app::verification): appended and read, never changed.".to_owned(),
         format!("GRANT SELECT, INSERT ON {schema}.verification_runs TO {role};"),
         "-- The projection upgrade drops and recreates the read models as the owner: they keep these grants."

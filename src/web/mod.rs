@@ -14,6 +14,7 @@ use maud::html;
 use crate::api::AppState;
 
 pub mod accounts;
+pub mod audit;
 pub mod auth;
 pub mod health;
 pub mod layout;
@@ -40,6 +41,7 @@ pub fn routes() -> Router<AppState> {
         .merge(report::routes())
         .merge(health::routes())
         .merge(settings::routes())
+        .merge(audit::routes())
 }
 
 /// Why a page cannot be shown, as a page with the matching status. Never a 500 with a panic:

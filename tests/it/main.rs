@@ -6,6 +6,7 @@ mod support;
 mod api_doc;
 mod as_of;
 mod audit_api;
+mod audit_pages;
 mod browser;
 mod cli;
 mod concurrency;
