@@ -15,7 +15,22 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/api/v1/health", get(health))
 }
 
-async fn health(State(state): State<AppState>, request: axum::extract::Request) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/health",
+    tag = "health",
+    description = "Every health check (the same as `enrol-ledger health --format json`): the SEMCO connection \
+                   the ledger owns and the ledger's own state, each ok / warning / error with a one-line fix; \
+                   `status` is the worst unmuted one. 200 whenever the checks ran.",
+    responses(
+        (status = 200, description = "Every check and the overall status", body = crate::app::health::HealthReport),
+        (status = 401, description = "No or unknown token", body = super::audit_api::ApiErrorBody),
+        (status = 403, description = "A token of another service", body = super::audit_api::ApiErrorBody),
+        (status = 429, description = "Too many unknown tokens from this address", body = super::audit_api::ApiErrorBody),
+        (status = 503, description = "The database did not answer", body = super::audit_api::ApiErrorBody),
+    )
+)]
+pub async fn health(State(state): State<AppState>, request: axum::extract::Request) -> Result<Response, ApiError> {
     let ip = peer_ip(&state, request.extensions(), request.headers());
     authorise(&state, request.headers(), ip).await?;
     let report =

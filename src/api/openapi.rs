@@ -23,7 +23,7 @@ use super::{audit_api, audit_integrity, AppState};
         title = "enrol-ledger audit API",
         description = "The read-only audit API of enrol-ledger (docs/AUDIT.md): the event log by position, the \
                        history of a booking, user or course, enrolments as of a time or position, verification, \
-                       signed checkpoints and proofs. Every path needs `Authorization: Bearer TOKEN` with a token of \
+                       signed checkpoints and proofs, the SEMCO enrolment report and the health check. Every path needs `Authorization: Bearer TOKEN` with a token of \
                        the `ledger_audit` or `ledger_admin` service; errors are `{error, message}` with the HTTP \
                        status that says what went wrong.",
         license(name = "MIT", identifier = "MIT")
@@ -41,6 +41,8 @@ use super::{audit_api, audit_integrity, AppState};
         audit_integrity::public_key,
         audit_integrity::inclusion,
         audit_integrity::consistency,
+        super::report_api::report_page,
+        super::health_api::health,
     ),
     modifiers(&BearerToken),
     security(("bearer" = [])),
@@ -49,6 +51,8 @@ use super::{audit_api, audit_integrity, AppState};
         (name = "history", description = "Who changed what, when and why"),
         (name = "as-of", description = "Who was enrolled and active when"),
         (name = "integrity", description = "Verification, signed checkpoints and proofs"),
+        (name = "report", description = "The SEMCO enrolment report"),
+        (name = "health", description = "The health check"),
     )
 )]
 pub struct ApiDoc;

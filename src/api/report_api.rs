@@ -25,7 +25,50 @@ pub fn routes() -> Router<AppState> {
 
 /// `GET /api/v1/report?<filters>&sort=COLUMN&dir=asc|desc&page_size=N&cursor=C`: one page of
 /// the report, every column, with the cursors of the next and previous pages (docs/API.md).
-async fn report_page(
+/// One page of the report (`GET /api/v1/report`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ReportPage {
+    /// The sort used: `{column, direction}`.
+    pub sort: ReportSortBody,
+    pub page_size: i64,
+    /// The filters as understood (absent ones null).
+    #[schema(value_type = Object)]
+    pub filters: serde_json::Value,
+    /// With "as known at": the last log position the answer read.
+    pub known_position: Option<i64>,
+    /// The rows, every column keyed by its name (docs/AUDIT.md, "The SEMCO enrolment report").
+    #[schema(value_type = Vec<Object>)]
+    pub rows: Vec<serde_json::Value>,
+    /// The cursor of the next page (null on the last).
+    pub next: Option<String>,
+    /// The cursor of the previous page (null on the first).
+    pub prev: Option<String>,
+}
+
+/// The report's sort.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ReportSortBody {
+    pub column: String,
+    pub direction: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/report",
+    tag = "report",
+    description = "One page of the SEMCO enrolment report with the page's filters, every column, keyset-paged: \
+                   give `next` or `prev` as `cursor` with the same sort and filters.",
+    params(ReportParams),
+    responses(
+        (status = 200, description = "A page of the report", body = ReportPage),
+        (status = 400, description = "A bad parameter", body = super::audit_api::ApiErrorBody),
+        (status = 401, description = "No or unknown token", body = super::audit_api::ApiErrorBody),
+        (status = 403, description = "A token of another service", body = super::audit_api::ApiErrorBody),
+        (status = 429, description = "Too many unknown tokens from this address", body = super::audit_api::ApiErrorBody),
+        (status = 503, description = "The database did not answer", body = super::audit_api::ApiErrorBody),
+    )
+)]
+pub async fn report_page(
     State(state): State<AppState>,
     Query(params): Query<ReportParams>,
     request: axum::extract::Request,
@@ -36,15 +79,16 @@ async fn report_page(
     let query = params.parse(settings.sort).map_err(|e| ApiError::bad_parameter(e.0))?;
     let page = report::page(&state.ledger.db, &query).await.map_err(ApiError::store)?;
     let rows: Vec<serde_json::Value> = page.rows.iter().map(|row| row.json(Column::ALL)).collect();
-    let body = serde_json::json!({
-        "sort": { "column": query.sort.0.as_str(), "direction": query.sort.1.as_str() },
-        "page_size": query.page_size,
-        "filters": query.filters,
-        "known_position": page.known_position,
-        "rows": rows,
-        "next": page.next,
-        "prev": page.prev,
-    });
+    let body = ReportPage {
+        sort: ReportSortBody { column: query.sort.0.as_str().into(), direction: query.sort.1.as_str().into() },
+        page_size: query.page_size,
+        filters: serde_json::to_value(&query.filters).map_err(ApiError::store)?,
+        known_position: page.known_position,
+        rows,
+        next: page.next,
+        prev: page.prev,
+    };
+    let body = serde_json::to_value(&body).map_err(ApiError::store)?;
     Ok(json(StatusCode::OK, &body))
 }
 

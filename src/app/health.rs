@@ -52,7 +52,7 @@ pub const DISK_ERROR_BYTES: u64 = 256 << 20;
 pub const DISK_WARNING_PERCENT: f64 = 10.0;
 pub const DISK_ERROR_PERCENT: f64 = 2.0;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Ok,
@@ -71,7 +71,7 @@ impl Status {
 }
 
 /// One check's result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Check {
     /// Stable id (`domain::health::CHECK_IDS`): what a mute names.
     pub id: &'static str,
@@ -86,7 +86,7 @@ pub struct Check {
 }
 
 /// Every check and the overall result: the worst status among the unmuted checks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HealthReport {
     pub status: Status,
     pub checked_at: String,

@@ -615,7 +615,8 @@ pub struct ReportQuery {
 }
 
 /// The page's, the downloads' and the API's parameters as they arrive (text; empty = absent).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(default)]
 pub struct ReportParams {
     pub email: Option<String>,
@@ -1393,7 +1394,10 @@ mod tests {
         assert!(settings.columns.contains(&Column::Email), "the plugin's columns always show");
         assert_eq!(settings.sort, (Column::Lastname, Direction::Desc));
         assert_eq!(DisplaySettings::from_text(Some(""), Some("grade")).sort, (Column::Grade, Direction::Asc));
-        assert_eq!(DisplaySettings::from_text(None, Some("semcouserbirthday desc")).sort, (Column::Birthday, Direction::Desc));
+        assert_eq!(
+            DisplaySettings::from_text(None, Some("semcouserbirthday desc")).sort,
+            (Column::Birthday, Direction::Desc)
+        );
         assert_eq!(DisplaySettings::from_text(None, Some("x y")).sort, DisplaySettings::default().sort);
     }
 

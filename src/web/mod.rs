@@ -18,9 +18,9 @@ pub mod audit;
 pub mod auth;
 pub mod health;
 pub mod layout;
-pub mod tokens;
 pub mod report;
 pub mod settings;
+pub mod tokens;
 
 /// What the pages keep in memory: the sign-in throttle.
 #[derive(Default)]

@@ -401,11 +401,13 @@ async fn audit_api_document_and_reference_page_cover_every_path(backend: Backend
             "/api/v1/checkpoints/latest",
             "/api/v1/checkpoints/public-key",
             "/api/v1/events",
+            "/api/v1/health",
             "/api/v1/history/bookings/{id}",
             "/api/v1/history/courses/{id}",
             "/api/v1/history/users/{id}",
             "/api/v1/proofs/consistency",
             "/api/v1/proofs/inclusion",
+            "/api/v1/report",
             "/api/v1/verification",
             "/api/v1/verify",
         ]
