@@ -458,8 +458,12 @@ async fn run(cli: Cli) -> CliResult {
             }
             let base_url = base_url.unwrap_or_else(|| format!("http://{listen}"));
             let cleanup = tokio::spawn(hourly_orphan_cleanup(ledger.clone()));
-            let token_events = tokio::spawn(crate::app::token_events::drain_periodically(ledger.clone()));
-            let account_events = tokio::spawn(crate::web::accounts::drain_periodically(ledger.clone()));
+            let token_events = tokio::spawn(crate::app::outbox::drain_periodically::<
+                crate::app::token_events::TokenOutbox,
+            >(ledger.clone()));
+            let account_events = tokio::spawn(crate::app::outbox::drain_periodically::<
+                crate::web::accounts::AccountOutbox,
+            >(ledger.clone()));
             crate::api::serve(ledger.clone(), &listen, crate::api::Settings { base_url, debug }, edge).await?;
             cleanup.abort();
             token_events.abort();
@@ -851,7 +855,7 @@ fn token_options(
 }
 
 /// Appends the token outbox when no server holds the writer lock (a running server appends it
-/// within `token_events::DRAIN_INTERVAL_MS`).
+/// within `outbox::DRAIN_INTERVAL_MS`).
 async fn drain_token_outbox_unless_serving(db: &Db) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let lock = match WriterLock::acquire(db, std::time::Duration::ZERO).await {
         Ok(lock) => lock,

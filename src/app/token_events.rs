@@ -4,26 +4,22 @@
 //! only the writer appends: [`drain`] submits the queued rows in id order as one
 //! `Request::AppendTokenEvents`, and the writer appends their events and deletes the rows in
 //! one transaction, so a row is appended exactly once. `serve` drains at start and every
-//! [`DRAIN_INTERVAL_MS`]; a CLI command that holds the writer lock (no server runs) drains before
+//! [`outbox::DRAIN_INTERVAL_MS`]; a CLI command that holds the writer lock (no server runs) drains before
 //! it exits.
 
 use sqlx::Row;
 
-use super::command::{LedgerError, Outcome, Request};
+use super::command::{Outcome, Request};
 use super::decide::{Decision, StreamEvents};
+use super::outbox::{self, DrainError, Outbox};
 use super::state::TOKEN_STREAM;
 use super::Ledger;
 use crate::domain::event::{TokenEvent, TokenFacts};
 use crate::domain::ids::UserId;
 use crate::domain::LedgerEvent;
 use crate::registry::RegistryOp;
-use crate::store::log::{Actor, StreamRef};
+use crate::store::log::StreamRef;
 use crate::store::{Db, StoreError};
-
-/// How often `serve` appends the token outbox.
-pub const DRAIN_INTERVAL_MS: u64 = 1000;
-/// Outbox rows appended per request.
-pub const DRAIN_BATCH_ROWS: i64 = 256;
 
 /// One queued token change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,45 +78,29 @@ pub async fn pending(db: &Db, limit: i64) -> Result<Vec<OutboxRow>, StoreError> 
         .map_err(Into::into)
 }
 
-/// Why a drain stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum DrainError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Ledger(#[from] LedgerError),
+/// The token outbox for the one drain loop (`app::outbox`).
+pub struct TokenOutbox;
+
+#[async_trait::async_trait]
+impl Outbox for TokenOutbox {
+    type Row = OutboxRow;
+    const NAME: &'static str = "token";
+
+    async fn pending(db: &Db, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        pending(db, limit).await
+    }
+
+    fn request(rows: Vec<OutboxRow>) -> Request {
+        Request::AppendTokenEvents(rows)
+    }
 }
 
-/// Appends every queued row through the writer; returns how many.
+/// Appends every queued row through the writer; returns how many (`app::outbox::drain`).
 ///
 /// # Errors
-/// The outbox could not be read or the writer refused; what was appended stays appended, the
-/// rest is appended by the next drain.
+/// The outbox could not be read or the writer refused; what was appended stays appended.
 pub async fn drain(ledger: &Ledger) -> Result<usize, DrainError> {
-    let mut appended = 0;
-    loop {
-        let rows = pending(&ledger.db, DRAIN_BATCH_ROWS).await?;
-        if rows.is_empty() {
-            return Ok(appended);
-        }
-        let count = rows.len();
-        let actor = Actor { user_id: None, token_id: None, request_id: format!("token-outbox-{}", std::process::id()) };
-        ledger.submit(Request::AppendTokenEvents(rows), actor).await?;
-        appended += count;
-    }
-}
-
-/// `serve`'s drain: at once, then every [`DRAIN_INTERVAL_MS`]; a failure is logged and retried.
-pub async fn drain_periodically(ledger: Ledger) {
-    let mut interval = tokio::time::interval(std::time::Duration::from_millis(DRAIN_INTERVAL_MS));
-    loop {
-        interval.tick().await;
-        match drain(&ledger).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(events = n, "token changes appended to the log"),
-            Err(error) => tracing::warn!(%error, "cannot append the token outbox yet"),
-        }
-    }
+    outbox::drain::<TokenOutbox>(ledger).await
 }
 
 #[cfg(test)]

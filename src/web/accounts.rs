@@ -6,7 +6,7 @@
 //! Only the writer appends: [`drain`] submits the queued rows as one
 //! `Request::AppendAccountEvents`, whose events (`AccountEvent`, stream `account/{id}`) and
 //! the deletion of the rows commit together. `serve` drains at start and every
-//! [`DRAIN_INTERVAL_MS`]; an account command run without a server drains before it exits.
+//! [`outbox::DRAIN_INTERVAL_MS`]; an account command run without a server drains before it exits.
 
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -17,22 +17,19 @@ use argon2::Argon2;
 use sqlx::{AnyConnection, Row};
 
 use super::auth::Role;
-use crate::app::command::{LedgerError, Outcome, Request};
+use crate::app::command::{Outcome, Request};
 use crate::app::decide::{Decision, StreamEvents};
+use crate::app::outbox::{self, DrainError, Outbox};
 use crate::app::state::ACCOUNT_STREAM;
 use crate::app::writer::WriterOptions;
 use crate::app::Ledger;
 use crate::domain::event::AccountEvent;
 use crate::domain::LedgerEvent;
 use crate::registry::RegistryOp;
-use crate::store::log::{Actor, StreamRef};
+use crate::store::log::StreamRef;
 use crate::store::writer_conn::WriterLock;
 use crate::store::{Db, StoreError};
 
-/// How often `serve` appends the account outbox.
-pub const DRAIN_INTERVAL_MS: u64 = 1000;
-/// Outbox rows appended per request.
-pub const DRAIN_BATCH_ROWS: i64 = 256;
 /// The environment variable `account add` and `account password` read the password from.
 pub const PASSWORD_ENV: &str = "ENROL_LEDGER_ACCOUNT_PASSWORD";
 /// Shortest password accepted (characters).
@@ -335,50 +332,33 @@ pub async fn pending(db: &Db, limit: i64) -> Result<Vec<OutboxRow>, StoreError> 
         .map_err(Into::into)
 }
 
-/// Why a drain stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum DrainError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Ledger(#[from] LedgerError),
+/// The account outbox for the one drain loop (`app::outbox`).
+pub struct AccountOutbox;
+
+#[async_trait::async_trait]
+impl Outbox for AccountOutbox {
+    type Row = OutboxRow;
+    const NAME: &'static str = "account";
+
+    async fn pending(db: &Db, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        pending(db, limit).await
+    }
+
+    fn request(rows: Vec<OutboxRow>) -> Request {
+        Request::AppendAccountEvents(rows)
+    }
 }
 
-/// Appends every queued row through the writer; returns how many.
+/// Appends every queued row through the writer; returns how many (`app::outbox::drain`).
 ///
 /// # Errors
-/// The outbox could not be read or the writer refused; what was appended stays appended, the
-/// rest is appended by the next drain.
+/// The outbox could not be read or the writer refused; what was appended stays appended.
 pub async fn drain(ledger: &Ledger) -> Result<usize, DrainError> {
-    let mut appended = 0;
-    loop {
-        let rows = pending(&ledger.db, DRAIN_BATCH_ROWS).await?;
-        if rows.is_empty() {
-            return Ok(appended);
-        }
-        let count = rows.len();
-        let actor =
-            Actor { user_id: None, token_id: None, request_id: format!("account-outbox-{}", std::process::id()) };
-        ledger.submit(Request::AppendAccountEvents(rows), actor).await?;
-        appended += count;
-    }
-}
-
-/// `serve`'s drain: at once, then every [`DRAIN_INTERVAL_MS`]; a failure is logged and retried.
-pub async fn drain_periodically(ledger: Ledger) {
-    let mut interval = tokio::time::interval(std::time::Duration::from_millis(DRAIN_INTERVAL_MS));
-    loop {
-        interval.tick().await;
-        match drain(&ledger).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(events = n, "web account changes appended to the log"),
-            Err(error) => tracing::warn!(%error, "cannot append the account outbox yet"),
-        }
-    }
+    outbox::drain::<AccountOutbox>(ledger).await
 }
 
 /// Appends the account outbox when no server holds the writer lock (a running server appends
-/// it within [`DRAIN_INTERVAL_MS`]).
+/// it within [`outbox::DRAIN_INTERVAL_MS`]).
 async fn drain_unless_serving(db: &Db) -> Result<(), BoxError> {
     let lock = match WriterLock::acquire(db, std::time::Duration::ZERO).await {
         Ok(lock) => lock,
