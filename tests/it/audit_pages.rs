@@ -66,14 +66,7 @@ async fn audit_pages_show_history_as_of_and_integrity(backend: Backend) {
     browser.screenshot("audit-booking-history").await;
 
     // Its proof against the signed checkpoint.
-    browser
-        .client
-        .find(Locator::Css("table.history a[href^='/integrity/proof']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click_and_wait("table.history a[href^='/integrity/proof']").await;
     assert!(browser.path().await.starts_with("/integrity/proof?position="));
     let text = browser.page_text().await;
     assert!(text.contains("Inclusion proof of position") && text.contains("\"proof\": \"inclusion\""), "{text}");
@@ -82,7 +75,7 @@ async fn audit_pages_show_history_as_of_and_integrity(backend: Backend) {
     // The same history from the audit start page's form.
     browser.goto("/audit").await;
     browser.client.find(Locator::Id("booking")).await.unwrap().send_keys("BK-1001").await.unwrap();
-    browser.client.find(Locator::Css("main form button")).await.unwrap().click().await.unwrap();
+    browser.click_and_wait("main form button").await;
     assert_eq!(browser.path().await, "/bookings/BK-1001");
 
     // The course as of now, active now: BK-1001 only (BK-2002 starts in three years). (A date
@@ -113,7 +106,7 @@ async fn audit_pages_show_history_as_of_and_integrity(backend: Backend) {
     // Integrity: nothing verified yet; verify from the page; the checkpoint and its key.
     browser.goto("/integrity").await;
     assert!(browser.page_text().await.contains("No verification has been recorded yet"));
-    browser.client.find(Locator::Css("form[action='/integrity/verify'] button")).await.unwrap().click().await.unwrap();
+    browser.click_and_wait("form[action='/integrity/verify'] button").await;
     assert_eq!(browser.path().await, "/integrity");
     let status = browser.text("#verification ~ p.status").await;
     assert!(status.starts_with("OK") && status.contains("by web"), "{status}");

@@ -220,12 +220,40 @@ impl Browser {
         self.text("body").await
     }
 
+    /// Clicks the element `css` names (a link or a submit button) and waits until the page it
+    /// opens has loaded: the old document's root has gone stale and the new one is complete.
+    /// chromedriver may answer a click before the navigation it starts has finished, so a
+    /// test that reads the URL or the page right after a bare `click()` can see the old page.
+    pub async fn click_and_wait(&self, css: &str) {
+        let old_root = self.client.find(Locator::Css("html")).await.expect("the page's root");
+        let target = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
+        target.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let stale = old_root.tag_name().await.is_err();
+            let complete = stale
+                && self
+                    .client
+                    .execute("return document.readyState", vec![])
+                    .await
+                    .ok()
+                    .as_ref()
+                    .and_then(|v| v.as_str())
+                    == Some("complete");
+            if complete {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{css}: no new page within 20 s of the click");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Fills the sign-in form (the browser must be on /login) and submits it.
     pub async fn submit_sign_in(&self, username: &str, password: &str) {
         let field = |id: &'static str| async move { self.client.find(Locator::Id(id)).await.expect(id) };
         field("username").await.send_keys(username).await.unwrap();
         field("password").await.send_keys(password).await.unwrap();
-        self.client.find(Locator::Css("form.signin button[type=submit]")).await.unwrap().click().await.unwrap();
+        self.click_and_wait("form.signin button[type=submit]").await;
     }
 
     /// Opens /login and signs in; panics unless the start page follows.
@@ -299,7 +327,7 @@ async fn sign_in_and_out(backend: Backend) {
     assert_eq!(wrong.status, 403, "logout with a wrong CSRF token");
     assert_eq!(site.http("GET", "/", &[("Cookie", &cookie)], "").await.status, 200, "the session still works");
 
-    browser.client.find(Locator::Css("form.logout button")).await.unwrap().click().await.unwrap();
+    browser.click_and_wait("form.logout button").await;
     assert!(browser.path().await.starts_with("/login"), "logout: back at the sign-in");
     // Back may show chromium's in-memory copy of the last page (back/forward cache); whatever
     // it shows, the next request from it finds no session.
@@ -384,13 +412,13 @@ async fn tokens_page_revokes_and_creates(backend: Backend) {
     assert!(!browser.client.source().await.unwrap().contains(&semco), "not in the page source either");
     browser.screenshot("tokens").await;
 
-    browser.client.find(Locator::Id(&format!("revoke-{semco_id}"))).await.unwrap().click().await.unwrap();
+    browser.click_and_wait(&format!("#revoke-{semco_id}")).await;
     assert!(browser.text("[role=status]").await.contains(&format!("Token {semco_id} was revoked")));
     assert_eq!(semco_call(&site, &semco).await.unwrap_err(), "invalidtoken", "SEMCO's next call is refused");
     assert!(browser.client.find(Locator::Id(&format!("revoke-{semco_id}"))).await.is_err(), "gone from the list");
 
     browser.client.find(Locator::Id("service")).await.unwrap().select_by_value("enrol_semco").await.unwrap();
-    browser.client.find(Locator::Css("form.create-token button")).await.unwrap().click().await.unwrap();
+    browser.click_and_wait("form.create-token button").await;
     let created = browser.text("#new-token").await;
     assert_eq!(created.len(), 32, "a new token: {created}");
     browser.screenshot("token-created").await;
@@ -401,7 +429,7 @@ async fn tokens_page_revokes_and_creates(backend: Backend) {
     wait_for_event(&site, "TokenCreated", "web:1:mia").await;
     assert!(!site.server.stderr().contains(&created), "the new token is not logged");
 
-    browser.client.find(Locator::Css("form.logout button")).await.unwrap().click().await.unwrap();
+    browser.click_and_wait("form.logout button").await;
     browser.sign_in("abe", PASSWORD).await;
     assert!(!browser.text("nav").await.contains("Tokens"), "an auditor's navigation has no tokens");
     browser.goto("/tokens").await;

@@ -28,7 +28,7 @@ async fn health_page_mutes_a_check(backend: Backend) {
     browser.screenshot("health").await;
 
     find(&browser, "#reason-semco_token_ip").await.send_keys("SEMCO calls from changing addresses").await.unwrap();
-    find(&browser, "#check-semco_token_ip button[type=submit]").await.click().await.unwrap();
+    browser.click_and_wait("#check-semco_token_ip button[type=submit]").await;
     assert_eq!(browser.path().await, "/health?done=muted");
     let row = browser.text("#check-semco_token_ip").await;
     assert!(row.contains("Muted: SEMCO calls from changing addresses") && row.contains("Unmute"), "{row}");
@@ -44,7 +44,7 @@ async fn health_page_mutes_a_check(backend: Backend) {
     browser.screenshot("health-history").await;
 
     // An auditor reads the checks, sees the mute, and has no button; a forged POST is refused.
-    find(&browser, "form.logout button").await.click().await.unwrap();
+    browser.click_and_wait("form.logout button").await;
     browser.sign_in("otto", PASSWORD).await;
     browser.goto("/health").await;
     assert!(browser.text("#check-semco_token_ip").await.contains("Muted:"));
@@ -75,7 +75,7 @@ async fn settings_page_change_is_in_the_history(backend: Backend) {
     find(&browser, "#col-grade").await.click().await.unwrap();
     find(&browser, "#report_sort_column").await.select_by_value("lastname").await.unwrap();
     find(&browser, "#report_sort_direction").await.select_by_value("desc").await.unwrap();
-    find(&browser, "form[action='/settings'] button[type=submit]").await.click().await.unwrap();
+    browser.click_and_wait("form[action='/settings'] button[type=submit]").await;
     assert_eq!(browser.path().await, "/settings?saved=1");
     assert_eq!(
         find(&browser, "#recompletion option[value='0']").await.prop("selected").await.unwrap().as_deref(),
@@ -98,7 +98,7 @@ async fn settings_page_change_is_in_the_history(backend: Backend) {
     browser.goto("/health").await;
     assert!(browser.text("#check-recompletion").await.contains("switched off"));
 
-    find(&browser, "form.logout button").await.click().await.unwrap();
+    browser.click_and_wait("form.logout button").await;
     browser.sign_in("otto", PASSWORD).await;
     browser.goto("/settings").await;
     let text = browser.page_text().await;

@@ -43,21 +43,6 @@ async fn href(browser: &Browser, css: &str) -> String {
     element.attr("href").await.unwrap().unwrap_or_else(|| panic!("{css} has no href"))
 }
 
-/// Clicks a link or button that opens another URL and waits until that page has loaded.
-async fn click(browser: &Browser, css: &str) {
-    let before = browser.path().await;
-    browser.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let state = browser.client.execute("return document.readyState", vec![]).await.ok();
-        if browser.path().await != before && state.as_ref().and_then(|v| v.as_str()) == Some("complete") {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{css}: no new page after the click");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A GET with the browser's session cookie: status, head and body bytes (chunked bodies joined).
 async fn fetch(site: &Site, path: &str, cookie: &str) -> (u16, String, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -117,14 +102,14 @@ async fn report_page_filters_sorts_pages_and_downloads(backend: Backend) {
     // Through the form: a text field and a select, together.
     browser.client.find(Locator::Id("f-email")).await.unwrap().send_keys("example.org").await.unwrap();
     browser.client.find(Locator::Css("#f-enrolstatus option[value='active']")).await.unwrap().click().await.unwrap();
-    click(&browser, "#report-apply").await;
+    browser.click_and_wait("#report-apply").await;
     assert_eq!(shown(&browser).await, vec![e[0], e[1], e[3]]);
     assert!(browser.path().await.contains("email=example.org"), "the filters are in the URL");
     // The initials bar narrows further and keeps the form's filters.
-    click(&browser, "nav[data-initials='tifirst'] a[data-letter='C']").await;
+    browser.click_and_wait("nav[data-initials='tifirst'] a[data-letter='C']").await;
     assert_eq!(shown(&browser).await, vec![e[3]]);
     assert_eq!(browser.text("nav[data-initials='tifirst'] [aria-current]").await, "C");
-    click(&browser, "nav[data-initials='tifirst'] a:not([data-letter])").await;
+    browser.click_and_wait("nav[data-initials='tifirst'] a:not([data-letter])").await;
     assert_eq!(shown(&browser).await, vec![e[0], e[1], e[3]], "All clears the initial");
 
     // Each filter as a shareable URL shows exactly its rows.
@@ -145,19 +130,19 @@ async fn report_page_filters_sorts_pages_and_downloads(backend: Backend) {
 
     // Sort by a header (ascending, then descending), then page through two rows at a time.
     browser.goto("/report").await;
-    click(&browser, "#report thead a[data-sort='lastname']").await;
+    browser.click_and_wait("#report thead a[data-sort='lastname']").await;
     let by_last = shown(&browser).await;
     assert_eq!(&by_last[..2], &[e[0], e[1]], "Archer (Ann) first, ties by enrolid");
     assert_eq!(by_last[2], e[3]);
-    click(&browser, "#report thead a[data-sort='lastname']").await;
+    browser.click_and_wait("#report thead a[data-sort='lastname']").await;
     assert_eq!(shown(&browser).await, vec![e[2], e[3], e[1], e[0]], "descending");
     let path = browser.path().await;
     browser.goto(&format!("{path}&page_size=2")).await;
     assert_eq!(shown(&browser).await, vec![e[2], e[3]]);
-    click(&browser, "#report-next").await;
+    browser.click_and_wait("#report-next").await;
     assert_eq!(shown(&browser).await, vec![e[1], e[0]]);
     assert!(browser.client.find(Locator::Id("report-next")).await.is_err(), "the last page");
-    click(&browser, "#report-prev").await;
+    browser.click_and_wait("#report-prev").await;
     assert_eq!(shown(&browser).await, vec![e[2], e[3]]);
 
     // Downloads carry the filters and the sort: exactly the filtered rows, in order.
