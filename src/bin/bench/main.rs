@@ -155,6 +155,9 @@ pub fn log(message: impl std::fmt::Display) {
 type BenchResult<T> = Result<T, String>;
 
 fn main() -> std::process::ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == MEASURE_CHILD) {
+        return measure_child();
+    }
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(args)) {
@@ -239,13 +242,53 @@ pub fn signing_key_for(url: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("enrol-ledger-bench-{:016x}.signing-key", hasher.finish()))
 }
 
-/// Runs the enrol-ledger CLI with `args`; returns stdout, wall time and the child's peak RSS
-/// (wait4's rusage, KiB).
-pub fn run_cli(bin: &Path, url: &str, args: &[&str]) -> BenchResult<(String, Duration, u64)> {
+/// The first argument that makes `bench` the measuring parent of one command (`run_cli`).
+const MEASURE_CHILD: &str = "--measure-child";
+
+/// `bench --measure-child REPORT PROGRAM ARGS...`: runs PROGRAM with the inherited stdio and
+/// environment, reaps it with `wait4` and writes `status maxrss_kib wall_ns` to REPORT.
+///
+/// Why a separate process: Linux keeps a process's peak RSS (`ru_maxrss`) across `execve`, and
+/// a child forked from the bench starts with the bench's own resident memory as its peak (the
+/// bench holds the ledger it built in-process: ~1 GiB at `--scale 1m`), so every CLI measured
+/// directly showed the bench's size, not its own. Forked from this small, freshly exec'd
+/// process the CLI's peak is its own.
+fn measure_child() -> std::process::ExitCode {
+    let mut argv = std::env::args_os().skip(2);
+    let (Some(report), Some(program)) = (argv.next(), argv.next()) else {
+        eprintln!("usage: bench {MEASURE_CHILD} REPORT PROGRAM [ARGS...]");
+        return std::process::ExitCode::FAILURE;
+    };
     let started = Instant::now();
+    let outcome = Command::new(&program)
+        .args(argv)
+        .spawn()
+        .map_err(|e| format!("spawn {}: {e}", Path::new(&program).display()))
+        .and_then(|child| wait4(child.id() as i32));
+    let wall = started.elapsed();
+    match outcome.and_then(|(status, maxrss)| {
+        std::fs::write(&report, format!("{status} {maxrss} {}", wall.as_nanos())).map_err(|e| e.to_string())
+    }) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench {MEASURE_CHILD}: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the enrol-ledger CLI with `args`; returns stdout, wall time and the child's peak RSS
+/// (KiB), both taken by a small measuring parent (`measure_child`) so that neither includes
+/// the bench's own memory.
+pub fn run_cli(bin: &Path, url: &str, args: &[&str]) -> BenchResult<(String, Duration, u64)> {
     let out = tempfile_in(&std::env::temp_dir(), "cli-out")?;
     let err = tempfile_in(&std::env::temp_dir(), "cli-err")?;
-    let child = Command::new(bin)
+    let report = tempfile_in(&std::env::temp_dir(), "cli-rusage")?;
+    let me = std::env::current_exe().map_err(|e| format!("the bench's own path: {e}"))?;
+    let parent = Command::new(me)
+        .arg(MEASURE_CHILD)
+        .arg(&report)
+        .arg(bin)
         .arg("--database-url")
         .arg(url)
         .args(args)
@@ -254,14 +297,20 @@ pub fn run_cli(bin: &Path, url: &str, args: &[&str]) -> BenchResult<(String, Dur
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).map_err(|e| e.to_string())?)
         .stderr(std::fs::File::create(&err).map_err(|e| e.to_string())?)
-        .spawn()
-        .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
-    let (status, maxrss_kib) = wait4(child.id() as i32)?;
-    let wall = started.elapsed();
+        .status()
+        .map_err(|e| format!("spawn the measuring parent of {}: {e}", bin.display()))?;
     let stdout = std::fs::read_to_string(&out).unwrap_or_default();
     let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+    let measured = std::fs::read_to_string(&report).unwrap_or_default();
     let _ = std::fs::remove_file(&out);
     let _ = std::fs::remove_file(&err);
+    let _ = std::fs::remove_file(&report);
+    let fields: Vec<u128> = measured.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    let [status, maxrss_kib, wall_ns] = fields[..] else {
+        return Err(format!("enrol-ledger {}: no measurement ({parent}): {stderr}", args.join(" ")));
+    };
+    let (status, maxrss_kib) = (status as i32, maxrss_kib as u64);
+    let wall = Duration::from_nanos(wall_ns as u64);
     if status != 0 {
         return Err(format!("enrol-ledger {} exited {status}: {stderr}{stdout}", args.join(" ")));
     }
