@@ -230,18 +230,11 @@ impl Browser {
         target.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let stale = old_root.tag_name().await.is_err();
-            let complete = stale
-                && self
-                    .client
-                    .execute("return document.readyState", vec![])
-                    .await
-                    .ok()
-                    .as_ref()
-                    .and_then(|v| v.as_str())
-                    == Some("complete");
-            if complete {
-                return;
+            if old_root.tag_name().await.is_err() {
+                let state = self.client.execute("return document.readyState", vec![]).await.ok();
+                if state.as_ref().and_then(|v| v.as_str()) == Some("complete") {
+                    return;
+                }
             }
             assert!(Instant::now() < deadline, "{css}: no new page within 20 s of the click");
             tokio::time::sleep(Duration::from_millis(25)).await;
