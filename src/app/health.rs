@@ -273,7 +273,7 @@ fn decide(id: &str, f: &Facts) -> Found {
                 format!("user {SEMCO_SERVICE_USER_ID} (semcowebservice) is suspended: SEMCO's calls are refused"),
                 "unsuspend it: core_user_update_users with suspended=0 (service ledger_admin)",
             ),
-            Some(u) if u.auth == "nologin" => error(
+            Some(u) if &*u.auth == "nologin" => error(
                 "the service user's auth is nologin: SEMCO's calls are refused",
                 "set its auth back to webservice (core_user_update_users, service ledger_admin)",
             ),

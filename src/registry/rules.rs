@@ -9,7 +9,8 @@
 use crate::domain::column::{self, Column, ColumnOverflow};
 
 use super::{
-    CourseEntry, CourseUpdate, NewCourse, NewUser, RegistryIndex, UserEntry, UserLookup, UserUpdate, INSTALLED_LANGS,
+    CourseEntry, CourseUpdate, NewCourse, NewUser, RegistryIndex, TextDigest, UserEntry, UserLookup, UserUpdate,
+    INSTALLED_LANGS,
 };
 use crate::domain::event::{Change, CourseRecord, CourseRecordEvent, UserEvent};
 use crate::domain::ids::{CourseId, UserId};
@@ -215,7 +216,7 @@ pub fn check_user_update(
     if id == GUEST_USER_ID {
         return Err(RegistryError::GuestProtected);
     }
-    if let Some(email) = update.email.as_deref().filter(|e| *e != existing.email) {
+    if let Some(email) = update.email.as_deref().filter(|e| TextDigest::of(e) != existing.email) {
         if !valid_email(email) {
             return Err(RegistryError::EmailInvalid(email.to_owned()));
         }
@@ -346,7 +347,7 @@ pub fn user_registered(id: i64, user: &NewUser) -> UserEvent {
 /// `None` when the update changes nothing.
 pub fn user_updated(before: &UserEntry, update: &UserUpdate) -> Option<UserEvent> {
     let mut fields = Vec::new();
-    if update.username.as_ref().is_some_and(|u| *u != before.username) {
+    if update.username.as_ref().is_some_and(|u| TextDigest::of(u) != before.username) {
         fields.push("username".to_owned());
     }
     for (name, value) in [("firstname", &update.firstname), ("lastname", &update.lastname)] {
@@ -354,7 +355,7 @@ pub fn user_updated(before: &UserEntry, update: &UserUpdate) -> Option<UserEvent
             fields.push(name.to_owned());
         }
     }
-    if update.email.as_ref().is_some_and(|e| *e != before.email) {
+    if update.email.as_ref().is_some_and(|e| TextDigest::of(e) != before.email) {
         fields.push("email".to_owned());
     }
     for (name, value) in [("idnumber", &update.idnumber), ("lang", &update.lang)] {
@@ -363,7 +364,7 @@ pub fn user_updated(before: &UserEntry, update: &UserUpdate) -> Option<UserEvent
         }
     }
     fields.extend(update.profile.iter().map(|(shortname, _)| format!("profile_field_{shortname}")));
-    let auth = Change::of(&before.auth, update.auth.as_ref());
+    let auth = Change::of(&before.auth.to_string(), update.auth.as_ref());
     let suspended = update.suspended.and_then(|new| Change::between(before.suspended, new));
     let changed = !fields.is_empty() || auth.is_some() || suspended.is_some();
     changed.then_some(UserEvent::UserUpdated { user_id: UserId(update.id), fields, auth, suspended })

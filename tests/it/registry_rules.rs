@@ -137,7 +137,50 @@ async fn defect_8_auth_plugin_lists_differ(backend: Backend) {
     assert!(body.contains(r#""auth":"none""#), "{body}");
 }
 
+/// Issue 7: the writer's index keeps digests of usernames and e-mail addresses, not the
+/// strings, and is built anew from the tables at every start. The same rules hold before and
+/// after a restart: a renamed user's old name is free and the new one taken, an address is
+/// taken whatever its case, a deleted user frees both, and changing only the case of one's own
+/// address is no clash.
+async fn registry_index_of_digests_decides_alike_after_a_restart(backend: Backend) {
+    let api = debug_api(backend).await;
+    let token = api.token(services::ENROL_SEMCO).await;
+    for (name, email) in [("anna", "Anna%40X.org"), ("bert", "bert%40x.org"), ("carl", "carl%40x.org")] {
+        let body = api.call(&token, "core_user_create_users", "json", &new_user(name, email, None)).await;
+        assert!(body.contains(&format!(r#""username":"{name}""#)), "{body}");
+    }
+    let body = api.call(&token, "core_user_update_users", "json", "users[0][id]=5&users[0][username]=bertram").await;
+    assert_eq!(body, r#"{"warnings":[]}"#);
+    assert_eq!(api.call(&token, "core_user_delete_users", "json", "userids[0]=6").await, "null");
+    let checks = |api: Api, token: String| async move {
+        let body = api.call(&token, "core_user_create_users", "json", &new_user("bertram", "b2%40x.org", None)).await;
+        assert_eq!(body, invalid_parameter("Username already exists: bertram"));
+        let body = api.call(&token, "core_user_create_users", "json", &new_user("dora", "ANNA%40x.ORG", None)).await;
+        assert_eq!(body, invalid_parameter("Email address already exists: ANNA@x.ORG"));
+        let body =
+            api.call(&token, "core_user_update_users", "json", "users[0][id]=4&users[0][email]=anna%40x.org").await;
+        assert_eq!(body, r#"{"warnings":[]}"#, "her own address in another case");
+        let body =
+            api.call(&token, "core_user_update_users", "json", "users[0][id]=5&users[0][email]=ANNA%40X.ORG").await;
+        assert_eq!(body, format!(r#"{{"warnings":[{}]}}"#, warning(5, "useremailduplicate", "Duplicate address")));
+        api
+    };
+    let api = checks(api, token.clone()).await;
+    let Api { test, ledger, .. } = api;
+    ledger.shutdown().await;
+    let ledger = test.ledger().await;
+    let settings = api::Settings { base_url: "http://moodle.example".into(), debug: true };
+    let api = Api { router: api::router(ledger.clone(), settings), test, ledger };
+    let api = checks(api, token.clone()).await;
+    // Freed by the rename and the deletion, also after the restart.
+    for (name, email) in [("bert", "bert2%40x.org"), ("carl", "carl%40x.org")] {
+        let body = api.call(&token, "core_user_create_users", "json", &new_user(name, email, None)).await;
+        assert!(body.contains(&format!(r#""username":"{name}""#)), "{name} is free again: {body}");
+    }
+}
+
 on_both_backends!(
+    registry_index_of_digests_decides_alike_after_a_restart,
     defect_8_update_users_takes_another_users_username,
     defect_8_guest_user_can_be_deleted,
     defect_8_email_validators_disagree,

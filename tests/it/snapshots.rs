@@ -73,6 +73,13 @@ async fn start_up_uses_the_snapshot_and_replays_only_the_tail(backend: Backend) 
     let test = TestDb::new(backend).await;
     let ledger = small_snapshots(&test).await;
     let (user, course) = write_history(&ledger, 3 * EVERY + 5).await;
+    // A checkpoint's snapshot is encoded and written beside the batches: under a loaded
+    // machine (the whole suite in parallel) none may have landed yet when the history is
+    // written, so wait for one (bounded) before the crash.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while snapshot_positions(&test).await.is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     // No clean shutdown: the newest snapshot is a checkpoint, the events after it a tail.
     drop(ledger);
     // (A checkpoint's snapshot is written beside the batches: the newest may still be on its way.)

@@ -379,13 +379,7 @@ fn update_course_refuses_unknown_course_category_and_another_courses_names() {
 fn fresh_site_has_guest_admin_and_service_user() {
     let index = given(vec![]);
     let entry = |id| index.user(id).cloned();
-    let guest = UserEntry {
-        username: "guest".into(),
-        email: "root@localhost".into(),
-        deleted: false,
-        auth: String::new(),
-        suspended: false,
-    };
+    let guest = UserEntry::new("guest", "root@localhost", "", false, false);
     assert_eq!(entry(1), Some(guest));
     assert!(index.username_taken("admin") && index.username_taken("semcowebservice"));
 }
@@ -468,13 +462,7 @@ fn a_registered_user_emits_its_field_names_and_no_personal_value() {
 // of the personal fields only; an update that changes nothing emits no event.
 #[test]
 fn an_updated_user_emits_old_and_new_non_personal_values_and_field_names() {
-    let before = UserEntry {
-        username: "anna".into(),
-        email: "anna@x.org".into(),
-        deleted: false,
-        auth: "manual".into(),
-        suspended: false,
-    };
+    let before = UserEntry::new("anna", "anna@x.org", "manual", false, false);
     let update = UserUpdate {
         id: 4,
         username: Some("anne".into()),
