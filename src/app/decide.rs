@@ -115,7 +115,7 @@ pub fn decide(
                 course_exists: state.registry.course_exists(course_id),
                 user_id: UserId(user_id),
                 user_exists: state.registry.user_exists(user_id),
-                booking_id_taken: state.bookings.contains_key(&booking_id),
+                booking_id_taken: state.open.booking_taken(&booking_id),
                 booking_id: booking_id.clone(),
                 timestart,
                 timeend,
@@ -153,7 +153,7 @@ pub fn decide(
                 plugin_enabled: settings.enabled,
                 requested_id: enrolid,
                 user_exists: live.is_some_and(|l| state.registry.user_exists(l.user_id.0)),
-                booking_id_taken: booking_id.as_ref().is_some_and(|b| state.bookings.contains_key(b)),
+                booking_id_taken: booking_id.as_ref().is_some_and(|b| state.open.booking_taken(b)),
                 booking_id: booking_id.clone(),
                 timestart,
                 timeend,
@@ -199,10 +199,8 @@ pub fn decide(
             };
             let events = Completion::handle_command(&current, command)?;
             // The booking it concerns: the user's newest live SEMCO enrolment in the course.
-            let booking = state
-                .live_in(user_id, course_id)
-                .next_back()
-                .and_then(|i| state.enrolments.get(&i)?.state.live().map(|l| l.booking_id.to_string()));
+            let booking =
+                state.live_in(user_id, course_id).next_back().and_then(|i| state.live_booking(i).map(str::to_owned));
             Ok(Decision::one(completion_stream(user_id, course_id), booking, wrap(events), Outcome::Done))
         }
         Request::SetRecompletion { course_id, recompletion_type } => {
@@ -286,7 +284,7 @@ pub fn decide(
                 course_exists: state.registry.course_exists(course_id),
                 user_id: enrolment.user_id,
                 user_exists: state.registry.user_exists(user_id),
-                booking_id_taken: state.bookings.contains_key(&booking_id),
+                booking_id_taken: state.open.booking_taken(&booking_id),
                 booking_id: booking_id.clone(),
                 timestart: enrolment.period.timestart,
                 timeend: enrolment.period.timeend,
@@ -319,23 +317,21 @@ pub fn decide(
             let restored = undo::restorable_completion(undoes, &reset, current)?;
             let event =
                 UndoEvent::CompletionRestored { undoes, reason, user_id: *user_id, course_id: *course_id, restored };
-            let booking = state
-                .live_in(user, course)
-                .next_back()
-                .and_then(|i| state.enrolments.get(&i)?.state.live().map(|l| l.booking_id.to_string()));
+            let booking =
+                state.live_in(user, course).next_back().and_then(|i| state.live_booking(i).map(str::to_owned));
             Ok(Decision::one(completion_stream(user, course), booking, vec![event.into()], Outcome::Done))
         }
         Request::CleanupOrphans => {
             let mut streams = Vec::new();
-            for instance in &state.orphans {
-                let current = &state.enrolments[instance].state;
-                let events = Enrolment::handle_command(current, EnrolmentCommand::RemoveOrphan)?;
-                let booking = match current {
+            for instance in state.open.orphans() {
+                let current = state.enrolment_state(instance);
+                let events = Enrolment::handle_command(&current, EnrolmentCommand::RemoveOrphan)?;
+                let booking = match &current {
                     EnrolmentState::Orphaned { booking_id, .. } => Some(booking_id.to_string()),
                     _ => None,
                 };
                 streams.push(StreamEvents {
-                    stream: enrolment_stream(*instance),
+                    stream: enrolment_stream(instance),
                     booking_id: booking,
                     events: wrap(events),
                 });
@@ -349,7 +345,7 @@ pub fn decide(
 /// The instance behind a user enrolment id and its state (`New` when there is no live one).
 fn enrolment_of(state: &LedgerState, enrolid: i64) -> (i64, EnrolmentState) {
     match state.live_by_user_enrolment(enrolid) {
-        Some(live) => (live.instance_id.0, EnrolmentState::Live(live.clone())),
+        Some(live) => (live.instance_id.0, EnrolmentState::Live(live)),
         // No stream: the aggregate answers `enrolnouserinstance` before any event.
         None => (0, EnrolmentState::New),
     }
@@ -423,8 +419,8 @@ fn delete_users(state: &LedgerState, ids: Vec<i64>, now: i64, actor: Option<i64>
             Deletion::Erase => {}
         }
         for instance in state.live_of_user(id) {
-            let current = &state.enrolments[&instance].state;
-            let events = Enrolment::handle_command(current, EnrolmentCommand::UnenrolDeletedUser)?;
+            let current = state.enrolment_state(instance);
+            let events = Enrolment::handle_command(&current, EnrolmentCommand::UnenrolDeletedUser)?;
             streams.push(StreamEvents {
                 stream: enrolment_stream(instance),
                 booking_id: current.live().map(|l| l.booking_id.to_string()),

@@ -8,6 +8,7 @@ pub mod decide;
 pub mod erasure;
 pub mod health;
 pub mod history;
+pub mod open;
 pub mod outbox;
 pub mod report;
 pub mod rows;

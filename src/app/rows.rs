@@ -38,7 +38,8 @@ pub fn rows_for(stored: &StoredEvent, event: &LedgerEvent, after: &LedgerState) 
             archived,
         }) => {
             // A reset does not change the enrolment: its booking is the live one's.
-            let booking = after.live_by_user_enrolment(user_enrolment_id.0).map(|l| l.booking_id.as_str().to_owned());
+            let booking =
+                after.open.instance_of(user_enrolment_id.0).and_then(|i| after.live_booking(i)).map(str::to_owned);
             vec![
                 RowWrite::Delete(RowKey::Completion(user_id.0, course_id.0)),
                 RowWrite::Put(Row::Recompletion(RecompletionRow {
@@ -116,7 +117,7 @@ fn enrolment_rows(
             })]
         }
         EnrolmentEvent::BookingIdChanged { instance_id, new, .. } => {
-            if !after.enrolments.contains_key(&instance_id.0) {
+            if !after.open.contains(instance_id.0) {
                 return Vec::new();
             }
             vec![RowWrite::Patch(Patch::EnrolBooking { id: instance_id.0, customchar1: new.as_str().to_owned() })]

@@ -10,10 +10,11 @@
 //! It is a pure fold of the log. `load` starts from the newest valid snapshot
 //! (`app::snapshot`) and replays only the tail of the log.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use esrs::Aggregate;
 
+use super::open::{Open, OpenStreams, TooLarge};
 use crate::domain::completion::{Completion, CompletionState};
 use crate::domain::config::{Config, Settings};
 use crate::domain::course::{Course, CourseState};
@@ -36,23 +37,10 @@ pub struct Versioned<S> {
 
 #[derive(Debug, Clone)]
 pub struct LedgerState {
-    /// Open enrolment streams only (live or orphaned); a closed one leaves no entry.
-    pub enrolments: HashMap<i64, Versioned<EnrolmentState>>,
-    /// Open instance → its sortorder, so that leaving `course_instances` is O(log n).
-    pub sortorders: HashMap<i64, i64>,
-    /// user enrolment id → instance id, for live user enrolments.
-    pub instance_of: HashMap<i64, i64>,
-    /// Booking ID → the instance holding it (live or orphaned).
-    pub bookings: HashMap<String, i64>,
-    /// (user, course, instance) → period of every live SEMCO enrolment: one ordered map, so
-    /// that a user's live enrolments are a range (`live_of_user`) and so are one course's of a
-    /// user (`live_in`, `periods`), read in key order without a lookup per instance; one entry
-    /// each, no set per (user, course) (issue 7: memory at rest and the enrol path's cost).
-    pub live_by_user_course: BTreeMap<(i64, i64, i64), EnrolmentPeriod>,
-    /// course → (sortorder, instance) of the course's open instances.
-    pub course_instances: HashMap<i64, BTreeSet<(i64, i64)>>,
-    /// Instances emptied by a user deletion, awaiting the orphan clean-up.
-    pub orphans: BTreeSet<i64>,
+    /// Open enrolment streams only (live or orphaned; a closed one leaves no entry), one
+    /// compact record each, with the booking ID, (user, course, instance), (course, sortorder,
+    /// instance), user enrolment and orphan indexes (`app::open`).
+    pub open: OpenStreams,
     pub completions: HashMap<(i64, i64), Versioned<CompletionState>>,
     pub courses: HashMap<i64, Versioned<CourseState>>,
     pub config: Versioned<Settings>,
@@ -105,13 +93,7 @@ pub const TOKEN_STREAM: &str = "token";
 impl Default for LedgerState {
     fn default() -> Self {
         Self {
-            enrolments: HashMap::new(),
-            sortorders: HashMap::new(),
-            instance_of: HashMap::new(),
-            bookings: HashMap::new(),
-            live_by_user_course: BTreeMap::new(),
-            course_instances: HashMap::new(),
-            orphans: BTreeSet::new(),
+            open: OpenStreams::default(),
             completions: HashMap::new(),
             courses: HashMap::new(),
             config: Versioned::default(),
@@ -176,11 +158,6 @@ impl LedgerState {
 
     /// Gives the maps' spare capacity back after a load (they grow by doubling while filled).
     fn shrink_to_fit(&mut self) {
-        self.enrolments.shrink_to_fit();
-        self.sortorders.shrink_to_fit();
-        self.instance_of.shrink_to_fit();
-        self.bookings.shrink_to_fit();
-        self.course_instances.shrink_to_fit();
         self.completions.shrink_to_fit();
         self.courses.shrink_to_fit();
     }
@@ -210,7 +187,9 @@ impl LedgerState {
     pub fn next_version(&self, stream: &StreamRef) -> i64 {
         let key = stream.key.as_str();
         1 + match stream.stream_type {
-            Enrolment::NAME => key.parse().ok().and_then(|id: i64| self.enrolments.get(&id)).map_or(0, |v| v.version),
+            Enrolment::NAME => {
+                key.parse().ok().and_then(|id: i64| self.open.get(id)).map_or(0, |o| i64::from(o.version))
+            }
             Completion::NAME => parse_pair(key).and_then(|k| self.completions.get(&k)).map_or(0, |v| v.version),
             Course::NAME => key.parse().ok().and_then(|id: i64| self.courses.get(&id)).map_or(0, |v| v.version),
             // A token stream closes with its second event: a token without an entry is new.
@@ -392,11 +371,11 @@ impl LedgerState {
             .map(|((_, instance), _)| *instance)
     }
 
-    /// The state of an enrolment stream: its entry, or `Closed` for an id already handed out
+    /// The state of an enrolment stream: its record, or `Closed` for an id already handed out
     /// (ids are assigned in order and never reused), or `New`.
     pub fn enrolment_state(&self, instance: i64) -> EnrolmentState {
-        match self.enrolments.get(&instance) {
-            Some(entry) => entry.state.clone(),
+        match self.open.get(instance) {
+            Some(open) => open.state(instance),
             None if instance < self.next_instance_id => EnrolmentState::Closed,
             None => EnrolmentState::New,
         }
@@ -413,141 +392,73 @@ impl LedgerState {
             EnrolmentEvent::Enrolled { instance_id, .. } => parsed == Some(instance_id.0),
             _ => parsed.is_some(),
         };
-        let before = match parsed {
-            // Taken, not cloned, on the writer's hot path; put back if the event cannot follow it.
-            Some(instance) => match self.enrolments.get_mut(&instance) {
-                Some(entry) => std::mem::take(&mut entry.state),
-                None => self.enrolment_state(instance),
-            },
-            None => EnrolmentState::New,
-        };
-        let checked = match parsed.filter(|_| names_its_stream) {
-            Some(instance) => transition(before.clone(), event.clone()).map(|after| (instance, after)),
-            None => Err(ImpossibleEvent {
+        let before = parsed.map_or(EnrolmentState::New, |instance| self.enrolment_state(instance));
+        let Some(instance) = parsed.filter(|_| names_its_stream) else {
+            return Err(ImpossibleEvent {
                 event: event.event_type(),
                 state: before.name(),
                 expected: format!("an event of the instance its stream is named after (stream key {stream_key:?})"),
-            }),
+            });
         };
-        let (instance, after) = match checked {
-            Ok(checked) => checked,
-            Err(impossible) => {
-                if let Some(entry) = parsed.and_then(|instance| self.enrolments.get_mut(&instance)) {
-                    entry.state = before;
-                }
-                return Err(impossible);
+        let sortorder = match event {
+            EnrolmentEvent::Enrolled { sortorder, .. } => *sortorder,
+            _ => self.open.get(instance).map_or(0, |open| i64::from(open.sortorder)),
+        };
+        let after = transition(before.clone(), event.clone())?;
+        let record = Open::of(&after, version, sortorder).map_err(|TooLarge| ImpossibleEvent {
+            event: event.event_type(),
+            state: before.name(),
+            expected: "a stream version and a sortorder below 2^32".into(),
+        })?;
+        if let EnrolmentEvent::Enrolled { user_enrolment_id, .. } = event {
+            self.next_instance_id = self.next_instance_id.max(instance + 1);
+            self.next_user_enrolment_id = self.next_user_enrolment_id.max(user_enrolment_id.0 + 1);
+        }
+        match record {
+            Some(open) => self.open.put(instance, open),
+            None => {
+                self.open.remove(instance);
             }
-        };
-        self.reindex(instance, &before, &after, event);
-        if after == EnrolmentState::Closed {
-            self.enrolments.remove(&instance);
-        } else {
-            let entry = self.enrolments.entry(instance).or_default();
-            entry.state = after;
-            entry.version = version;
         }
         Ok(())
     }
 
-    /// Keeps the cross-stream indexes in step with one enrolment stream's transition; each
-    /// step is O(log n) (hash maps and ordered sets, no scan).
-    fn reindex(&mut self, instance: i64, before: &EnrolmentState, after: &EnrolmentState, event: &EnrolmentEvent) {
-        if let EnrolmentEvent::Enrolled { user_enrolment_id, course_id, sortorder, .. } = event {
-            self.next_instance_id = self.next_instance_id.max(instance + 1);
-            self.next_user_enrolment_id = self.next_user_enrolment_id.max(user_enrolment_id.0 + 1);
-            self.course_instances.entry(course_id.0).or_default().insert((*sortorder, instance));
-            self.sortorders.insert(instance, *sortorder);
-        }
-        if let Some(live) = before.live() {
-            self.instance_of.remove(&live.user_enrolment_id.0);
-            self.bookings.remove(live.booking_id.as_str());
-            self.live_by_user_course.remove(&(live.user_id.0, live.course_id.0, instance));
-        }
-        if let EnrolmentState::Orphaned { booking_id, .. } = before {
-            self.bookings.remove(booking_id.as_str());
-            self.orphans.remove(&instance);
-        }
-        match after {
-            EnrolmentState::Live(_) | EnrolmentState::Orphaned { .. } => self.index_open(instance, after),
-            EnrolmentState::Closed => {
-                let course = match before {
-                    EnrolmentState::Live(live) => Some(live.course_id.0),
-                    EnrolmentState::Orphaned { course_id, .. } => Some(course_id.0),
-                    _ => None,
-                };
-                if let (Some(course), Some(sortorder)) = (course, self.sortorders.remove(&instance)) {
-                    if let Some(set) = self.course_instances.get_mut(&course) {
-                        set.remove(&(sortorder, instance));
-                        if set.is_empty() {
-                            self.course_instances.remove(&course);
-                        }
-                    }
-                }
-            }
-            EnrolmentState::New => {}
-        }
-    }
-
-    /// Indexes an open stream's booking ID and, when live, its user enrolment and period.
-    fn index_open(&mut self, instance: i64, state: &EnrolmentState) {
-        match state {
-            EnrolmentState::Live(live) => {
-                self.instance_of.insert(live.user_enrolment_id.0, instance);
-                self.bookings.insert(live.booking_id.as_str().to_owned(), instance);
-                self.live_by_user_course.insert((live.user_id.0, live.course_id.0, instance), live.period);
-            }
-            EnrolmentState::Orphaned { booking_id, .. } => {
-                self.bookings.insert(booking_id.as_str().to_owned(), instance);
-                self.orphans.insert(instance);
-            }
-            EnrolmentState::New | EnrolmentState::Closed => {}
-        }
-    }
-
-    /// Puts one open stream back with its indexes (loading a snapshot).
-    pub(crate) fn restore_open(&mut self, instance: i64, sortorder: i64, stream: Versioned<EnrolmentState>) {
-        let course = match &stream.state {
-            EnrolmentState::Live(live) => live.course_id.0,
-            EnrolmentState::Orphaned { course_id, .. } => course_id.0,
-            EnrolmentState::New | EnrolmentState::Closed => return,
-        };
-        self.course_instances.entry(course).or_default().insert((sortorder, instance));
-        self.sortorders.insert(instance, sortorder);
-        self.index_open(instance, &stream.state);
-        self.enrolments.insert(instance, stream);
-    }
-
     /// Periods of the user's live SEMCO enrolments in the course, except `ignore`.
     pub fn periods(&self, user: i64, course: i64, ignore: Option<i64>) -> Vec<EnrolmentPeriod> {
-        self.live_by_user_course
-            .range((user, course, i64::MIN)..=(user, course, i64::MAX))
-            .filter(|(&(_, _, i), _)| Some(i) != ignore)
-            .map(|(_, period)| *period)
+        self.open
+            .live_in(user, course)
+            .filter(|i| Some(*i) != ignore)
+            .filter_map(|i| self.open.get(i).map(Open::period))
             .collect()
     }
 
     /// Instances of the user's live SEMCO enrolments in the course, oldest first.
     pub fn live_in(&self, user: i64, course: i64) -> impl DoubleEndedIterator<Item = i64> + '_ {
-        self.live_by_user_course.range((user, course, i64::MIN)..=(user, course, i64::MAX)).map(|(&(_, _, i), _)| i)
+        self.open.live_in(user, course)
     }
 
     /// Instances of one user's live SEMCO enrolments, in every course: a range of the
     /// ordered index, O(log n + the user's enrolments).
     pub fn live_of_user(&self, user: i64) -> impl Iterator<Item = i64> + '_ {
-        self.live_by_user_course.range((user, i64::MIN, i64::MIN)..=(user, i64::MAX, i64::MAX)).map(|(&(_, _, i), _)| i)
+        self.open.live_of_user(user)
     }
 
     /// Moodle's sortorder for a new instance: one above the course's highest.
     pub fn next_sortorder(&self, course: i64) -> i64 {
-        let semco = self.course_instances.get(&course).and_then(|s| s.last()).map_or(0, |(sortorder, _)| sortorder + 1);
+        let semco = self.open.highest_sortorder(course).map_or(0, |sortorder| i64::from(sortorder) + 1);
         let manual = self.manual_instances.get(&course).map_or(0, |m| m.sortorder + 1);
         semco.max(manual)
     }
 
     /// The live enrolment behind a user enrolment id.
-    pub fn live_by_user_enrolment(&self, user_enrolment_id: i64) -> Option<&LiveEnrolment> {
-        let instance = self.instance_of.get(&user_enrolment_id)?;
-        self.enrolments.get(instance)?.state.live()
+    pub fn live_by_user_enrolment(&self, user_enrolment_id: i64) -> Option<LiveEnrolment> {
+        let instance = self.open.instance_of(user_enrolment_id)?;
+        self.open.get(instance)?.live_enrolment(instance)
+    }
+
+    /// The booking ID of a live enrolment.
+    pub fn live_booking(&self, instance: i64) -> Option<&str> {
+        self.open.get(instance).filter(|open| open.live).map(|open| open.booking.as_str())
     }
 }
 
@@ -631,9 +542,8 @@ mod tests {
 
     /// The parts an impossible event must not touch.
     fn snapshot(state: &LedgerState) -> impl PartialEq + std::fmt::Debug {
-        let mut enrolments: Vec<_> = state.enrolments.iter().map(|(i, v)| (*i, v.state.clone(), v.version)).collect();
-        enrolments.sort_by_key(|(i, _, _)| *i);
-        (enrolments, state.bookings.clone(), state.head_position, state.head_hash.clone())
+        let enrolments: Vec<_> = state.open.iter().map(|(i, o)| (i, o.clone())).collect();
+        (enrolments, state.open.index_dump(), state.head_position, state.head_hash.clone())
     }
 
     #[test]
@@ -647,7 +557,7 @@ mod tests {
         let error = state.try_apply(&stored(2, "9", &unenrolled), &unenrolled).unwrap_err();
         assert_eq!((error.event, error.state), ("Unenrolled", "new"));
         assert_eq!(snapshot(&state), before);
-        assert!(!state.enrolments.contains_key(&9), "no empty stream is left behind");
+        assert!(!state.open.contains(9), "no empty stream is left behind");
     }
 
     #[test]
@@ -658,7 +568,7 @@ mod tests {
             let error = state.try_apply(&stored(1, key, &event), &event).unwrap_err();
             assert!(error.expected.contains(&format!("stream key {key:?}")), "{error}");
         }
-        assert!(state.enrolments.is_empty());
+        assert!(state.open.is_empty());
         assert_eq!(state.head_position, 0);
     }
 
@@ -667,9 +577,8 @@ mod tests {
     #[test]
     fn closed_streams_leave_no_entry_in_memory() {
         let state = given(&[(1, enrolled(1)), (1, unenrolled(1, 42, 2, UnenrolReason::Semco))]);
-        assert!(state.enrolments.is_empty(), "{:?}", state.enrolments);
-        assert!(state.sortorders.is_empty() && state.course_instances.is_empty());
-        assert!(state.instance_of.is_empty() && state.bookings.is_empty() && state.live_by_user_course.is_empty());
+        assert!(state.open.is_empty(), "{:?}", state.open);
+        assert_eq!(state.open.index_dump(), OpenStreams::default().index_dump(), "no index entry either");
         assert_eq!(state.next_instance_id, 2, "the id stays used");
         assert_eq!(state.enrolment_state(1), EnrolmentState::Closed);
     }
@@ -683,12 +592,12 @@ mod tests {
             reason: UnenrolReason::OrphanCleanup,
         });
         let orphaned = given(&[(1, enrolled(1)), (1, unenrolled(1, 42, 2, UnenrolReason::UserDeleted))]);
-        assert_eq!(orphaned.orphans, BTreeSet::from([1]));
-        assert_eq!(orphaned.bookings.get("B-1"), Some(&1), "an orphan keeps its booking ID");
+        assert_eq!(orphaned.open.orphans().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(orphaned.open.holding("B-1"), Some(1), "an orphan keeps its booking ID");
         let mut state = orphaned;
         state.try_apply(&stored(3, "1", &deleted), &deleted).unwrap();
-        assert!(state.enrolments.is_empty() && state.orphans.is_empty() && state.bookings.is_empty());
-        assert!(state.sortorders.is_empty() && state.course_instances.is_empty());
+        assert!(state.open.is_empty());
+        assert_eq!(state.open.index_dump(), OpenStreams::default().index_dump());
     }
 
     // given a closed stream, when an event of it is read from the log, then it is refused as
@@ -699,7 +608,7 @@ mod tests {
         let again = enrolled(1);
         let error = state.try_apply(&stored(3, "1", &again), &again).unwrap_err();
         assert_eq!((error.event, error.state), ("Enrolled", "closed"));
-        assert!(state.enrolments.is_empty());
+        assert!(state.open.is_empty());
     }
 
     // given three instances in a course, when the middle one closes, then the course index
@@ -713,7 +622,8 @@ mod tests {
             (3, enrolled_in(3, 3, 2, 2)),
             (2, unenrolled(2, 2, 2, UnenrolReason::Semco)),
         ]);
-        assert_eq!(state.course_instances[&2], BTreeSet::from([(0, 1), (2, 3)]));
+        assert_eq!(state.open.iter().map(|(i, o)| (o.sortorder, i)).collect::<Vec<_>>(), vec![(0, 1), (2, 3)]);
+        assert_eq!(state.open.highest_sortorder(2), Some(2));
         assert_eq!(state.next_sortorder(2), 3);
         assert_eq!(state.next_sortorder(9), 0, "a course without instances starts at 0");
     }
