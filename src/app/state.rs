@@ -405,20 +405,21 @@ impl LedgerState {
             _ => self.open.get(instance).map_or(0, |open| i64::from(open.sortorder)),
         };
         let after = transition(before.clone(), event.clone())?;
-        let record = Open::of(&after, version, sortorder).map_err(|TooLarge| ImpossibleEvent {
+        let too_large = |TooLarge| ImpossibleEvent {
             event: event.event_type(),
             state: before.name(),
-            expected: "a stream version and a sortorder below 2^32".into(),
-        })?;
-        if let EnrolmentEvent::Enrolled { user_enrolment_id, .. } = event {
-            self.next_instance_id = self.next_instance_id.max(instance + 1);
-            self.next_user_enrolment_id = self.next_user_enrolment_id.max(user_enrolment_id.0 + 1);
-        }
+            expected: "a stream version, a sortorder and ids below 2^32".into(),
+        };
+        let record = Open::of(&after, version, sortorder).map_err(too_large)?;
         match record {
-            Some(open) => self.open.put(instance, open),
+            Some(open) => self.open.put(instance, open).map_err(too_large)?,
             None => {
                 self.open.remove(instance);
             }
+        }
+        if let EnrolmentEvent::Enrolled { user_enrolment_id, .. } = event {
+            self.next_instance_id = self.next_instance_id.max(instance + 1);
+            self.next_user_enrolment_id = self.next_user_enrolment_id.max(user_enrolment_id.0 + 1);
         }
         Ok(())
     }

@@ -38,6 +38,11 @@ fn keyed() -> &'static Sha256 {
 }
 
 impl TextDigest {
+    /// 64 bits of the digest, as a hash table's hash: the digest is uniformly random already.
+    pub fn hash64(&self) -> u64 {
+        u64::from_le_bytes(self.0[..8].try_into().expect("eight of sixteen bytes"))
+    }
+
     /// The digest of `text` exactly as given.
     pub fn of(text: &str) -> Self {
         let mut hasher = keyed().clone();

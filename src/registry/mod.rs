@@ -9,6 +9,7 @@ pub mod digest;
 pub mod lookup;
 pub mod rules;
 
+use hashbrown::HashTable;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -129,43 +130,59 @@ const USERS_PER_READ: i64 = 20_000;
 /// A user's row as `RegistryIndex::load` reads it: id, username, email, deleted, auth, suspended.
 type UserRow = (i64, String, String, i64, String, i64);
 
-/// The live users that have one e-mail key: nearly always one (several only while
-/// `allowaccountssameemail` is on), so no set per address.
-#[derive(Debug, Clone)]
-enum Holders {
-    One(i64),
-    Many(Vec<i64>),
+/// Users by id. The ledger hands user ids out in order (1, 2, 3, …), so they live in a vector
+/// indexed by id: no key, no hash and no spare half of a hash map per user (issue 7: at 200,000
+/// users the map was 21 MiB). An id far beyond the others (more than `DENSE_GAP_MAX` past the
+/// vector's end, or negative) goes to a map instead, so no id can make the vector huge.
+#[derive(Debug, Clone, Default)]
+struct UserSlots {
+    dense: Vec<Option<UserEntry>>,
+    sparse: HashMap<i64, UserEntry>,
+    count: usize,
 }
 
-impl Holders {
-    fn ids(&self) -> &[i64] {
-        match self {
-            Self::One(id) => std::slice::from_ref(id),
-            Self::Many(ids) => ids,
+/// How far past the dense vector's end an id may be and still extend it.
+const DENSE_GAP_MAX: usize = 4_096;
+
+impl UserSlots {
+    fn get(&self, id: i64) -> Option<&UserEntry> {
+        match usize::try_from(id) {
+            Ok(slot) if slot < self.dense.len() => self.dense[slot].as_ref(),
+            _ => self.sparse.get(&id),
         }
     }
 
-    fn add(&mut self, id: i64) {
-        match self {
-            Self::One(first) if *first != id => *self = Self::Many(vec![*first, id]),
-            Self::One(_) => {}
-            Self::Many(ids) if !ids.contains(&id) => ids.push(id),
-            Self::Many(_) => {}
-        }
-    }
-
-    /// Removes `id`; whether any holder is left.
-    fn remove(&mut self, id: i64) -> bool {
-        match self {
-            Self::One(only) => *only != id,
-            Self::Many(ids) => {
-                ids.retain(|other| *other != id);
-                if let [only] = ids[..] {
-                    *self = Self::One(only);
+    fn insert(&mut self, id: i64, entry: UserEntry) {
+        let old = match usize::try_from(id) {
+            Ok(slot) if slot < self.dense.len() => self.dense[slot].replace(entry),
+            Ok(slot) if slot <= self.dense.len() + DENSE_GAP_MAX => {
+                // Ids below `dense.len()` are never in `sparse`: move the gap's ones over.
+                let from = self.dense.len();
+                self.dense.resize(slot + 1, None);
+                for gap in from..slot {
+                    self.dense[gap] = self.sparse.remove(&(gap as i64));
                 }
-                !self.ids().is_empty()
+                self.sparse.remove(&id).or(self.dense[slot].replace(entry))
             }
+            _ => self.sparse.insert(id, entry),
+        };
+        if old.is_none() {
+            self.count += 1;
         }
+    }
+
+    fn remove(&mut self, id: i64) -> Option<UserEntry> {
+        let old = match usize::try_from(id) {
+            Ok(slot) if slot < self.dense.len() => self.dense[slot].take(),
+            _ => self.sparse.remove(&id),
+        };
+        self.count -= usize::from(old.is_some());
+        old
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.dense.shrink_to_fit();
+        self.sparse.shrink_to_fit();
     }
 }
 
@@ -220,12 +237,14 @@ impl CourseEntry {
 /// e-mail addresses of live users are indexed, so uniqueness checks do not scan all users.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryIndex {
-    users: HashMap<i64, UserEntry>,
-    /// Username digest → id, live users only.
-    usernames: HashMap<TextDigest, i64>,
-    /// Case-blind e-mail digest → ids, live users only (several when `allowaccountssameemail`
-    /// is on).
-    emails: HashMap<TextDigest, Holders>,
+    users: UserSlots,
+    /// The ids of live users, found by their username digest (the table holds only the id: the
+    /// digest is in the user's entry, and digests are uniformly random, so 64 of their bits are
+    /// the hash). One id per username.
+    usernames: HashTable<i64>,
+    /// The ids of live users with an e-mail address, found by its case-blind digest; several
+    /// can share one while `allowaccountssameemail` is on.
+    emails: HashTable<i64>,
     /// The distinct `auth` values, shared by the users' entries (a handful of plugin names).
     auths: HashSet<Arc<str>>,
     pub courses: HashMap<i64, CourseEntry>,
@@ -234,13 +253,18 @@ pub struct RegistryIndex {
 }
 
 impl RegistryIndex {
+    /// How many users the registry holds (deleted ones included).
+    pub fn user_count(&self) -> usize {
+        self.users.count
+    }
+
     pub fn user(&self, id: i64) -> Option<&UserEntry> {
-        self.users.get(&id)
+        self.users.get(id)
     }
 
     /// A user that exists and is not deleted.
     pub fn user_exists(&self, id: i64) -> bool {
-        self.users.get(&id).is_some_and(|u| !u.deleted)
+        self.users.get(id).is_some_and(|u| !u.deleted)
     }
 
     pub fn course_exists(&self, id: i64) -> bool {
@@ -248,12 +272,18 @@ impl RegistryIndex {
     }
 
     pub fn username_taken(&self, username: &str) -> bool {
-        self.usernames.contains_key(&TextDigest::of(username))
+        self.username_holder(&TextDigest::of(username)).is_some()
     }
 
     /// Whether a live user other than `except` has this username.
     pub fn username_taken_by_other(&self, username: &str, except: i64) -> bool {
-        self.usernames.get(&TextDigest::of(username)).is_some_and(|id| *id != except)
+        self.username_holder(&TextDigest::of(username)).is_some_and(|id| id != except)
+    }
+
+    /// The live user with this username digest.
+    fn username_holder(&self, name: &TextDigest) -> Option<i64> {
+        let users = &self.users;
+        self.usernames.find(name.hash64(), |&id| users.get(id).is_some_and(|u| u.username == *name)).copied()
     }
 
     pub fn email_taken(&self, email: &str) -> bool {
@@ -262,37 +292,50 @@ impl RegistryIndex {
 
     /// Whether another live user (not `except`) has this e-mail address, ignoring case.
     pub fn email_taken_by_other(&self, email: &str, except: Option<i64>) -> bool {
-        TextDigest::of_email_key(email).is_some_and(|key| self.email_holders(&key).iter().any(|id| Some(*id) != except))
+        TextDigest::of_email_key(email).is_some_and(|key| self.email_holders(&key).any(|id| Some(id) != except))
     }
 
     /// The live users with this case-blind e-mail digest.
-    fn email_holders(&self, key: &TextDigest) -> &[i64] {
-        self.emails.get(key).map(Holders::ids).unwrap_or_default()
+    fn email_holders<'a>(&'a self, key: &'a TextDigest) -> impl Iterator<Item = i64> + 'a {
+        self.emails
+            .iter_hash(key.hash64())
+            .copied()
+            .filter(move |&id| self.users.get(id).is_some_and(|u| u.email_key == Some(*key)))
     }
 
-    /// Inserts or replaces a user, keeping the username and e-mail indexes in step.
+    /// Inserts or replaces a user, keeping the username and e-mail indexes in step: an id is
+    /// in `usernames` (and, with an address, `emails`) exactly while its entry is live, under
+    /// the hash of the entry's digest.
     fn put_user(&mut self, id: i64, mut entry: UserEntry) {
-        if let Some(old) = self.users.remove(&id) {
-            if self.usernames.get(&old.username) == Some(&id) {
-                self.usernames.remove(&old.username);
+        if let Some(old) = self.users.remove(id) {
+            if let Ok(found) = self.usernames.find_entry(old.username.hash64(), |&held| held == id) {
+                found.remove();
             }
             if let Some(key) = old.email_key {
-                if let Some(holders) = self.emails.get_mut(&key) {
-                    if !holders.remove(id) {
-                        self.emails.remove(&key);
-                    }
+                if let Ok(found) = self.emails.find_entry(key.hash64(), |&held| held == id) {
+                    found.remove();
                 }
-            }
-        }
-        if !entry.deleted {
-            self.usernames.insert(entry.username, id);
-            if let Some(key) = entry.email_key {
-                self.emails.entry(key).and_modify(|holders| holders.add(id)).or_insert(Holders::One(id));
             }
         }
         entry.auth = self.intern_auth(&entry.auth);
         self.next_user_id = self.next_user_id.max(id + 1);
+        let (live, name, email_key) = (!entry.deleted, entry.username, entry.email_key);
         self.users.insert(id, entry);
+        if live {
+            let users = &self.users;
+            // One holder per username: a live user that had it no longer holds it here.
+            if let Ok(found) =
+                self.usernames.find_entry(name.hash64(), |&held| users.get(held).is_some_and(|u| u.username == name))
+            {
+                found.remove();
+            }
+            let username_of = |held: &i64| users.get(*held).map_or(0, |u| u.username.hash64());
+            self.usernames.insert_unique(name.hash64(), id, username_of);
+            if let Some(key) = email_key {
+                let email_of = |held: &i64| users.get(*held).and_then(|u| u.email_key).map_or(0, |k| k.hash64());
+                self.emails.insert_unique(key.hash64(), id, email_of);
+            }
+        }
     }
 
     /// The shared copy of an `auth` value.
@@ -306,7 +349,7 @@ impl RegistryIndex {
 
     /// Changes a user through `change`, keeping the indexes in step.
     fn change_user(&mut self, id: i64, change: impl FnOnce(&mut UserEntry)) {
-        if let Some(mut entry) = self.users.get(&id).cloned() {
+        if let Some(mut entry) = self.users.get(id).cloned() {
             change(&mut entry);
             self.put_user(id, entry);
         }
@@ -355,8 +398,9 @@ impl RegistryIndex {
             after = last;
         }
         index.users.shrink_to_fit();
-        index.usernames.shrink_to_fit();
-        index.emails.shrink_to_fit();
+        let users = &index.users;
+        index.usernames.shrink_to(0, |held| users.get(*held).map_or(0, |u| u.username.hash64()));
+        index.emails.shrink_to(0, |held| users.get(*held).and_then(|u| u.email_key).map_or(0, |k| k.hash64()));
         let courses = "SELECT id, fullname, shortname, categoryid, idnumber, summary, visible, enablecompletion, \
                        startdate, enddate FROM courses";
         for row in sqlx::query(courses).fetch_all(&db.pool).await? {
@@ -432,13 +476,14 @@ impl UserLookup for UserOverlay<'_> {
     }
     fn username_taken_by_other(&self, username: &str, except: i64) -> bool {
         let name = TextDigest::of(username);
-        let in_base = self.base.usernames.get(&name).is_some_and(|id| *id != except && !self.changed.contains_key(id));
+        let in_base =
+            self.base.username_holder(&name).is_some_and(|id| id != except && !self.changed.contains_key(&id));
         in_base || self.changed.iter().any(|(id, u)| *id != except && !u.deleted && u.username == name)
     }
     fn email_taken_by_other(&self, email: &str, except: Option<i64>) -> bool {
         let Some(key) = TextDigest::of_email_key(email) else { return false };
         let other = |id: &i64| Some(*id) != except;
-        let in_base = self.base.email_holders(&key).iter().any(|id| other(id) && !self.changed.contains_key(id));
+        let in_base = self.base.email_holders(&key).any(|id| other(&id) && !self.changed.contains_key(&id));
         in_base || self.changed.iter().any(|(id, u)| other(id) && !u.deleted && u.email_key == Some(key))
     }
 }
@@ -721,5 +766,68 @@ mod tests {
         assert!(!index.email_taken("anna@example.org"));
         assert!(!index.user_exists(4));
         assert_eq!(index.next_user_id, 6, "ids are never reused");
+    }
+}
+
+/// Given users by id in the dense vector and beyond it, when they are put, replaced and
+/// removed, then every lookup answers as a map of id → entry would.
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+
+    fn user(name: &str, email: &str) -> UserEntry {
+        UserEntry::new(name, email, "manual", false, false)
+    }
+
+    #[test]
+    fn user_slots_hold_dense_and_far_ids_alike() {
+        let mut slots = UserSlots::default();
+        for id in [1, 2, 3] {
+            slots.insert(id, user(&format!("u{id}"), ""));
+        }
+        let far = 1_000_000_000_000;
+        slots.insert(far, user("far", ""));
+        slots.insert(-5, user("negative", ""));
+        // Beyond the vector but within the gap: first kept aside, then the vector grows over it.
+        slots.insert(3 + DENSE_GAP_MAX as i64 + 10, user("aside", ""));
+        slots.insert(10, user("ten", ""));
+        slots.insert(3 + DENSE_GAP_MAX as i64 + 10, user("aside again", ""));
+        slots.insert(12 + DENSE_GAP_MAX as i64, user("grows", ""));
+        assert_eq!(slots.count, 8);
+        assert_eq!(slots.get(far).map(|u| u.username), Some(TextDigest::of("far")));
+        assert_eq!(slots.get(-5).map(|u| u.username), Some(TextDigest::of("negative")));
+        assert_eq!(slots.get(3 + DENSE_GAP_MAX as i64 + 10).map(|u| u.username), Some(TextDigest::of("aside again")));
+        assert!(slots.sparse.keys().all(|id| usize::try_from(*id).map_or(true, |slot| slot >= slots.dense.len())));
+        assert!(slots.dense.len() < 2 * DENSE_GAP_MAX + 32, "a far id never grows the vector");
+        assert_eq!(slots.remove(2).map(|u| u.username), Some(TextDigest::of("u2")));
+        assert_eq!((slots.remove(2), slots.get(2), slots.count), (None, None, 7));
+        assert_eq!(slots.remove(far).map(|u| u.username), Some(TextDigest::of("far")));
+        assert_eq!((slots.get(far), slots.get(4), slots.get(i64::MIN)), (None, None, None));
+    }
+
+    // given live users sharing an e-mail address (allowaccountssameemail) and one far id, when
+    // they are renamed, re-addressed and deleted, then the index answers by the current entries.
+    #[test]
+    fn username_and_email_tables_follow_the_entries() {
+        let mut index = RegistryIndex::default();
+        let far = 1_000_000_000_000;
+        index.put_user(5, user("anna", "Shared@x.org"));
+        index.put_user(far, user("bert", "shared@X.org"));
+        assert!(index.username_taken("anna") && index.username_taken("bert") && !index.username_taken("carl"));
+        assert!(index.email_taken_by_other("SHARED@x.org", Some(5)), "bert still has it");
+        index.change_user(5, |u| u.username = TextDigest::of("anna2"));
+        assert!(!index.username_taken("anna") && index.username_taken_by_other("anna2", far));
+        index.change_user(far, |u| u.set_email("own@x.org"));
+        assert!(!index.email_taken_by_other("shared@x.org", Some(5)) && index.email_taken("shared@x.org"));
+        index.change_user(5, |u| u.deleted = true);
+        assert!(!index.username_taken("anna2") && !index.email_taken("shared@x.org"));
+        assert!(index.user(5).is_some_and(|u| u.deleted), "a deleted user keeps its entry");
+        // Enough users to make both tables grow (and so rehash from the entries' digests).
+        for id in 100..5_100 {
+            index.put_user(id, user(&format!("n{id}"), &format!("n{id}@x.org")));
+        }
+        assert!((100..5_100).all(|id| index.username_taken_by_other(&format!("n{id}"), 0)));
+        assert!((100..5_100).all(|id| !index.email_taken_by_other(&format!("N{id}@x.org"), Some(id))));
+        assert_eq!(index.user_count(), 5_002);
     }
 }

@@ -14,6 +14,7 @@ mod http;
 mod limits;
 mod measure;
 mod report;
+mod state_memory;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -60,6 +61,10 @@ pub struct Args {
     /// Seconds each HTTP load phase and each database-limit run lasts (default by scale).
     #[arg(long)]
     pub phase_seconds: Option<u64>,
+    /// Build nothing: load the writer's state from the existing ledger at --database-url and
+    /// print the heap each part of it holds.
+    #[arg(long)]
+    pub state_memory: bool,
 }
 
 /// The data a scale builds and how long it measures.
@@ -160,7 +165,12 @@ fn main() -> std::process::ExitCode {
     }
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match runtime.block_on(run(args)) {
+    let outcome = match (&args.database_url, args.state_memory) {
+        (Some(url), true) => runtime.block_on(state_memory::run(url)),
+        (None, true) => Err("--state-memory needs --database-url".to_string()),
+        (_, false) => runtime.block_on(run(args)),
+    };
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("bench failed: {error}");
