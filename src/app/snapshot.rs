@@ -18,7 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::{AnyConnection, Connection, Row};
+use sqlx::{AnyConnection, Connection};
 
 use super::open::OpenStreams;
 use super::state::{LedgerState, ManualInstance, Versioned};
@@ -48,7 +48,7 @@ struct Payload {
     config: Versioned<Settings>,
     /// (user, version) of the users' registry streams (format 3).
     #[serde(default)]
-    user_versions: Vec<(i64, i64)>,
+    user_versions: Vec<(i64, u32)>,
     #[serde(default)]
     install_version: i64,
     next_instance_id: i64,
@@ -91,7 +91,7 @@ impl Payload {
             completions: sorted(&state.completions),
             courses: sorted(&state.courses),
             config: state.config.clone(),
-            user_versions: sorted(&state.user_versions),
+            user_versions: state.user_versions.sorted(),
             install_version: state.install_version,
             next_instance_id: state.next_instance_id,
             next_user_enrolment_id: state.next_user_enrolment_id,
@@ -109,8 +109,9 @@ impl Payload {
 
     /// The state, its indexes derived from the open streams (registry left empty), or why the
     /// open streams' section cannot be one.
-    fn into_state(self) -> Result<LedgerState, String> {
-        let open = OpenStreams::read_records(&self.open_streams)?;
+    fn into_state(mut self) -> Result<LedgerState, String> {
+        // The section's bytes go as soon as the records are built from them.
+        let open = OpenStreams::read_records(&std::mem::take(&mut self.open_streams))?;
         Ok(LedgerState {
             open,
             completions: self.completions.into_iter().collect(),
@@ -240,34 +241,44 @@ enum Unusable {
 }
 
 /// The state of the newest usable snapshot (registry index empty), or `None` when there is
-/// none; unusable ones are skipped with a log line.
+/// none; unusable ones are skipped with a log line. The kept snapshots are listed first and
+/// their payloads read one at a time, newest first, each dropped as soon as it is decoded: at
+/// 1M events a payload is ~60 MB of text, and reading every kept one at once made the load
+/// peak at four times the state it built (issue 7).
 pub async fn load_newest(conn: &mut AnyConnection) -> Result<Option<LedgerState>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT position, log_hash, format_version, payload_hash, payload FROM writer_snapshots \
+    let kept: Vec<(i64, String, i64, String)> = sqlx::query_as(
+        "SELECT position, log_hash, format_version, payload_hash FROM writer_snapshots \
          ORDER BY position DESC LIMIT $1",
     )
     .bind(SNAPSHOTS_KEPT)
     .fetch_all(&mut *conn)
     .await?;
-    for row in rows {
-        let position: i64 = row.try_get("position")?;
-        let log_hash: String = row.try_get("log_hash")?;
-        let format_version: i64 = row.try_get("format_version")?;
-        let stored_hash: String = row.try_get("payload_hash")?;
-        let payload: String = row.try_get("payload")?;
+    for (position, log_hash, format_version, stored_hash) in kept {
         let checked = if format_version != SNAPSHOT_FORMAT_VERSION {
             Err(Unusable::FormatVersion(format_version))
-        } else if payload_hash(&payload) != stored_hash {
-            Err(Unusable::PayloadHash)
         } else if log::hash_at(conn, position).await?.as_deref() != Some(log_hash.as_str()) {
             Err(Unusable::NotInLog)
         } else {
-            match serde_json::from_str::<Payload>(&payload) {
-                Ok(p) if p.head_position == position && p.head_hash == log_hash => {
-                    p.into_state().map_err(Unusable::Payload)
+            let payload: Option<String> =
+                sqlx::query_scalar("SELECT payload FROM writer_snapshots WHERE position = $1")
+                    .bind(position)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            match payload {
+                // Deleted by a newer writer's checkpoint since it was listed.
+                None => Err(Unusable::Payload("removed while the load read it".into())),
+                Some(payload) if payload_hash(&payload) != stored_hash => Err(Unusable::PayloadHash),
+                Some(payload) => {
+                    let parsed = serde_json::from_str::<Payload>(&payload);
+                    drop(payload);
+                    match parsed {
+                        Ok(p) if p.head_position == position && p.head_hash == log_hash => {
+                            p.into_state().map_err(Unusable::Payload)
+                        }
+                        Ok(_) => Err(Unusable::Payload("its head is not its position".into())),
+                        Err(error) => Err(Unusable::Payload(error.to_string())),
+                    }
                 }
-                Ok(_) => Err(Unusable::Payload("its head is not its position".into())),
-                Err(error) => Err(Unusable::Payload(error.to_string())),
             }
         };
         match checked {

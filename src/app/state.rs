@@ -47,8 +47,8 @@ pub struct LedgerState {
     /// The muted health checks (stream `health/site`): a handful of ids and reasons.
     pub health: Versioned<crate::domain::health::Muted>,
     /// user id → the version of the user's registry stream (`user/{id}`): only what the next
-    /// event needs, no registry values.
-    pub user_versions: HashMap<i64, i64>,
+    /// event needs, no registry values; by id in a vector (user ids are handed out in order).
+    pub user_versions: crate::registry::IdSlots<u32>,
     /// The version of the installer's stream (`install/site`).
     pub install_version: i64,
     pub next_instance_id: i64,
@@ -98,7 +98,7 @@ impl Default for LedgerState {
             courses: HashMap::new(),
             config: Versioned::default(),
             health: Versioned::default(),
-            user_versions: HashMap::new(),
+            user_versions: crate::registry::IdSlots::default(),
             install_version: 0,
             next_instance_id: 1,
             next_user_enrolment_id: 1,
@@ -202,7 +202,7 @@ impl LedgerState {
                 key.parse().ok().and_then(|id: i64| self.criteria.get(&id)).map_or(0, |v| v.version)
             }
             super::decide::USER_STREAM => {
-                key.parse().ok().and_then(|id: i64| self.user_versions.get(&id)).copied().unwrap_or(0)
+                key.parse().ok().and_then(|id: i64| self.user_versions.get(id)).map_or(0, |v| i64::from(*v))
             }
             super::decide::INSTALL_STREAM => self.install_version,
             crate::domain::health::HealthMutes::NAME => self.health.version,
@@ -283,6 +283,11 @@ impl LedgerState {
                 let (UserEvent::UserRegistered { user_id, .. }
                 | UserEvent::UserUpdated { user_id, .. }
                 | UserEvent::UserDeleted { user_id }) = e;
+                let version = u32::try_from(version).map_err(|_| ImpossibleEvent {
+                    event: event.event_type(),
+                    state: "user",
+                    expected: "a stream version below 2^32".into(),
+                })?;
                 self.user_versions.insert(user_id.0, version);
             }
             LedgerEvent::CourseRecord(e) => {

@@ -8,12 +8,14 @@
 pub mod digest;
 pub mod lookup;
 pub mod rules;
+pub mod slots;
 
 use hashbrown::HashTable;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 pub use digest::TextDigest;
+pub use slots::IdSlots;
 
 use sqlx::{Any, AnyConnection, Row};
 
@@ -130,62 +132,6 @@ const USERS_PER_READ: i64 = 20_000;
 /// A user's row as `RegistryIndex::load` reads it: id, username, email, deleted, auth, suspended.
 type UserRow = (i64, String, String, i64, String, i64);
 
-/// Users by id. The ledger hands user ids out in order (1, 2, 3, …), so they live in a vector
-/// indexed by id: no key, no hash and no spare half of a hash map per user (issue 7: at 200,000
-/// users the map was 21 MiB). An id far beyond the others (more than `DENSE_GAP_MAX` past the
-/// vector's end, or negative) goes to a map instead, so no id can make the vector huge.
-#[derive(Debug, Clone, Default)]
-struct UserSlots {
-    dense: Vec<Option<UserEntry>>,
-    sparse: HashMap<i64, UserEntry>,
-    count: usize,
-}
-
-/// How far past the dense vector's end an id may be and still extend it.
-const DENSE_GAP_MAX: usize = 4_096;
-
-impl UserSlots {
-    fn get(&self, id: i64) -> Option<&UserEntry> {
-        match usize::try_from(id) {
-            Ok(slot) if slot < self.dense.len() => self.dense[slot].as_ref(),
-            _ => self.sparse.get(&id),
-        }
-    }
-
-    fn insert(&mut self, id: i64, entry: UserEntry) {
-        let old = match usize::try_from(id) {
-            Ok(slot) if slot < self.dense.len() => self.dense[slot].replace(entry),
-            Ok(slot) if slot <= self.dense.len() + DENSE_GAP_MAX => {
-                // Ids below `dense.len()` are never in `sparse`: move the gap's ones over.
-                let from = self.dense.len();
-                self.dense.resize(slot + 1, None);
-                for gap in from..slot {
-                    self.dense[gap] = self.sparse.remove(&(gap as i64));
-                }
-                self.sparse.remove(&id).or(self.dense[slot].replace(entry))
-            }
-            _ => self.sparse.insert(id, entry),
-        };
-        if old.is_none() {
-            self.count += 1;
-        }
-    }
-
-    fn remove(&mut self, id: i64) -> Option<UserEntry> {
-        let old = match usize::try_from(id) {
-            Ok(slot) if slot < self.dense.len() => self.dense[slot].take(),
-            _ => self.sparse.remove(&id),
-        };
-        self.count -= usize::from(old.is_some());
-        old
-    }
-
-    fn shrink_to_fit(&mut self) {
-        self.dense.shrink_to_fit();
-        self.sparse.shrink_to_fit();
-    }
-}
-
 /// A course as the registry holds it: every field, so that a `CourseUpdated` event can carry
 /// old and new values (courses are few; course data is not personal).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -237,7 +183,7 @@ impl CourseEntry {
 /// e-mail addresses of live users are indexed, so uniqueness checks do not scan all users.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryIndex {
-    users: UserSlots,
+    users: IdSlots<UserEntry>,
     /// The ids of live users, found by their username digest (the table holds only the id: the
     /// digest is in the user's entry, and digests are uniformly random, so 64 of their bits are
     /// the hash). One id per username.
@@ -255,7 +201,7 @@ pub struct RegistryIndex {
 impl RegistryIndex {
     /// How many users the registry holds (deleted ones included).
     pub fn user_count(&self) -> usize {
-        self.users.count
+        self.users.len()
     }
 
     pub fn user(&self, id: i64) -> Option<&UserEntry> {
@@ -769,40 +715,14 @@ mod tests {
     }
 }
 
-/// Given users by id in the dense vector and beyond it, when they are put, replaced and
-/// removed, then every lookup answers as a map of id → entry would.
+/// Given users in the registry index, when they are renamed, re-addressed and deleted, then its
+/// username and e-mail tables answer by the current entries.
 #[cfg(test)]
 mod slot_tests {
     use super::*;
 
     fn user(name: &str, email: &str) -> UserEntry {
         UserEntry::new(name, email, "manual", false, false)
-    }
-
-    #[test]
-    fn user_slots_hold_dense_and_far_ids_alike() {
-        let mut slots = UserSlots::default();
-        for id in [1, 2, 3] {
-            slots.insert(id, user(&format!("u{id}"), ""));
-        }
-        let far = 1_000_000_000_000;
-        slots.insert(far, user("far", ""));
-        slots.insert(-5, user("negative", ""));
-        // Beyond the vector but within the gap: first kept aside, then the vector grows over it.
-        slots.insert(3 + DENSE_GAP_MAX as i64 + 10, user("aside", ""));
-        slots.insert(10, user("ten", ""));
-        slots.insert(3 + DENSE_GAP_MAX as i64 + 10, user("aside again", ""));
-        slots.insert(12 + DENSE_GAP_MAX as i64, user("grows", ""));
-        assert_eq!(slots.count, 8);
-        assert_eq!(slots.get(far).map(|u| u.username), Some(TextDigest::of("far")));
-        assert_eq!(slots.get(-5).map(|u| u.username), Some(TextDigest::of("negative")));
-        assert_eq!(slots.get(3 + DENSE_GAP_MAX as i64 + 10).map(|u| u.username), Some(TextDigest::of("aside again")));
-        assert!(slots.sparse.keys().all(|id| usize::try_from(*id).map_or(true, |slot| slot >= slots.dense.len())));
-        assert!(slots.dense.len() < 2 * DENSE_GAP_MAX + 32, "a far id never grows the vector");
-        assert_eq!(slots.remove(2).map(|u| u.username), Some(TextDigest::of("u2")));
-        assert_eq!((slots.remove(2), slots.get(2), slots.count), (None, None, 7));
-        assert_eq!(slots.remove(far).map(|u| u.username), Some(TextDigest::of("far")));
-        assert_eq!((slots.get(far), slots.get(4), slots.get(i64::MIN)), (None, None, None));
     }
 
     // given live users sharing an e-mail address (allowaccountssameemail) and one far id, when
