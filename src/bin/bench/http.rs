@@ -41,18 +41,41 @@ impl Client {
         }
     }
 
+    /// GETs `path` with a bearer token (the audit API) and returns the body.
+    pub async fn get_bearer(&mut self, path: &str, token: &str) -> HttpResult<Vec<u8>> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n");
+        let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
+        match tokio::time::timeout(timeout, self.exchange(&request)).await {
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err(error)) => {
+                self.stream = None;
+                Err(error)
+            }
+            Err(_) => {
+                self.stream = None;
+                Err(format!("no answer within {REQUEST_TIMEOUT_MS} ms"))
+            }
+        }
+    }
+
     async fn post(&mut self, path: &str, form: &str) -> HttpResult<Vec<u8>> {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\n\r\n{form}",
+            form.len()
+        );
+        self.exchange(&request).await
+    }
+
+    /// Sends one request on the keep-alive connection (opening it when needed) and reads the
+    /// answer; anything but 200 is an error with its body.
+    async fn exchange(&mut self, request: &str) -> HttpResult<Vec<u8>> {
         if self.stream.is_none() {
             let stream = TcpStream::connect(&self.addr).await.map_err(|e| format!("connect {}: {e}", self.addr))?;
             stream.set_nodelay(true).map_err(|e| e.to_string())?;
             self.stream = Some(BufReader::new(stream));
         }
         let stream = self.stream.as_mut().expect("connected above");
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-             Content-Length: {}\r\n\r\n{form}",
-            form.len()
-        );
         stream.get_mut().write_all(request.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
         let (status, body, close) = read_response(stream).await?;
         if close {

@@ -61,6 +61,10 @@ pub struct Args {
     /// Seconds each HTTP load phase and each database-limit run lasts (default by scale).
     #[arg(long)]
     pub phase_seconds: Option<u64>,
+    /// Keep the PostgreSQL scratch schema at the end (its name is printed) to look into it
+    /// afterwards: `DROP SCHEMA name CASCADE` removes it. A SQLite --database-url file is always kept.
+    #[arg(long)]
+    pub keep_schema: bool,
     /// Build nothing: load the writer's state from the existing ledger at --database-url and
     /// print the heap each part of it holds.
     #[arg(long)]
@@ -95,11 +99,13 @@ impl Plan {
 pub struct Scratch {
     pub dir: PathBuf,
     pub pg: Option<(String, String)>,
+    /// Leave the PostgreSQL schema in place on drop (`--keep-schema`).
+    pub keep_schema: bool,
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if let Some((base, schema)) = self.pg.take() {
+        if let Some((base, schema)) = self.pg.take().filter(|_| !self.keep_schema) {
             let _ = std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
                 rt.block_on(async {
@@ -191,7 +197,7 @@ async fn run(args: Args) -> BenchResult<()> {
     let started = Instant::now();
     let dir = std::env::temp_dir().join(format!("enrol-ledger-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let mut scratch = Scratch { dir: dir.clone(), pg: None };
+    let mut scratch = Scratch { dir: dir.clone(), pg: None, keep_schema: false };
     let url = match args.backend {
         BackendArg::Sqlite => match &args.database_url {
             Some(file) => {
@@ -216,6 +222,10 @@ async fn run(args: Args) -> BenchResult<()> {
                 .await
                 .map_err(|e| format!("create schema: {e}"))?;
             admin.pool.close().await;
+            if args.keep_schema {
+                log(format!("the scratch schema {schema} is kept (--keep-schema)"));
+            }
+            scratch.keep_schema = args.keep_schema;
             scratch.pg = Some((base.clone(), schema.clone()));
             let sep = if base.contains('?') { '&' } else { '?' };
             format!("{base}{sep}options=-c%20search_path%3D{schema}")

@@ -17,8 +17,11 @@ use enrol_ledger::store::log::{Actor, StoredEvent};
 use enrol_ledger::store::Db;
 use sqlx::Row;
 
+/// Calls per audit API figure (history, as-of) on the running server; the median is reported.
+pub const AUDIT_API_CALLS: usize = 20;
+
 use crate::http::{self, Client};
-use crate::report::{Figures, Summary};
+use crate::report::{ms, Figures, Summary};
 use crate::{log, rss_kib, run_cli, BackendArg, BenchResult, Plan, Scratch, Server};
 
 /// Concurrent in-process submitters while building the data.
@@ -523,6 +526,44 @@ pub async fn all(url: &str, bin: &Path, plan: &Plan, scratch: &Scratch, figures:
     figures.get_enrolments = Some(get);
     figures.raw_fetch = Some(fetch);
     figures.raw_fetch_encode = Some(fetch_encode);
+    // The audit API on the running server (warm caches, no process start or connection set-up,
+    // which are most of a CLI's wall time on PostgreSQL): history by booking and by user, and
+    // the as-of of the large course.
+    let median = |mut walls: Vec<Duration>| {
+        walls.sort();
+        walls[walls.len() / 2]
+    };
+    let timed = |path: String| {
+        let (addr, audit) = (addr.clone(), audit.clone());
+        async move {
+            let mut client = Client::new(&addr);
+            client.get_bearer(&path, &audit).await?;
+            let mut walls = Vec::new();
+            let mut body = Vec::new();
+            for _ in 0..AUDIT_API_CALLS {
+                let started = Instant::now();
+                body = client.get_bearer(&path, &audit).await?;
+                walls.push(started.elapsed());
+            }
+            BenchResult::Ok((walls, body))
+        }
+    };
+    let (walls, _) = timed(format!("/api/v1/history/bookings/{}", built.history_booking)).await?;
+    figures.api_history = Some(median(walls));
+    if let Some(user) = built.users.first() {
+        let (walls, _) = timed(format!("/api/v1/history/users/{user}")).await?;
+        figures.api_history_user = Some(median(walls));
+    }
+    let (walls, body) = timed(format!("/api/v1/as-of?course={big}")).await?;
+    let answer: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("as-of: {e}"))?;
+    let rows = answer["enrolments"].as_array().map_or(0, Vec::len);
+    figures.api_as_of = Some((median(walls), rows));
+    log(format!(
+        "audit API, median of {AUDIT_API_CALLS}: history by booking {}, by user {}, as-of of {rows} rows {}",
+        figures.api_history.map_or("–".into(), ms),
+        figures.api_history_user.map_or("–".into(), ms),
+        figures.api_as_of.map_or("–".into(), |(wall, _)| ms(wall)),
+    ));
     figures.rss_peak_kib = rss_kib(server.pid()).1;
     server.stop();
     drop(server);
