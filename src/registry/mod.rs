@@ -275,11 +275,9 @@ impl RegistryIndex {
             {
                 found.remove();
             }
-            let username_of = |held: &i64| users.get(*held).map_or(0, |u| u.username.hash64());
-            self.usernames.insert_unique(name.hash64(), id, username_of);
+            self.usernames.insert_unique(name.hash64(), id, |held| username_hash(users, *held));
             if let Some(key) = email_key {
-                let email_of = |held: &i64| users.get(*held).and_then(|u| u.email_key).map_or(0, |k| k.hash64());
-                self.emails.insert_unique(key.hash64(), id, email_of);
+                self.emails.insert_unique(key.hash64(), id, |held| email_hash(users, *held));
             }
         }
     }
@@ -345,8 +343,8 @@ impl RegistryIndex {
         }
         index.users.shrink_to_fit();
         let users = &index.users;
-        index.usernames.shrink_to(0, |held| users.get(*held).map_or(0, |u| u.username.hash64()));
-        index.emails.shrink_to(0, |held| users.get(*held).and_then(|u| u.email_key).map_or(0, |k| k.hash64()));
+        index.usernames.shrink_to(0, |held| username_hash(users, *held));
+        index.emails.shrink_to(0, |held| email_hash(users, *held));
         let courses = "SELECT id, fullname, shortname, categoryid, idnumber, summary, visible, enablecompletion, \
                        startdate, enddate FROM courses";
         for row in sqlx::query(courses).fetch_all(&db.pool).await? {
@@ -371,6 +369,17 @@ impl RegistryIndex {
         index.next_course_id = index.courses.keys().max().copied().unwrap_or(1) + 1;
         Ok(index)
     }
+}
+
+/// The hash a `usernames` entry is kept under: its user's username digest (what a table
+/// rehashes by when it grows or shrinks).
+fn username_hash(users: &IdSlots<UserEntry>, id: i64) -> u64 {
+    users.get(id).map_or(0, |u| u.username.hash64())
+}
+
+/// The hash an `emails` entry is kept under: its user's case-blind e-mail digest.
+fn email_hash(users: &IdSlots<UserEntry>, id: i64) -> u64 {
+    users.get(id).and_then(|u| u.email_key).map_or(0, |k| k.hash64())
 }
 
 /// The user facts `rules::check_user_update` looks up: the index itself, or the index with the
@@ -718,7 +727,7 @@ mod tests {
 /// Given users in the registry index, when they are renamed, re-addressed and deleted, then its
 /// username and e-mail tables answer by the current entries.
 #[cfg(test)]
-mod slot_tests {
+mod index_tests {
     use super::*;
 
     fn user(name: &str, email: &str) -> UserEntry {

@@ -27,44 +27,32 @@ impl Client {
 
     /// POSTs a form to Moodle's REST endpoint and returns the body.
     pub async fn rest(&mut self, form: &str) -> HttpResult<Vec<u8>> {
-        let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
-        match tokio::time::timeout(timeout, self.post("/webservice/rest/server.php", form)).await {
-            Ok(Ok(body)) => Ok(body),
-            Ok(Err(error)) => {
-                self.stream = None;
-                Err(error)
-            }
-            Err(_) => {
-                self.stream = None;
-                Err(format!("no answer within {REQUEST_TIMEOUT_MS} ms"))
-            }
-        }
+        let path = "/webservice/rest/server.php";
+        self.timed(&format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\n\r\n{form}",
+            form.len()
+        ))
+        .await
     }
 
     /// GETs `path` with a bearer token (the audit API) and returns the body.
     pub async fn get_bearer(&mut self, path: &str, token: &str) -> HttpResult<Vec<u8>> {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n");
-        let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
-        match tokio::time::timeout(timeout, self.exchange(&request)).await {
-            Ok(Ok(body)) => Ok(body),
-            Ok(Err(error)) => {
-                self.stream = None;
-                Err(error)
-            }
-            Err(_) => {
-                self.stream = None;
-                Err(format!("no answer within {REQUEST_TIMEOUT_MS} ms"))
-            }
-        }
+        self.timed(&format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n")).await
     }
 
-    async fn post(&mut self, path: &str, form: &str) -> HttpResult<Vec<u8>> {
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-             Content-Length: {}\r\n\r\n{form}",
-            form.len()
-        );
-        self.exchange(&request).await
+    /// `exchange` within `REQUEST_TIMEOUT_MS`; after a failure the connection is dropped, so
+    /// the next request starts on a fresh one.
+    async fn timed(&mut self, request: &str) -> HttpResult<Vec<u8>> {
+        let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
+        let outcome = match tokio::time::timeout(timeout, self.exchange(request)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!("no answer within {REQUEST_TIMEOUT_MS} ms")),
+        };
+        if outcome.is_err() {
+            self.stream = None;
+        }
+        outcome
     }
 
     /// Sends one request on the keep-alive connection (opening it when needed) and reads the
