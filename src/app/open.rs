@@ -2,7 +2,9 @@
 //! decisions read, in as little memory as they can take (issue 7: at 555,000 live enrolments
 //! one `HashMap` per index and a `String` per booking ID were about 550 bytes per enrolment).
 //!
-//! One `Open` record per instance, in an ordered map keyed by instance; every index is an
+//! One `Open` record per instance, in a `projection::rowmap::RowMap` (pages of ids, each holding
+//! only its present records, packed: an ordered map grown one insert at a time kept its nodes
+//! half full: the writer's state folded from a 1M-event log took 138 MiB, with pages 99 MiB); every index is an
 //! ordered set of small keys that points back at it, so there is no second copy of a booking
 //! ID or a period:
 //! - `bookings`: (keyed hash of the booking ID, instance); a lookup reads the few instances of
@@ -31,6 +33,7 @@ use compact_str::CompactString;
 use crate::domain::enrolment::{EnrolmentState, LiveEnrolment};
 use crate::domain::ids::{BookingId, CourseId, InstanceId, RoleId, UserEnrolmentId, UserId};
 use crate::domain::period::EnrolmentPeriod;
+use crate::projection::rowmap::RowMap;
 
 /// One open instance: a live enrolment, or an orphan that still holds its booking ID. The
 /// booking ID is stored inline when it is short (up to 24 bytes), as SEMCO's are.
@@ -145,7 +148,7 @@ fn key(id: i64) -> Option<u32> {
 /// The open enrolment streams and their indexes (see the module's documentation).
 #[derive(Debug, Clone, Default)]
 pub struct OpenStreams {
-    records: BTreeMap<u32, Open>,
+    records: RowMap<Open>,
     bookings: BTreeSet<(u32, u32)>,
     live: BTreeSet<(u32, u32, u32)>,
     by_course: BTreeSet<(u32, u32, u32)>,
@@ -192,7 +195,7 @@ impl OpenStreams {
         by_course.sort_unstable();
         by_user_enrolment.sort_unstable();
         let streams = Self {
-            records: records.into_iter().collect(),
+            records: records.into_iter().map(|(instance, open)| (i64::from(instance), open)).collect(),
             bookings: bookings.into_iter().collect(),
             live: live.into_iter().collect(),
             by_course: by_course.into_iter().collect(),
@@ -217,13 +220,18 @@ impl OpenStreams {
                 group.clear();
                 group_hash = Some(hash);
             }
-            let booking = self.records[&instance].booking.as_str();
+            let booking = self.record(instance).booking.as_str();
             if group.contains(&booking) {
                 return Err(format!("two open streams hold one booking ID (one is instance {instance})"));
             }
             group.push(booking);
         }
         Ok(())
+    }
+
+    /// The record an index entry points at (every index entry has one).
+    fn record(&self, instance: u32) -> &Open {
+        self.records.get(&i64::from(instance)).expect("every index entry points at a record")
     }
 
     /// How many of the open streams hold a live user enrolment.
@@ -240,7 +248,7 @@ impl OpenStreams {
     }
 
     pub fn get(&self, instance: i64) -> Option<&Open> {
-        self.records.get(&key(instance)?)
+        self.records.get(&i64::from(key(instance)?))
     }
 
     pub fn contains(&self, instance: i64) -> bool {
@@ -249,7 +257,7 @@ impl OpenStreams {
 
     /// The records in ascending instance order.
     pub fn iter(&self) -> impl Iterator<Item = (i64, &Open)> + '_ {
-        self.records.iter().map(|(instance, open)| (i64::from(*instance), open))
+        self.records.iter()
     }
 
     /// The open instance holding this booking ID.
@@ -258,7 +266,7 @@ impl OpenStreams {
         self.bookings
             .range((hash, 0)..=(hash, u32::MAX))
             .map(|&(_, instance)| instance)
-            .find(|instance| self.records.get(instance).is_some_and(|open| open.booking == booking))
+            .find(|instance| self.records.get(&i64::from(*instance)).is_some_and(|open| open.booking == booking))
             .map(i64::from)
     }
 
@@ -313,7 +321,7 @@ impl OpenStreams {
         } else {
             self.orphans.insert(instance);
         }
-        self.records.insert(instance, open);
+        self.records.insert(i64::from(instance), open);
         Ok(())
     }
 
@@ -323,7 +331,7 @@ impl OpenStreams {
     }
 
     fn remove_key(&mut self, instance: u32) -> Option<Open> {
-        let open = self.records.remove(&instance)?;
+        let open = self.records.remove(&i64::from(instance))?;
         self.bookings.remove(&(booking_hash(&self.hasher, &open.booking), instance));
         self.by_course.remove(&(open.course_id, open.sortorder, instance));
         if open.live {
@@ -339,7 +347,7 @@ impl OpenStreams {
     /// streams with equal records must have equal indexes.
     pub fn index_dump(&self) -> serde_json::Value {
         let mut bookings: Vec<(&str, u32)> =
-            self.bookings.iter().map(|(_, instance)| (self.records[instance].booking.as_str(), *instance)).collect();
+            self.bookings.iter().map(|(_, instance)| (self.record(*instance).booking.as_str(), *instance)).collect();
         bookings.sort_unstable();
         serde_json::json!({
             "bookings": bookings,
@@ -365,9 +373,9 @@ impl OpenStreams {
     /// Appends every record, in ascending instance order, to `out` (a snapshot's section).
     pub fn write_records(&self, out: &mut Vec<u8>) {
         out.reserve(self.records.len() * (FIXED_BYTES + 16));
-        for (instance, open) in &self.records {
+        for (instance, open) in self.records.iter() {
             for value in [
-                i64::from(*instance),
+                instance,
                 i64::from(open.user_enrolment_id),
                 i64::from(open.user_id),
                 i64::from(open.course_id),

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::rowmap::RowMap;
 use crate::domain::column::GradeValue;
 use crate::domain::config::{Settings, SETTING_NAMES};
 use crate::domain::criteria::{Criteria, TYPE_GRADE};
@@ -85,8 +86,8 @@ pub enum RowKey {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProjectionState {
-    pub enrol: BTreeMap<i64, EnrolRow>,
-    pub user_enrolments: BTreeMap<i64, UserEnrolmentRow>,
+    pub enrol: RowMap<EnrolRow>,
+    pub user_enrolments: RowMap<UserEnrolmentRow>,
     pub course_completions: BTreeMap<(i64, i64), CompletionRow>,
     pub recompletion_history: BTreeMap<i64, RecompletionRow>,
     pub course_recompletion: BTreeMap<i64, RecompletionType>,
@@ -98,8 +99,8 @@ impl Default for ProjectionState {
     fn default() -> Self {
         let defaults = Settings::default();
         Self {
-            enrol: BTreeMap::new(),
-            user_enrolments: BTreeMap::new(),
+            enrol: RowMap::default(),
+            user_enrolments: RowMap::default(),
             course_completions: BTreeMap::new(),
             recompletion_history: BTreeMap::new(),
             course_recompletion: BTreeMap::new(),

@@ -241,8 +241,8 @@ impl ProjectionState {
     fn all_keys(&self) -> impl Iterator<Item = RowKey> + '_ {
         self.enrol
             .keys()
-            .map(|k| RowKey::Enrol(*k))
-            .chain(self.user_enrolments.keys().map(|k| RowKey::UserEnrolment(*k)))
+            .map(RowKey::Enrol)
+            .chain(self.user_enrolments.keys().map(RowKey::UserEnrolment))
             .chain(self.course_completions.keys().map(|(u, c)| RowKey::Completion(*u, *c)))
             .chain(self.recompletion_history.keys().map(|k| RowKey::Recompletion(*k)))
             .chain(self.course_recompletion.keys().map(|k| RowKey::CourseRecompletion(*k)))
@@ -556,8 +556,8 @@ impl ProjectionState {
     /// One table's keys, in key order (the order `table_rows` and `compare_table` use).
     fn keys_of<'a>(&'a self, table: &Table) -> Box<dyn Iterator<Item = RowKey> + 'a> {
         match table.name {
-            "enrol" => Box::new(self.enrol.keys().map(|k| RowKey::Enrol(*k))),
-            "user_enrolments" => Box::new(self.user_enrolments.keys().map(|k| RowKey::UserEnrolment(*k))),
+            "enrol" => Box::new(self.enrol.keys().map(RowKey::Enrol)),
+            "user_enrolments" => Box::new(self.user_enrolments.keys().map(RowKey::UserEnrolment)),
             "course_completions" => Box::new(self.course_completions.keys().map(|(u, c)| RowKey::Completion(*u, *c))),
             "recompletion_history" => Box::new(self.recompletion_history.keys().map(|k| RowKey::Recompletion(*k))),
             "course_recompletion" => Box::new(self.course_recompletion.keys().map(|k| RowKey::CourseRecompletion(*k))),

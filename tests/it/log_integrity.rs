@@ -100,6 +100,37 @@ async fn verify_detects_reordered_events(backend: Backend) {
     }
 }
 
+/// The stream versions are checked by the database (issue 7): a version that skips, and one
+/// recorded before the version it follows, are each named with their position.
+async fn verify_detects_skipped_and_reordered_stream_versions(backend: Backend) {
+    let test = seeded(backend).await;
+    let second = enrolled_at(&test.db, 2).await;
+    let third = enrolled_at(&test.db, 3).await;
+    bypass_triggers(&test.db).await;
+    sqlx::query("UPDATE events SET stream_version = 3 WHERE position = $1")
+        .bind(second)
+        .execute(&test.db.pool)
+        .await
+        .unwrap();
+    // The third enrolment's stream gets a second event recorded before its first.
+    let sql = "INSERT INTO events (position, stream_id, stream_type, stream_key, stream_version, event_type, \
+               schema_version, recorded_at, actor_user_id, actor_token_id, request_id, booking_id, payload, hash) \
+               SELECT -1, stream_id, stream_type, stream_key, 2, event_type, schema_version, recorded_at, \
+               actor_user_id, actor_token_id, request_id, NULL, payload, hash FROM events WHERE position = $1";
+    sqlx::query(sql).bind(third).execute(&test.db.pool).await.unwrap();
+    let key = |position: i64| {
+        sqlx::query_scalar::<_, String>("SELECT stream_key FROM events WHERE position = $1")
+            .bind(position)
+            .fetch_one(&test.db.pool)
+    };
+    let (second_key, third_key) = (key(second).await.unwrap(), key(third).await.unwrap());
+    let report = audit::verify(&test.db).await.unwrap();
+    let skipped = format!("position {second}: stream {second_key} version 3 where 1 was expected");
+    assert!(report.problems.iter().any(|p| p.starts_with(&skipped)), "{:?}", report.problems);
+    let early = format!("position -1: stream {third_key} version 2 is recorded before version 1 (position {third})");
+    assert!(report.problems.iter().any(|p| p.starts_with(&early)), "{:?}", report.problems);
+}
+
 async fn verify_detects_tampered_projection(backend: Backend) {
     let test = seeded(backend).await;
     sqlx::query("UPDATE user_enrolments SET timeend = 99 WHERE id = 1").execute(&test.db.pool).await.unwrap();
@@ -116,4 +147,5 @@ on_both_backends!(
     verify_detects_removed_event,
     verify_detects_reordered_events,
     verify_detects_tampered_projection,
+    verify_detects_skipped_and_reordered_stream_versions,
 );
