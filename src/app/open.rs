@@ -2,11 +2,11 @@
 //! decisions read, in as little memory as they can take (issue 7: at 555,000 live enrolments
 //! one `HashMap` per index and a `String` per booking ID were about 550 bytes per enrolment).
 //!
-//! One `Open` record per instance, in a `projection::rowmap::RowMap` (pages of ids, each holding
-//! only its present records, packed: an ordered map grown one insert at a time kept its nodes
-//! half full: the writer's state folded from a 1M-event log took 138 MiB, with pages 99 MiB); every index is an
-//! ordered set of small keys that points back at it, so there is no second copy of a booking
-//! ID or a period:
+//! One `Open` record per instance, in a `projection::rowmap::RowMap` (pages of ids, each
+//! holding only its present records, packed; an ordered map grown one insert at a time kept its
+//! nodes half full: the writer's state folded from a 1M-event log took 138 MiB, with pages
+//! 99 MiB); every index is an ordered set of small keys that points back at it, so there is
+//! no second copy of a booking ID or a period:
 //! - `bookings`: (keyed hash of the booking ID, instance); a lookup reads the few instances of
 //!   one hash and compares the record's booking ID, so a hash collision cannot mislead it;
 //! - `live`: (user, course, instance) of live enrolments: one user's, and one user's in one

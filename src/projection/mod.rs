@@ -2,8 +2,9 @@
 //! completions, the recompletion history, course recompletion types and the settings.
 //!
 //! `state` is the pure fold (also used for rebuild, verify and "as of" queries); `tables` maps it
-//! to SQL rows (`rowmap` holds the id-keyed ones); `writes` are the writer's incremental row writes, merged per batch; `schema` drops and creates the tables and records their version, inside the
-//! transaction of `app::audit::upgrade_projections`, which rebuilds them when
+//! to SQL rows (`rowmap` holds the id-keyed ones); `writes` are the writer's incremental row
+//! writes, merged per batch; `schema` drops and creates the tables and records their version,
+//! inside the transaction of `app::audit::upgrade_projections`, which rebuilds them when
 //! `PROJECTION_VERSION` changes.
 
 pub mod queries;

@@ -1,12 +1,14 @@
 //! Rows by id, for ids the ledger hands out itself in order from 1 (`enrol` and
 //! `user_enrolments` in the projection fold, the writer's open streams): ids are grouped in
 //! pages of `PAGE` consecutive ids, and each page holds only its present rows, packed in id
-//! order beside their 16-bit offsets. A row costs its own size and two bytes: an ordered map
-//! grown by ascending inserts keeps its nodes about half full (issue 7: the fold of 1.2 million
-//! rows took 213 MiB, 177 bytes a row), a vector indexed by id keeps a slot for every id ever
-//! handed out, and one grown by doubling may hold twice what it needs. Removed rows give their
-//! space back (a page shrinks when it is three-quarters empty), so memory follows the rows
-//! held, not the ids handed out. Putting or removing a row moves at most one page's rows.
+//! order beside their 16-bit offsets. A full page costs its rows' size and two bytes a row: an
+//! ordered map grown by ascending inserts keeps its nodes about half full (issue 7: the fold of
+//! 1.2 million rows took 213 MiB, 177 bytes a row), a vector indexed by id keeps a slot for
+//! every id ever handed out, and one grown by doubling may hold twice what it needs. A page is
+//! allocated whole when its first row comes (ids arrive in order, so it fills); removed rows
+//! give their space back when a page is three-quarters empty, so memory stays within four
+//! times the rows held (plus one page), never the ids handed out. Putting or removing a row
+//! moves at most one page's rows.
 //!
 //! An id far beyond the pages (more than `GAP_PAGES` pages past the end) or negative goes to
 //! an ordered side map instead, so no id can make the page table huge. Iteration is in
