@@ -608,13 +608,13 @@ async fn run(cli: Cli) -> CliResult {
         }
         Command::Verify { checkpoint, public_key } => {
             let started = std::time::Instant::now();
-            let mut report = audit::verify(&db).await?;
             let public = public_key_for(public_key.as_deref(), &key_path)?;
             let mut checkpoints: Vec<crate::proof::check::Sourced> = Vec::new();
             let mut conn = db.pool.acquire().await?;
             let sourced =
                 |source: String| move |checkpoint| crate::proof::check::Sourced { checkpoint, source: source.clone() };
             checkpoints.extend(crate::proof::store::all(&mut conn).await?.into_iter().map(sourced("database".into())));
+            drop(conn);
             let mut files = vec![checkpoint_file.clone()];
             if let Some(given) = checkpoint {
                 if !given.exists() {
@@ -627,8 +627,11 @@ async fn run(cli: Cli) -> CliResult {
                 let read = crate::proof::Checkpoint::read_file(file)?;
                 checkpoints.extend(read.into_iter().map(sourced(file.display().to_string())));
             }
-            report.problems.extend(crate::proof::check::log_against(&mut conn, &checkpoints, public.as_ref()).await?);
-            drop(conn);
+            // Compared during verify's own pass over the log (read before its snapshot, so
+            // every event a checkpoint in the database covers is in it).
+            let mut check = crate::proof::check::LogCheck::new(&checkpoints, public.as_ref());
+            let mut report = audit::verify_feeding(&db, |position, hash| check.push(position, hash)).await?;
+            report.problems.extend(check.finish());
             for problem in &report.problems {
                 println!("MISMATCH: {problem}");
             }

@@ -130,6 +130,13 @@ impl VerifyReport {
 /// database over its `(stream_id, stream_version)` index; the second folds the projections
 /// (the size of the projection tables) and compares them table by table in keyset pages.
 pub async fn verify(db: &Db) -> Result<VerifyReport, StoreError> {
+    verify_feeding(db, |_, _| {}).await
+}
+
+/// `verify` that also hands every event's position and chain hash to `leaf`, in position order,
+/// during its first pass: the comparison with the signed checkpoints
+/// (`proof::check::LogCheck`) rides on that pass instead of reading the log once more.
+pub async fn verify_feeding(db: &Db, mut leaf: impl FnMut(i64, &str)) -> Result<VerifyReport, StoreError> {
     let mut tx = db.pool.begin().await?;
     if db.backend == Backend::Postgres {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
@@ -143,6 +150,7 @@ pub async fn verify(db: &Db) -> Result<VerifyReport, StoreError> {
     log::replay_chained(&mut tx, |stored, event, chained| {
         count += 1;
         *chain_intact &= check_event(&stored, prev_position, &chained, problems);
+        leaf(stored.position, &stored.hash);
         match event {
             Ok(event) => {
                 if let Err(impossible) = ledger.try_apply(&stored, &event) {

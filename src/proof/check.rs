@@ -27,110 +27,151 @@ pub async fn log_against(
     checkpoints: &[Sourced],
     public: Option<&VerifyingKey>,
 ) -> Result<Vec<String>, ProofError> {
-    let mut problems = Vec::new();
-    let mut wanted: Vec<&Sourced> = Vec::new();
-    for c in checkpoints {
-        match public {
-            Some(public) => match c.checkpoint.check_signature(public) {
-                Ok(()) => wanted.push(c),
-                Err(why) => problems.push(format!("FORGED: {}: {why}", describe(c))),
-            },
-            None => {
-                problems.push(format!("UNCHECKED: {}: no public key to check its signature", describe(c)));
-                wanted.push(c);
-            }
-        }
-    }
-    wanted.sort_by_key(|c| c.checkpoint.position);
-    let Some(last) = wanted.last() else { return Ok(problems) };
-    let until = last.checkpoint.position;
-    let mut frontier = Frontier::default();
-    let mut next = wanted.iter().peekable();
-    let mut expected = 1;
-    let mut gaps = Vec::new();
-    let mut outcomes: Vec<Outcome> = Vec::new();
-    settle(&frontier, crate::store::log::GENESIS_HASH, &mut next, &mut outcomes);
-    store::leaves(conn, 0, until, |leaf| {
-        if leaf.position != expected {
-            gaps.push(format!(
-                "REMOVED: position {} follows position {}: {} event(s) missing (a checkpoint covers them)",
-                leaf.position,
-                expected - 1,
-                leaf.position - expected
-            ));
-        }
-        expected = leaf.position + 1;
-        frontier.push(leaf.leaf_hash());
-        settle(&frontier, &leaf.hash, &mut next, &mut outcomes);
+    let mut check = LogCheck::new(checkpoints, public);
+    store::leaves(conn, 0, check.until(), |leaf| {
+        check.push(leaf.position, &leaf.hash);
         Ok(())
     })
     .await?;
-    problems.extend(gaps);
-    let size = frontier.size();
-    for c in next {
-        outcomes.push((
-            c,
-            Err(format!(
-                "TRUNCATED: {}: it covers {} events, the log has only {size}: {} event(s) were cut off the tail \
-                 (or removed and the rest renumbered)",
-                describe(c),
-                c.checkpoint.position,
-                c.checkpoint.position as u64 - size
-            )),
-        ));
-    }
-    let last_good = outcomes.iter().filter(|(_, o)| o.is_ok()).map(|(c, _)| c.checkpoint.position).max();
-    let first_bad = outcomes.iter().filter(|(_, o)| o.is_err()).map(|(c, _)| c.checkpoint.position).min();
-    for (_, outcome) in outcomes {
-        if let Err(problem) = outcome {
-            problems.push(problem);
-        }
-    }
-    if let (Some(good), Some(bad)) = (last_good, first_bad) {
-        if good < bad {
-            problems.push(format!(
-                "the log agrees with the checkpoint of position {good} and not with the one of position {bad}: \
-                 the change lies in positions {}..={bad}",
-                good + 1
-            ));
-        }
-    }
-    Ok(problems)
+    Ok(check.finish())
+}
+
+/// The log against a set of checkpoints, fed the log's events in position order (by
+/// `log_against`, or by `verify`'s own pass over the log so the log is read once): signatures
+/// first, then at each checkpoint's position the chain hash and the Merkle root of the
+/// events so far. O(log n) memory: the Merkle frontier.
+pub struct LogCheck<'a> {
+    problems: Vec<String>,
+    /// Checkpoints to compare (signature good or unchecked), by position.
+    wanted: Vec<&'a Sourced>,
+    /// The first of `wanted` not settled yet.
+    next: usize,
+    frontier: Frontier,
+    expected: i64,
+    gaps: Vec<String>,
+    outcomes: Vec<Outcome<'a>>,
 }
 
 type Outcome<'a> = (&'a Sourced, Result<(), String>);
 
-/// Compares the tree at its current size (last leaf's chain hash `hash`) with each checkpoint
-/// of that size.
-fn settle<'a>(
-    frontier: &Frontier,
-    hash: &str,
-    next: &mut std::iter::Peekable<std::slice::Iter<'_, &'a Sourced>>,
-    outcomes: &mut Vec<Outcome<'a>>,
-) {
-    while let Some(c) = next.next_if(|c| c.checkpoint.position as u64 == frontier.size()) {
-        let cp = &c.checkpoint;
-        let outcome = if cp.position > 0 && cp.head_hash != hash {
-            Err(format!(
-                "REWRITTEN: {}: the log's event {} has hash {hash}, the checkpoint says {}: events up to \
-                 position {} were altered, removed or reordered and the chain recomputed",
-                describe(c),
-                cp.position,
-                cp.head_hash,
-                cp.position
-            ))
-        } else if merkle::to_hex(&frontier.root()) != cp.merkle_root {
-            Err(format!(
-                "REWRITTEN: {}: the Merkle root of the log's first {} events is {}, the checkpoint says {}",
-                describe(c),
-                cp.position,
-                merkle::to_hex(&frontier.root()),
-                cp.merkle_root
-            ))
-        } else {
-            Ok(())
+impl<'a> LogCheck<'a> {
+    pub fn new(checkpoints: &'a [Sourced], public: Option<&VerifyingKey>) -> Self {
+        let mut problems = Vec::new();
+        let mut wanted: Vec<&Sourced> = Vec::new();
+        for c in checkpoints {
+            match public {
+                Some(public) => match c.checkpoint.check_signature(public) {
+                    Ok(()) => wanted.push(c),
+                    Err(why) => problems.push(format!("FORGED: {}: {why}", describe(c))),
+                },
+                None => {
+                    problems.push(format!("UNCHECKED: {}: no public key to check its signature", describe(c)));
+                    wanted.push(c);
+                }
+            }
+        }
+        wanted.sort_by_key(|c| c.checkpoint.position);
+        let mut check = Self {
+            problems,
+            wanted,
+            next: 0,
+            frontier: Frontier::default(),
+            expected: 1,
+            gaps: Vec::new(),
+            outcomes: Vec::new(),
         };
-        outcomes.push((c, outcome));
+        check.settle(crate::store::log::GENESIS_HASH);
+        check
+    }
+
+    /// The last position any checkpoint covers (0 when none is to be compared): the events
+    /// after it need not be pushed.
+    pub fn until(&self) -> i64 {
+        self.wanted.last().map_or(0, |c| c.checkpoint.position)
+    }
+
+    /// The next event of the log: its position and chain hash (hex).
+    pub fn push(&mut self, position: i64, hash: &str) {
+        if self.next == self.wanted.len() {
+            return;
+        }
+        if position != self.expected {
+            self.gaps.push(format!(
+                "REMOVED: position {position} follows position {}: {} event(s) missing (a checkpoint covers them)",
+                self.expected - 1,
+                position - self.expected
+            ));
+        }
+        self.expected = position + 1;
+        self.frontier.push(store::Leaf::hash_of(hash));
+        self.settle(hash);
+    }
+
+    /// Compares the tree at its current size (last leaf's chain hash `hash`) with each
+    /// checkpoint of that size.
+    fn settle(&mut self, hash: &str) {
+        while let Some(&c) = self.wanted.get(self.next).filter(|c| c.checkpoint.position as u64 == self.frontier.size())
+        {
+            self.next += 1;
+            let cp = &c.checkpoint;
+            let outcome = if cp.position > 0 && cp.head_hash != hash {
+                Err(format!(
+                    "REWRITTEN: {}: the log's event {} has hash {hash}, the checkpoint says {}: events up to \
+                     position {} were altered, removed or reordered and the chain recomputed",
+                    describe(c),
+                    cp.position,
+                    cp.head_hash,
+                    cp.position
+                ))
+            } else if merkle::to_hex(&self.frontier.root()) != cp.merkle_root {
+                Err(format!(
+                    "REWRITTEN: {}: the Merkle root of the log's first {} events is {}, the checkpoint says {}",
+                    describe(c),
+                    cp.position,
+                    merkle::to_hex(&self.frontier.root()),
+                    cp.merkle_root
+                ))
+            } else {
+                Ok(())
+            };
+            self.outcomes.push((c, outcome));
+        }
+    }
+
+    /// Every problem found, once the log (up to `until`) has been pushed.
+    pub fn finish(self) -> Vec<String> {
+        let Self { mut problems, wanted, next, frontier, gaps, mut outcomes, .. } = self;
+        problems.extend(gaps);
+        let size = frontier.size();
+        for c in &wanted[next..] {
+            outcomes.push((
+                c,
+                Err(format!(
+                    "TRUNCATED: {}: it covers {} events, the log has only {size}: {} event(s) were cut off the tail \
+                     (or removed and the rest renumbered)",
+                    describe(c),
+                    c.checkpoint.position,
+                    c.checkpoint.position as u64 - size
+                )),
+            ));
+        }
+        let last_good = outcomes.iter().filter(|(_, o)| o.is_ok()).map(|(c, _)| c.checkpoint.position).max();
+        let first_bad = outcomes.iter().filter(|(_, o)| o.is_err()).map(|(c, _)| c.checkpoint.position).min();
+        for (_, outcome) in outcomes {
+            if let Err(problem) = outcome {
+                problems.push(problem);
+            }
+        }
+        if let (Some(good), Some(bad)) = (last_good, first_bad) {
+            if good < bad {
+                problems.push(format!(
+                    "the log agrees with the checkpoint of position {good} and not with the one of position {bad}: \
+                     the change lies in positions {}..={bad}",
+                    good + 1
+                ));
+            }
+        }
+        problems
     }
 }
 

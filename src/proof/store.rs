@@ -20,9 +20,16 @@ impl Leaf {
     /// The leaf hash: SHA-256(0x00 || the 32 raw bytes of the chain hash). A stored hash that
     /// is not 64 hex digits is hashed as its text, so it still counts (and mismatches).
     pub fn leaf_hash(&self) -> Hash {
-        match hex::decode(&self.hash) {
-            Ok(bytes) if bytes.len() == 32 => merkle::leaf_hash(&bytes),
-            _ => merkle::leaf_hash(self.hash.as_bytes()),
+        Self::hash_of(&self.hash)
+    }
+
+    /// The Merkle leaf of an event whose chain hash is `hash` (hex): the hash's 32 bytes, or
+    /// the text itself if it is not 32 bytes of hex (a damaged row still makes a leaf).
+    pub fn hash_of(hash: &str) -> Hash {
+        let mut bytes = [0u8; 32];
+        match hex::decode_to_slice(hash, &mut bytes) {
+            Ok(()) => merkle::leaf_hash(&bytes),
+            Err(_) => merkle::leaf_hash(hash.as_bytes()),
         }
     }
 }

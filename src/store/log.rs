@@ -16,7 +16,7 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 /// Rows per multi-row INSERT: 14 columns each stays far below both backends' parameter limits.
 pub const INSERT_ROWS_MAX: usize = 500;
 /// Rows fetched per round trip when replaying the whole log.
-pub const REPLAY_PAGE_ROWS: i64 = 10_000;
+pub const REPLAY_PAGE_ROWS: i64 = 4_000;
 
 /// Which stream an event belongs to: its aggregate type and readable key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -556,15 +556,18 @@ async fn replay_pipelined<F>(
 where
     F: FnMut(StoredEvent, Result<LedgerEvent, StoreError>, Option<String>) -> Result<(), StoreError>,
 {
-    let mut page = read_after(conn, 0, REPLAY_PAGE_ROWS).await?;
-    let mut prev_hash = GENESIS_HASH.to_owned();
-    loop {
-        let Some(last) = page.last() else { return Ok(()) };
-        let (last_position, last_hash) = (last.position, last.hash.clone());
-        let more = page.len() as i64 == REPLAY_PAGE_ROWS && until.is_none_or(|u| last_position < u);
-        let decoding = tokio::task::spawn_blocking(move || -> Prepared {
-            let mut prev = prev_hash;
-            page.into_iter()
+    // Three stages, each a page ahead of the next: this task reads pages (the database's work
+    // runs on its own thread), a blocking thread parses, decodes and hashes them, and this
+    // task again hands the prepared events to `visit`. Channels of one page bound the memory
+    // to about three pages; when `visit` stops (an error, or `until` reached) the channels
+    // close and the stages behind it stop after the page in hand.
+    let (read_out, mut read_in) = tokio::sync::mpsc::channel::<Vec<StoredEvent>>(1);
+    let (prepared_out, mut prepared_in) = tokio::sync::mpsc::channel::<Prepared>(1);
+    let preparing = tokio::task::spawn_blocking(move || {
+        let mut prev = GENESIS_HASH.to_owned();
+        while let Some(page) = read_in.blocking_recv() {
+            let prepared = page
+                .into_iter()
                 .map(|stored| {
                     let event = stored.event();
                     let chained = chain.then(|| stored.chain_hash(&prev));
@@ -573,22 +576,55 @@ where
                     }
                     (stored, event, chained)
                 })
-                .collect()
-        });
-        let next = if more { read_after(conn, last_position, REPLAY_PAGE_ROWS).await } else { Ok(Vec::new()) };
-        let prepared = match decoding.await {
-            Ok(prepared) => prepared,
-            Err(join) => std::panic::resume_unwind(join.into_panic()),
-        };
-        for (stored, event, chained) in prepared {
-            if until.is_some_and(|u| stored.position > u) {
-                return Ok(());
+                .collect::<Prepared>();
+            if prepared_out.blocking_send(prepared).is_err() {
+                return;
             }
-            visit(stored, event, chained)?;
         }
-        prev_hash = last_hash;
-        page = next?;
+    });
+    // The page is parsed by this task, which also frees its rows after `visit`: with the
+    // parse on the decoding thread, glibc's frees across threads contended for its arena.
+    let reading = async move {
+        let mut after = 0;
+        let outcome = loop {
+            let page = match fetch_page(conn, "SELECT * FROM events", &[], after, REPLAY_PAGE_ROWS).await {
+                Ok(page) => page,
+                Err(error) => break Err(error),
+            };
+            let Some(last) = page.last().map(|e| e.position) else { break Ok(()) };
+            let more = page.len() as i64 == REPLAY_PAGE_ROWS && until.is_none_or(|u| last < u);
+            if read_out.send(page).await.is_err() || !more {
+                break Ok(());
+            }
+            after = last;
+        };
+        // Closing the channel ends the preparing stage, and through it the visiting one.
+        drop(read_out);
+        outcome
+    };
+    let visiting = async move {
+        let outcome = 'pages: {
+            while let Some(prepared) = prepared_in.recv().await {
+                for (stored, event, chained) in prepared {
+                    if until.is_some_and(|u| stored.position > u) {
+                        break 'pages Ok(());
+                    }
+                    if let Err(error) = visit(stored, event, chained) {
+                        break 'pages Err(error);
+                    }
+                }
+            }
+            Ok(())
+        };
+        // Closing the channel stops the other two stages.
+        drop(prepared_in);
+        outcome
+    };
+    let (read, visited) = tokio::join!(reading, visiting);
+    if let Err(join) = preparing.await {
+        std::panic::resume_unwind(join.into_panic());
     }
+    visited.and(read)
 }
 
 /// Decodes `events` on all available cores (a blocking task split into one chunk per core),

@@ -1,7 +1,9 @@
 //! The log refuses changes at the database level, and `verify` catches what a bypass changes.
 
-use enrol_ledger::app::audit;
-use enrol_ledger::store::{Backend, Db};
+use enrol_ledger::app::{audit, Request};
+use enrol_ledger::domain::completion::GradeInput;
+use enrol_ledger::store::log::{self, GENESIS_HASH, REPLAY_PAGE_ROWS};
+use enrol_ledger::store::{Backend, Db, StoreError};
 
 use crate::on_both_backends;
 use crate::support::*;
@@ -141,7 +143,119 @@ async fn verify_detects_tampered_projection(backend: Backend) {
     assert!(audit::verify(&test.db).await.unwrap().is_ok());
 }
 
+/// `verify` reads SQLite's projection tables back as one JSON page per round trip (issue 7):
+/// a grade that differs from the log's only beyond the 15 digits SQLite's JSON keeps is still
+/// reported, and a cell of the wrong type is reported as a difference (PostgreSQL's typed
+/// columns refuse such a cell outright), never a failed verify.
+async fn verify_compares_projection_cells_exactly(backend: Backend) {
+    let test = TestDb::new(backend).await;
+    let ledger = test.ledger().await;
+    let course = create_course(&ledger, "C1", true).await;
+    let user = create_user(&ledger, "anna").await;
+    enrol(&ledger, user, course, "B-1", 0, 0).await;
+    let grade = GradeInput { finalgrade: Some(66.66667), ..GradeInput::default() };
+    submit(&ledger, Request::RecordCompletion { user_id: user, course_id: course, timecompleted: 180, grade })
+        .await
+        .unwrap();
+    let report = audit::verify(&test.db).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+
+    sqlx::query("UPDATE course_completions SET finalgrade = finalgrade + 0.000000000001")
+        .execute(&test.db.pool)
+        .await
+        .unwrap();
+    let report = audit::verify(&test.db).await.unwrap();
+    assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+    assert!(report.problems.iter().all(|p| p.starts_with("projection course_completions")), "{:?}", report.problems);
+    audit::rebuild(&test.db).await.unwrap();
+    assert!(audit::verify(&test.db).await.unwrap().is_ok());
+
+    let mistyped = sqlx::query("UPDATE user_enrolments SET timeend = 'soon'").execute(&test.db.pool).await;
+    match backend {
+        Backend::Postgres => assert!(mistyped.is_err(), "a bigint column refuses text"),
+        Backend::Sqlite => {
+            mistyped.unwrap();
+            let report = audit::verify(&test.db).await.unwrap();
+            assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+            assert!(report.problems.iter().all(|p| p.starts_with("projection user_enrolments")));
+            assert!(report.problems[1].contains("soon"), "{:?}", report.problems);
+        }
+    }
+}
+
+/// The replay pipeline (issue 7: read, decode and fold each a page apart, on their own
+/// threads) hands every event over in order across pages, stops at `until`, and when the
+/// visitor fails returns its error and stops the stages behind it (no hang: the test bounds
+/// each replay), leaving the connection usable.
+async fn replay_pipeline_keeps_order_and_stops_cleanly(backend: Backend) {
+    let test = seeded(backend).await;
+    // Copies of the first event in their own streams, chained, until the log spans pages.
+    let mut conn = test.db.pool.acquire().await.unwrap();
+    let existing = log::read_after(&mut conn, 0, 1_000).await.unwrap();
+    let template = existing[0].clone();
+    let mut prev = existing.last().unwrap().hash.clone();
+    let total = 2 * REPLAY_PAGE_ROWS + REPLAY_PAGE_ROWS / 2;
+    let mut copies = Vec::new();
+    for position in existing.len() as i64 + 1..=total {
+        let mut copy = template.clone();
+        copy.position = position;
+        copy.stream_id = format!("{}-copy-{position}", template.stream_id);
+        copy.stream_key = format!("copy-{position}");
+        copy.hash = copy.chain_hash(&prev);
+        prev.clone_from(&copy.hash);
+        copies.push(copy);
+    }
+    for chunk in copies.chunks(500) {
+        log::append(&mut conn, chunk).await.unwrap();
+    }
+    type Bounded = Result<Result<(), StoreError>, tokio::time::error::Elapsed>;
+    let bounded = |what: &'static str| move |r: Bounded| r.unwrap_or_else(|_| panic!("{what}: the replay hung"));
+    let limit = std::time::Duration::from_secs(60);
+
+    let mut seen = Vec::new();
+    let mut prev = GENESIS_HASH.to_owned();
+    let mut intact = true;
+    let replay = log::replay_chained(&mut conn, |stored, event, chained| {
+        assert!(event.is_ok(), "position {}: {event:?}", stored.position);
+        intact &= chained == stored.hash && stored.chain_hash(&prev) == chained;
+        prev = stored.hash.clone();
+        seen.push(stored.position);
+        Ok(())
+    });
+    bounded("whole log")(tokio::time::timeout(limit, replay).await).unwrap();
+    assert!(intact);
+    assert_eq!(seen, (1..=total).collect::<Vec<_>>());
+
+    let until = REPLAY_PAGE_ROWS + 7;
+    let mut seen = Vec::new();
+    let replay = log::replay_decoded(&mut conn, Some(until), |stored, _| {
+        seen.push(stored.position);
+        Ok(())
+    });
+    bounded("until")(tokio::time::timeout(limit, replay).await).unwrap();
+    assert_eq!(seen, (1..=until).collect::<Vec<_>>());
+
+    let stop = REPLAY_PAGE_ROWS / 2;
+    let mut last = 0;
+    let replay = log::replay_decoded(&mut conn, None, |stored, _| {
+        last = stored.position;
+        if stored.position == stop {
+            return Err(StoreError::Database(sqlx::Error::Protocol(format!("stop at {stop}"))));
+        }
+        Ok(())
+    });
+    let failed = bounded("a failing visitor")(tokio::time::timeout(limit, replay).await);
+    let stopped =
+        matches!(&failed, Err(StoreError::Database(sqlx::Error::Protocol(m))) if *m == format!("stop at {stop}"));
+    assert!(stopped, "{failed:?}");
+    assert_eq!(last, stop, "no event is visited after the failure");
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&mut *conn).await.unwrap();
+    assert_eq!(count, total, "the connection still answers");
+}
+
 on_both_backends!(
+    verify_compares_projection_cells_exactly,
+    replay_pipeline_keeps_order_and_stops_cleanly,
     log_refuses_update_and_delete,
     verify_detects_changed_payload,
     verify_detects_removed_event,
